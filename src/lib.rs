@@ -1,0 +1,1 @@
+//! partkeeper: keeps PostgreSQL range-partitioned tables healthy.
