@@ -1,2 +1,19 @@
-//! partkeeper: keeps PostgreSQL range-partitioned tables healthy.
+//! partkeeper: keeps PostgreSQL range-partitioned tables healthy. The binary is a thin shell
+//! over these modules, so tests drive the same code the binary runs.
+pub mod bounds;
+pub mod calendar;
+pub mod catalog;
+pub mod check;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod coverage;
+pub mod ddl;
+pub mod error;
+pub mod execute;
 pub mod ident;
+pub mod logging;
+pub mod maintain;
+pub mod pg;
+pub mod plan;
+pub mod secret;

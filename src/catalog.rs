@@ -1,0 +1,324 @@
+//! Reads the database, never changes it: one round trip returns every managed table with its
+//! partitions, their bounds (from `pg_get_expr(relpartbound)`, never from names), row estimates
+//! and optionally sizes. `resolve` then checks each table against its policy.
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+
+use crate::bounds::{parse_partition_bound, BoundValue, KeyType, PartitionBound};
+use crate::config::TablePolicy;
+use crate::ident::{quote_ident, QualifiedName};
+
+/// What the catalog says about one configured table.
+#[derive(Debug, Clone)]
+pub struct TableRow {
+    pub name: QualifiedName,
+    pub relkind: Option<String>,
+    pub strategy: Option<String>,
+    pub key_columns: Vec<Option<String>>,
+    pub column_type: Option<String>,
+    pub columns: Vec<String>,
+    pub owner: Option<String>,
+    pub partitions: Vec<RawPartition>,
+    /// Tables whose names differ only in case (for the "did you mean" hint).
+    pub near: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawPartition {
+    pub schema: String,
+    pub name: String,
+    pub bound: Option<String>,
+    pub rows: Option<f64>,
+    pub size: Option<i64>,
+    pub detach_pending: bool,
+}
+
+/// A managed table that exists, is range-partitioned on the configured column, and whose
+/// partition bounds all parsed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ManagedTable {
+    pub name: QualifiedName,
+    pub column: String,
+    pub key_type: KeyType,
+    pub owner: String,
+    /// Range partitions, sorted by lower bound.
+    pub partitions: Vec<Partition>,
+    pub default: Option<Partition>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Partition {
+    pub name: QualifiedName,
+    #[serde(serialize_with = "ser_bound")]
+    pub from: BoundValue,
+    #[serde(serialize_with = "ser_bound")]
+    pub to: BoundValue,
+    /// `reltuples`: -1 (PostgreSQL 14+) when never analyzed.
+    pub rows_estimate: f64,
+    pub size_bytes: Option<i64>,
+    /// A `DETACH ... CONCURRENTLY` was interrupted; it must be finalized.
+    pub detach_pending: bool,
+    pub bound_sql: String,
+}
+
+const CATALOG_SQL: &str = r#"
+WITH wanted AS (
+  SELECT w.schema, w.name, w.col, w.ord
+  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS w(schema, name, col, ord)
+)
+SELECT
+  w.ord::int8 AS ord,
+  c.relkind::text AS relkind,
+  pt.partstrat::text AS strategy,
+  (SELECT array_agg(a.attname::text ORDER BY k.i)
+     FROM unnest(pt.partattrs::int2[]) WITH ORDINALITY AS k(attnum, i)
+     LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum) AS key_columns,
+  (SELECT format_type(a.atttypid, NULL) FROM pg_attribute a
+     WHERE a.attrelid = c.oid AND a.attname = w.col AND a.attnum > 0 AND NOT a.attisdropped) AS column_type,
+  (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+  pg_get_userbyid(c.relowner)::text AS owner,
+  COALESCE((SELECT json_agg(json_build_object(
+        'schema', pn.nspname, 'name', p.relname,
+        'bound', pg_get_expr(p.relpartbound, p.oid),
+        'rows', p.reltuples,
+        'size', CASE WHEN $4 THEN pg_total_relation_size(p.oid) END,
+        'detach_pending', COALESCE((to_jsonb(i) ->> 'inhdetachpending')::bool, false)))
+    FROM pg_inherits i
+    JOIN pg_class p ON p.oid = i.inhrelid
+    JOIN pg_namespace pn ON pn.oid = p.relnamespace
+    WHERE i.inhparent = c.oid), '[]'::json)::text AS partitions,
+  (SELECT array_agg(format('%s.%s', quote_ident(n2.nspname), quote_ident(c2.relname)))
+     FROM pg_class c2 JOIN pg_namespace n2 ON n2.oid = c2.relnamespace
+     WHERE c.oid IS NULL AND lower(n2.nspname) = lower(w.schema) AND lower(c2.relname) = lower(w.name)
+       AND c2.relkind IN ('r', 'p')) AS near
+FROM wanted w
+LEFT JOIN pg_namespace n ON n.nspname = w.schema
+LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.name AND c.relkind IN ('r', 'p')
+LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
+ORDER BY w.ord
+"#;
+
+type CatalogRecord = (
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<Vec<Option<String>>>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<String>,
+    String,
+    Option<Vec<String>>,
+);
+
+/// One round trip for all `tables` (name, configured column). `sizes` adds
+/// `pg_total_relation_size` per partition (it stats files, so it is left out where not needed).
+pub async fn read(
+    conn: &mut PgConnection,
+    tables: &[(QualifiedName, String)],
+    sizes: bool,
+) -> Result<Vec<TableRow>, sqlx::Error> {
+    let schemas: Vec<&str> = tables.iter().map(|(q, _)| q.schema.as_str()).collect();
+    let names: Vec<&str> = tables.iter().map(|(q, _)| q.name.as_str()).collect();
+    let cols: Vec<&str> = tables.iter().map(|(_, c)| c.as_str()).collect();
+    let rows: Vec<CatalogRecord> = sqlx::query_as(CATALOG_SQL)
+        .bind(&schemas)
+        .bind(&names)
+        .bind(&cols)
+        .bind(sizes)
+        .fetch_all(conn)
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (ord, relkind, strategy, key_columns, column_type, columns, owner, parts, near) in rows {
+        let (name, _) = &tables[(ord - 1) as usize];
+        let partitions: Vec<RawPartition> =
+            serde_json::from_str(&parts).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        out.push(TableRow {
+            name: name.clone(),
+            relkind,
+            strategy,
+            key_columns: key_columns.unwrap_or_default(),
+            column_type,
+            columns: columns.unwrap_or_default(),
+            owner,
+            partitions,
+            near: near.unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// Reads and resolves the given policies; each table gets its own result.
+pub async fn read_managed(
+    conn: &mut PgConnection,
+    policies: &[TablePolicy],
+    sizes: bool,
+) -> Result<Vec<Result<ManagedTable, String>>, sqlx::Error> {
+    let wanted: Vec<(QualifiedName, String)> = policies
+        .iter()
+        .map(|p| (p.name.clone(), p.column.clone()))
+        .collect();
+    let rows = read(conn, &wanted, sizes).await?;
+    Ok(rows
+        .iter()
+        .zip(policies)
+        .map(|(row, policy)| resolve(row, policy))
+        .collect())
+}
+
+/// Checks the table against its policy; the error says what to fix.
+pub fn resolve(row: &TableRow, policy: &TablePolicy) -> Result<ManagedTable, String> {
+    let shown = &policy.name;
+    let Some(relkind) = row.relkind.as_deref() else {
+        return Err(match row.near.as_slice() {
+            [] => format!(
+                "table {shown} does not exist; check tables[].name (and the database in database.url)"
+            ),
+            near => format!(
+                "table {shown} does not exist, but {} does: names with capitals must be double-quoted, e.g. name = '{}'",
+                near.join(", "),
+                near[0]
+            ),
+        });
+    };
+    if relkind != "p" {
+        return Err(format!(
+            "table {shown} is not partitioned; convert it first with `partkeeper migrate plan --table {shown}` then `migrate run`"
+        ));
+    }
+    if row.strategy.as_deref() != Some("r") {
+        return Err(format!(
+            "table {shown} is partitioned by {}, not by RANGE; partkeeper manages range partitions only",
+            match row.strategy.as_deref() {
+                Some("l") => "LIST",
+                Some("h") => "HASH",
+                _ => "another strategy",
+            }
+        ));
+    }
+    let key = match row.key_columns.as_slice() {
+        [Some(col)] => col.clone(),
+        [None] => {
+            return Err(format!(
+                "table {shown} is partitioned by an expression; partkeeper needs a plain column key"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "table {shown} has a multi-column partition key; partkeeper needs a single column"
+            ))
+        }
+    };
+    if key != policy.column {
+        let has_column = row.columns.iter().any(|c| *c == policy.column);
+        return Err(format!(
+            "tables[].column for {shown} is {:?}, but the table is partitioned by {:?}{}; set column = '{}'",
+            policy.column,
+            key,
+            if has_column { "" } else { " (and has no such column)" },
+            crate::ident::parse_ident(&key)
+                .ok()
+                .filter(|k| *k == key)
+                .unwrap_or_else(|| quote_ident(&key)),
+        ));
+    }
+    let Some(type_name) = row.column_type.as_deref() else {
+        return Err(format!("table {shown} has no column {:?}", policy.column));
+    };
+    let Some(key_type) = KeyType::from_pg_type(type_name) else {
+        return Err(format!(
+            "the partition key {shown}.{} is of type {type_name}; partkeeper supports date, timestamp and timestamptz",
+            policy.column
+        ));
+    };
+    let mut partitions = Vec::new();
+    let mut default = None;
+    for p in &row.partitions {
+        let name = QualifiedName::new(p.schema.clone(), p.name.clone());
+        let text = p.bound.clone().unwrap_or_default();
+        let bound = parse_partition_bound(&text, key_type)
+            .map_err(|e| format!("cannot read the bounds of partition {name} ({text:?}): {e}"))?;
+        let (from, to) = match bound {
+            PartitionBound::Default => (BoundValue::MinValue, BoundValue::MaxValue),
+            PartitionBound::Range { from, to } => (from, to),
+        };
+        let part = Partition {
+            name,
+            from,
+            to,
+            rows_estimate: p.rows.unwrap_or(-1.0),
+            size_bytes: p.size,
+            detach_pending: p.detach_pending,
+            bound_sql: text,
+        };
+        if matches!(bound, PartitionBound::Default) {
+            default = Some(part);
+        } else {
+            partitions.push(part);
+        }
+    }
+    partitions.sort_by(|a, b| a.from.cmp(&b.from).then(a.to.cmp(&b.to)));
+    Ok(ManagedTable {
+        name: policy.name.clone(),
+        column: policy.column.clone(),
+        key_type,
+        owner: row.owner.clone().unwrap_or_default(),
+        partitions,
+        default,
+    })
+}
+
+/// Which of `names` already exist as relations (of any kind) — checked before any DDL runs.
+pub async fn existing_relations(
+    conn: &mut PgConnection,
+    names: &[QualifiedName],
+) -> Result<Vec<QualifiedName>, sqlx::Error> {
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let schemas: Vec<&str> = names.iter().map(|q| q.schema.as_str()).collect();
+    let rels: Vec<&str> = names.iter().map(|q| q.name.as_str()).collect();
+    let found: Vec<(String, String)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text
+           FROM unnest($1::text[], $2::text[]) AS w(schema, name)
+           JOIN pg_namespace n ON n.nspname = w.schema
+           JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = w.name",
+    )
+    .bind(&schemas)
+    .bind(&rels)
+    .fetch_all(conn)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|(s, n)| QualifiedName::new(s, n))
+        .collect())
+}
+
+/// Exact row counts of the given (default) partitions, in one round trip.
+pub async fn count_rows(
+    conn: &mut PgConnection,
+    relations: &[QualifiedName],
+) -> Result<Vec<i64>, sqlx::Error> {
+    if relations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = relations
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!("SELECT {i} AS i, count(*) AS n FROM {}", r.quoted()))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let rows: Vec<(i32, i64)> = sqlx::query_as(&format!("SELECT i, n FROM ({sql}) s ORDER BY i"))
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|(_, n)| n).collect())
+}
+
+fn ser_bound<S: serde::Serializer>(v: &BoundValue, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        BoundValue::MinValue => s.serialize_str("MINVALUE"),
+        BoundValue::MaxValue => s.serialize_str("MAXVALUE"),
+        BoundValue::Value(t) => s.serialize_str(&t.to_rfc3339()),
+    }
+}

@@ -1,0 +1,74 @@
+//! `partkeeper check`: read-only verdict per table; exit 1 when anything is wrong.
+
+use crate::catalog;
+use crate::check::{self, TableHealth};
+use crate::cli::{CheckArgs, OutputFormat};
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
+    let policies = cfg.select_tables(args.table.as_deref())?;
+    let now = super::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
+    let mut conn = super::connect(&cfg).await?;
+    let version = crate::pg::server_version(&mut conn).await?;
+    let resolved = catalog::read_managed(&mut conn, &policies, false).await?;
+    let mut mismatches = Vec::new();
+    let mut tables = Vec::new();
+    for r in resolved {
+        match r {
+            Ok(t) => tables.push(t),
+            Err(e) => mismatches.push(e),
+        }
+    }
+    if !mismatches.is_empty() {
+        return Err(Error::Mismatch(format!(
+            "the configuration does not match the database:\n  - {}",
+            mismatches.join("\n  - ")
+        )));
+    }
+    let defaults: Vec<_> = tables
+        .iter()
+        .filter_map(|t| t.default.as_ref().map(|d| d.name.clone()))
+        .collect();
+    let mut counts = catalog::count_rows(&mut conn, &defaults).await?.into_iter();
+    let health: Vec<TableHealth> = tables
+        .iter()
+        .zip(&policies)
+        .map(|(t, p)| {
+            let rows = t.default.as_ref().and_then(|_| counts.next());
+            check::assess(t, p, now, version, rows)
+        })
+        .collect();
+    match args.format {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&health).unwrap_or_default()
+        ),
+        OutputFormat::Text => {
+            for h in &health {
+                if h.healthy() {
+                    println!(
+                        "{}: OK ({} partitions, {} ahead)",
+                        h.table, h.partitions, h.future_partitions
+                    );
+                } else {
+                    println!("{}: {} problem(s)", h.table, h.problems.len());
+                    for p in &h.problems {
+                        println!("  - {p}");
+                    }
+                }
+                for n in &h.notes {
+                    println!("  note: {n}");
+                }
+            }
+        }
+    }
+    let bad = health.iter().filter(|h| !h.healthy()).count();
+    if bad == 0 {
+        Ok(0)
+    } else {
+        Err(Error::ProblemsFound(format!(
+            "{bad} table(s) need attention; `partkeeper maintain --dry-run` shows what maintain would do"
+        )))
+    }
+}

@@ -1,0 +1,775 @@
+//! Configuration: the TOML file, `PARTKEEPER__SECTION__KEY` environment overrides and
+//! `DATABASE_URL`, parsed into [`RawConfig`] (unknown keys denied) and validated into [`Config`],
+//! whose types make an unchecked value impossible to use. `parse_str` is pure; `load` adds I/O.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::calendar::{Interval, Retention};
+use crate::ident::{self, QualifiedName};
+use crate::secret::SecretUrl;
+
+/// Where the configuration is read from when neither `--config` nor `PARTKEEPER_CONFIG` is given.
+pub const DEFAULT_PATH: &str = "config/partkeeper.toml";
+/// Short enough that an application never waits long behind our DDL.
+pub const DEFAULT_LOCK_TIMEOUT: &str = "3s";
+pub const DEFAULT_STATEMENT_TIMEOUT: &str = "10min";
+/// Bounds how long a command waits for an unreachable server before exiting 2.
+pub const DEFAULT_CONNECT_TIMEOUT: &str = "10s";
+/// Attempts per DDL statement that hits lock_timeout, with backoff and jitter between them.
+pub const DEFAULT_LOCK_RETRIES: u32 = 5;
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9790";
+/// Hourly: partitions are made months ahead, so an hourly reconcile heals a hand-dropped one quickly.
+pub const DEFAULT_SCHEDULE: &str = "0 * * * *";
+pub const DEFAULT_METRICS_REFRESH: &str = "30s";
+pub const DEFAULT_PREMAKE: i64 = 3;
+/// A premake beyond this is almost certainly a typo (and would create thousands of tables).
+pub const MAX_PREMAKE: i64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}. Pass --config <path> or set PARTKEEPER_CONFIG")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the configuration cannot be parsed: {0}")]
+    Parse(String),
+    #[error("the configuration has {} problem(s):\n  - {}", .0.len(), .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw layer: what the file says, nothing checked but the shape.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub database: RawDatabase,
+    #[serde(default)]
+    pub replicas: Vec<RawReplica>,
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub schedule: RawSchedule,
+    #[serde(default)]
+    pub tables: Vec<RawTable>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub url: Option<String>,
+    pub lock_timeout: Option<String>,
+    pub statement_timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub lock_retries: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReplica {
+    pub name: String,
+    pub url: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchedule {
+    pub maintenance: Option<String>,
+    pub timezone: Option<String>,
+    pub run_on_start: Option<bool>,
+    pub metrics_refresh: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTable {
+    pub name: String,
+    pub column: String,
+    pub interval: String,
+    pub premake: Option<i64>,
+    pub retention: Option<String>,
+    pub retention_mode: Option<String>,
+    pub default_partition: Option<bool>,
+    pub timezone: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated layer.
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub replicas: Vec<ReplicaConfig>,
+    pub server: ServerConfig,
+    pub schedule: ScheduleConfig,
+    pub tables: Vec<TablePolicy>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseConfig {
+    pub url: SecretUrl,
+    #[serde(serialize_with = "ser_duration")]
+    pub lock_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub statement_timeout: Duration,
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    pub lock_retries: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaConfig {
+    pub name: String,
+    pub url: SecretUrl,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleConfig {
+    /// As written by the user (5 or 6 fields).
+    pub maintenance: String,
+    #[serde(serialize_with = "ser_tz")]
+    pub timezone: Tz,
+    pub run_on_start: bool,
+    #[serde(serialize_with = "ser_duration")]
+    pub metrics_refresh: Duration,
+}
+
+impl ScheduleConfig {
+    /// The 6-field form (seconds first) that the scheduler needs.
+    pub fn cron_with_seconds(&self) -> String {
+        with_seconds(&self.maintenance).unwrap_or_else(|| self.maintenance.clone())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionMode {
+    /// `DROP TABLE`: the data is gone.
+    Drop,
+    /// `DETACH PARTITION`: the table stays, outside the partitioned table.
+    Detach,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TablePolicy {
+    #[serde(serialize_with = "ser_qualified")]
+    pub name: QualifiedName,
+    pub column: String,
+    #[serde(serialize_with = "ser_display")]
+    pub interval: Interval,
+    pub premake: u32,
+    #[serde(serialize_with = "ser_opt_display")]
+    pub retention: Option<Retention>,
+    pub retention_mode: RetentionMode,
+    pub default_partition: bool,
+    /// Calendar zone for timestamptz bounds; defaults to `schedule.timezone`.
+    #[serde(serialize_with = "ser_tz")]
+    pub timezone: Tz,
+}
+
+impl Config {
+    /// The effective configuration as TOML, passwords replaced by `***`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// The policies selected by `--table` (all when `None`). The name is matched as written.
+    pub fn select_tables(&self, table: Option<&str>) -> Result<Vec<TablePolicy>, ConfigError> {
+        let Some(wanted) = table else {
+            return Ok(self.tables.clone());
+        };
+        let parsed = ident::parse_qualified(wanted)
+            .map_err(|e| ConfigError::Invalid(vec![format!("--table: {e}")]))?;
+        match self.tables.iter().find(|t| t.name == parsed) {
+            Some(t) => Ok(vec![t.clone()]),
+            None => {
+                let known: Vec<String> = self.tables.iter().map(|t| t.name.to_string()).collect();
+                Err(ConfigError::Invalid(vec![format!(
+                    "--table {wanted}: no such table in the configuration; configured: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )]))
+            }
+        }
+    }
+}
+
+/// Parses configuration text with the given environment (pure: tests pass a map).
+pub fn parse_str(text: &str, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    let overrides: HashMap<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with("PARTKEEPER__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let builder = ::config::Config::builder()
+        .add_source(::config::File::from_str(text, ::config::FileFormat::Toml))
+        .add_source(
+            ::config::Environment::with_prefix("PARTKEEPER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(overrides)),
+        )
+        .set_override_option(
+            "database.url",
+            env.get("DATABASE_URL").filter(|v| !v.is_empty()).cloned(),
+        )
+        .map_err(|e| ConfigError::Parse(e.to_string()))?;
+    let raw: RawConfig = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| ConfigError::Parse(explain_parse_error(&e.to_string())))?;
+    validate(raw)
+}
+
+/// Reads the file (`--config`, else `PARTKEEPER_CONFIG`, else the default path) and the process
+/// environment.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let path = resolve_path(path, &env);
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse_str(&text, &env)
+}
+
+pub fn resolve_path(path: Option<&Path>, env: &HashMap<String, String>) -> PathBuf {
+    path.map(Path::to_path_buf)
+        .or_else(|| {
+            env.get("PARTKEEPER_CONFIG")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+/// serde says "unknown field `premak`, expected one of ..."; add what to do about it.
+fn explain_parse_error(msg: &str) -> String {
+    if msg.contains("unknown field") {
+        format!("{msg}. Unknown keys are refused so that a typo is not silently ignored: fix or remove the key")
+    } else if msg.contains("missing field") {
+        format!("{msg}. Add the key (see config/partkeeper.toml for an example)")
+    } else {
+        msg.to_string()
+    }
+}
+
+/// Checks every value, collecting all problems so the user can fix them in one go.
+pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let mut p = |s: String| problems.push(s);
+
+    let url = match raw.database.url {
+        Some(u) if !u.trim().is_empty() => match SecretUrl::parse(&u) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                p(format!("database.url: {e}"));
+                None
+            }
+        },
+        _ => {
+            p("database.url is not set: set it in the file or the DATABASE_URL environment variable \
+               (postgres://user:password@host:5432/dbname)"
+                .into());
+            None
+        }
+    };
+    let mut duration = |key: &str, v: Option<String>, default: &str| -> Duration {
+        let text = v.unwrap_or_else(|| default.to_string());
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if d.is_zero() => {
+                p(format!("{key} = {text:?} must be longer than zero"));
+                Duration::from_secs(1)
+            }
+            Ok(d) => d,
+            Err(e) => {
+                p(format!(
+                    "{key} = {text:?} is not a duration ({e}); write e.g. \"3s\", \"500ms\", \"5min\""
+                ));
+                Duration::from_secs(1)
+            }
+        }
+    };
+    let lock_timeout = duration(
+        "database.lock_timeout",
+        raw.database.lock_timeout,
+        DEFAULT_LOCK_TIMEOUT,
+    );
+    let statement_timeout = duration(
+        "database.statement_timeout",
+        raw.database.statement_timeout,
+        DEFAULT_STATEMENT_TIMEOUT,
+    );
+    let connect_timeout = duration(
+        "database.connect_timeout",
+        raw.database.connect_timeout,
+        DEFAULT_CONNECT_TIMEOUT,
+    );
+    let metrics_refresh = duration(
+        "schedule.metrics_refresh",
+        raw.schedule.metrics_refresh,
+        DEFAULT_METRICS_REFRESH,
+    );
+    let lock_retries = match raw.database.lock_retries {
+        None => DEFAULT_LOCK_RETRIES,
+        Some(n) if (1..=100).contains(&n) => n as u32,
+        Some(n) => {
+            p(format!(
+                "database.lock_retries = {n} must be between 1 and 100"
+            ));
+            DEFAULT_LOCK_RETRIES
+        }
+    };
+
+    let mut replica_names = BTreeSet::new();
+    let mut replicas = Vec::new();
+    for (i, r) in raw.replicas.into_iter().enumerate() {
+        if r.name.trim().is_empty() {
+            p(format!(
+                "replicas[{i}].name is empty; give each replica a name for its metric label"
+            ));
+        } else if !replica_names.insert(r.name.clone()) {
+            p(format!(
+                "replicas[{i}].name {:?} is used twice; names must be unique",
+                r.name
+            ));
+        }
+        match SecretUrl::parse(&r.url) {
+            Ok(url) => replicas.push(ReplicaConfig { name: r.name, url }),
+            Err(e) => p(format!("replicas[{i}].url: {e}")),
+        }
+    }
+
+    let listen_text = raw.server.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+    let listen = match SocketAddr::from_str(listen_text.trim()) {
+        Ok(a) => a,
+        Err(_) => {
+            p(format!(
+                "server.listen = {listen_text:?} is not an address; write host:port, e.g. \"0.0.0.0:9790\" or \"127.0.0.1:9790\""
+            ));
+            SocketAddr::from(([0, 0, 0, 0], 9790))
+        }
+    };
+
+    let maintenance = raw
+        .schedule
+        .maintenance
+        .unwrap_or_else(|| DEFAULT_SCHEDULE.into())
+        .trim()
+        .to_string();
+    if let Err(e) = check_cron(&maintenance) {
+        p(format!("schedule.maintenance = {maintenance:?}: {e}"));
+    }
+    let timezone = parse_tz(
+        "schedule.timezone",
+        raw.schedule.timezone.as_deref().unwrap_or("UTC"),
+        &mut p,
+    );
+
+    let mut seen = BTreeSet::new();
+    let mut tables = Vec::new();
+    for (i, t) in raw.tables.into_iter().enumerate() {
+        let key = |k: &str| format!("tables[{i}].{k}");
+        let name = match ident::parse_qualified(&t.name) {
+            Ok(n) => {
+                if !seen.insert(n.clone()) {
+                    p(format!(
+                        "{} = {:?} is configured twice",
+                        key("name"),
+                        t.name
+                    ));
+                }
+                Some(n)
+            }
+            Err(e) => {
+                p(format!("{}: {e}", key("name")));
+                None
+            }
+        };
+        let column = match ident::parse_ident(&t.column) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                p(format!("{}: {e}", key("column")));
+                None
+            }
+        };
+        let interval = match Interval::parse(&t.interval) {
+            Ok(iv) => Some(iv),
+            Err(e) => {
+                p(format!("{}: {e}", key("interval")));
+                None
+            }
+        };
+        let premake = match t.premake.unwrap_or(DEFAULT_PREMAKE) {
+            n if (0..=MAX_PREMAKE).contains(&n) => n as u32,
+            n => {
+                p(format!(
+                    "{} = {n}: premake counts periods to create ahead of the current one; use 0 to {MAX_PREMAKE}",
+                    key("premake")
+                ));
+                0
+            }
+        };
+        let retention = match t.retention.as_deref() {
+            None => None,
+            Some(r) => match Retention::parse(r) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    p(format!("{}: {e}", key("retention")));
+                    None
+                }
+            },
+        };
+        let retention_mode = match t.retention_mode.as_deref().map(str::trim) {
+            None | Some("detach") => RetentionMode::Detach,
+            Some("drop") => RetentionMode::Drop,
+            Some(other) => {
+                p(format!(
+                    "{} = {other:?}: write \"drop\" (delete expired partitions) or \"detach\" (keep them as plain tables)",
+                    key("retention_mode")
+                ));
+                RetentionMode::Detach
+            }
+        };
+        let tz = match t.timezone.as_deref() {
+            Some(z) => parse_tz(&key("timezone"), z, &mut p),
+            None => timezone,
+        };
+        if let (Some(name), Some(column), Some(interval)) = (name, column, interval) {
+            tables.push(TablePolicy {
+                name,
+                column,
+                interval,
+                premake,
+                retention,
+                retention_mode,
+                default_partition: t.default_partition.unwrap_or(true),
+                timezone: tz,
+            });
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    Ok(Config {
+        database: DatabaseConfig {
+            url: url.expect("checked above"),
+            lock_timeout,
+            statement_timeout,
+            connect_timeout,
+            lock_retries,
+        },
+        replicas,
+        server: ServerConfig { listen },
+        schedule: ScheduleConfig {
+            maintenance,
+            timezone,
+            run_on_start: raw.schedule.run_on_start.unwrap_or(true),
+            metrics_refresh,
+        },
+        tables,
+    })
+}
+
+fn parse_tz(key: &str, text: &str, p: &mut impl FnMut(String)) -> Tz {
+    match text.trim().parse::<Tz>() {
+        Ok(tz) => tz,
+        Err(_) => {
+            p(format!(
+                "{key} = {text:?} is not a time zone; write an IANA name such as \"UTC\" or \"Europe/Paris\""
+            ));
+            Tz::UTC
+        }
+    }
+}
+
+/// 5-field cron gets a leading `0` seconds field; 6 fields pass as they are.
+fn with_seconds(expr: &str) -> Option<String> {
+    match expr.split_whitespace().count() {
+        5 => Some(format!("0 {expr}")),
+        6 => Some(expr.split_whitespace().collect::<Vec<_>>().join(" ")),
+        _ => None,
+    }
+}
+
+/// Validates with the same parser the scheduler uses, so what passes here also runs.
+pub fn check_cron(expr: &str) -> Result<(), String> {
+    let six = with_seconds(expr).ok_or_else(|| {
+        format!(
+            "has {} fields; write a standard 5-field cron expression such as \"0 2 * * *\" \
+             (minute hour day-of-month month day-of-week), or 6 fields with seconds first",
+            expr.split_whitespace().count()
+        )
+    })?;
+    croner::Cron::new(&six)
+        .with_seconds_required()
+        .parse()
+        .map(|_| ())
+        .map_err(|e| format!("{e}; write e.g. \"0 2 * * *\" for 02:00 every day"))
+}
+
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+fn ser_tz<S: Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(tz.name())
+}
+fn ser_display<S: Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+fn ser_opt_display<S: Serializer, T: std::fmt::Display>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+fn ser_qualified<S: Serializer>(q: &QualifiedName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&q.as_written())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[database]
+url = "postgres://partkeeper:s3cret@localhost:5432/app"
+lock_timeout = "3s"
+statement_timeout = "10min"
+
+[[replicas]]
+name = "replica-1"
+url = "postgres://partkeeper:s3cret@replica-1:5432/app"
+
+[server]
+listen = "0.0.0.0:9790"
+
+[schedule]
+maintenance = "0 2 * * *"
+timezone = "UTC"
+run_on_start = true
+metrics_refresh = "30s"
+
+[[tables]]
+name = "public.pricing_data"
+column = "date"
+interval = "1 month"
+premake = 3
+retention = "36 months"
+retention_mode = "drop"
+default_partition = true
+"#;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn problems(text: &str) -> String {
+        match parse_str(text, &env(&[])) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_spec_example_parses() {
+        let c = parse_str(GOOD, &env(&[])).unwrap();
+        assert_eq!(c.database.lock_timeout, Duration::from_secs(3));
+        assert_eq!(c.database.statement_timeout, Duration::from_secs(600));
+        assert_eq!(c.tables.len(), 1);
+        let t = &c.tables[0];
+        assert_eq!(t.name, QualifiedName::new("public", "pricing_data"));
+        assert_eq!(t.interval, Interval::Month);
+        assert_eq!(t.premake, 3);
+        assert_eq!(t.retention_mode, RetentionMode::Drop);
+        assert_eq!(c.schedule.cron_with_seconds(), "0 0 2 * * *");
+        assert_eq!(c.replicas[0].name, "replica-1");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = parse_str(
+            GOOD,
+            &env(&[
+                ("PARTKEEPER__SERVER__LISTEN", "127.0.0.1:1234"),
+                ("PARTKEEPER__DATABASE__LOCK_TIMEOUT", "750ms"),
+                ("DATABASE_URL", "postgres://other@db:5432/x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:1234");
+        assert_eq!(c.database.lock_timeout, Duration::from_millis(750));
+        assert_eq!(c.database.url.host_label(), "db:5432/x");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let msg = problems(&GOOD.replace("premake = 3", "premak = 3"));
+        assert!(msg.contains("premak"), "{msg}");
+        let msg = problems(&format!("{GOOD}\n[extra]\nx = 1\n"));
+        assert!(msg.contains("extra"), "{msg}");
+    }
+
+    #[test]
+    fn each_bad_value_names_its_key() {
+        let cases = [
+            (
+                "maintenance = \"0 2 * * *\"",
+                "maintenance = \"every day\"",
+                "schedule.maintenance",
+            ),
+            (
+                "maintenance = \"0 2 * * *\"",
+                "maintenance = \"0 25 * * *\"",
+                "schedule.maintenance",
+            ),
+            (
+                "interval = \"1 month\"",
+                "interval = \"2 months\"",
+                "tables[0].interval",
+            ),
+            ("premake = 3", "premake = -1", "tables[0].premake"),
+            (
+                "retention = \"36 months\"",
+                "retention = \"0 months\"",
+                "tables[0].retention",
+            ),
+            (
+                "retention = \"36 months\"",
+                "retention = \"-3 months\"",
+                "tables[0].retention",
+            ),
+            (
+                "retention_mode = \"drop\"",
+                "retention_mode = \"delete\"",
+                "tables[0].retention_mode",
+            ),
+            (
+                "timezone = \"UTC\"",
+                "timezone = \"Mars/Olympus\"",
+                "schedule.timezone",
+            ),
+            (
+                "lock_timeout = \"3s\"",
+                "lock_timeout = \"soon\"",
+                "database.lock_timeout",
+            ),
+            (
+                "listen = \"0.0.0.0:9790\"",
+                "listen = \"nowhere\"",
+                "server.listen",
+            ),
+            (
+                "name = \"public.pricing_data\"",
+                "name = \"public.x; drop table y\"",
+                "tables[0].name",
+            ),
+            ("column = \"date\"", "column = \"a.b\"", "tables[0].column"),
+            (
+                "url = \"postgres://partkeeper:s3cret@localhost:5432/app\"",
+                "url = \"mysql://x\"",
+                "database.url",
+            ),
+        ];
+        for (from, to, key) in cases {
+            assert!(GOOD.contains(from), "{from}");
+            let msg = problems(&GOOD.replacen(from, to, 1));
+            assert!(msg.contains(key), "{to}: {msg}");
+            assert!(!msg.contains("s3cret"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let msg = problems(
+            &GOOD
+                .replace("premake = 3", "premake = -2")
+                .replace("interval = \"1 month\"", "interval = \"fortnight\""),
+        );
+        assert!(msg.contains("premake") && msg.contains("interval"), "{msg}");
+    }
+
+    #[test]
+    fn a_missing_url_says_where_to_set_it() {
+        let msg = problems(&GOOD.replace(
+            "url = \"postgres://partkeeper:s3cret@localhost:5432/app\"\n",
+            "",
+        ));
+        assert!(msg.contains("DATABASE_URL"), "{msg}");
+    }
+
+    #[test]
+    fn six_field_cron_is_accepted() {
+        let c = parse_str(
+            &GOOD.replace("\"0 2 * * *\"", "\"*/10 * * * * *\""),
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.schedule.cron_with_seconds(), "*/10 * * * * *");
+    }
+
+    #[test]
+    fn the_redacted_rendering_hides_passwords() {
+        let c = parse_str(GOOD, &env(&[])).unwrap();
+        let out = c.to_redacted_toml();
+        assert!(!out.contains("s3cret"), "{out}");
+        assert!(out.contains("***"), "{out}");
+        assert!(out.contains("pricing_data"), "{out}");
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let c = parse_str(
+            "[database]\nurl = \"postgres://u@h/d\"\n[[tables]]\nname = \"t\"\ncolumn = \"d\"\ninterval = \"1 day\"\n",
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(c.tables[0].premake, 3);
+        assert_eq!(c.tables[0].retention_mode, RetentionMode::Detach);
+        assert!(c.tables[0].default_partition);
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn table_selection_matches_names_as_sql_reads_them() {
+        let c = parse_str(GOOD, &env(&[])).unwrap();
+        assert_eq!(c.select_tables(Some("PRICING_DATA")).unwrap().len(), 1);
+        let err = c
+            .select_tables(Some("public.other"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("public.pricing_data"), "{err}");
+    }
+}

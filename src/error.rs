@@ -1,0 +1,52 @@
+//! The top-level error, and the one place that maps failures to exit codes:
+//! 0 success; 1 a runtime failure or a problem found by `check`; 2 usage, configuration or
+//! connection error (nothing was changed).
+
+use crate::config::ConfigError;
+use crate::pg::ConnectError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The configuration names something the database does not have (or has in another form).
+    #[error("{0}")]
+    Mismatch(String),
+    /// A command-line argument is wrong.
+    #[error("{0}")]
+    Usage(String),
+    /// Work was attempted and at least part of it failed.
+    #[error("{0}")]
+    Failed(String),
+    /// `check` (or `migrate verify`) found problems; they were printed already.
+    #[error("{0}")]
+    ProblemsFound(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config(_) | Error::Connect(_) | Error::Mismatch(_) | Error::Usage(_) => 2,
+            Error::Failed(_) | Error::ProblemsFound(_) | Error::Database(_) => 1,
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        if crate::pg::is_connection_lost(&e) {
+            Error::Failed(format!(
+                "lost the connection to PostgreSQL: {}",
+                crate::pg::describe(&e)
+            ))
+        } else {
+            Error::Database(crate::pg::describe(&e))
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,236 @@
+//! One maintenance pass: take the advisory lock, read the catalog, plan each table, check the new
+//! names, run the actions. Every table gets its own report, so one table's failure never stops the
+//! others. The outcome is data; callers (CLI, daemon) decide what to print, log and count.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgConnection;
+
+use crate::catalog::{self, ManagedTable};
+use crate::config::{DatabaseConfig, TablePolicy};
+use crate::ddl::{self, Step};
+use crate::error::Error;
+use crate::execute;
+use crate::ident::QualifiedName;
+use crate::plan::{self, Action};
+
+/// How long a second instance waits for the maintenance lock before saying another one works.
+pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionReport {
+    pub action: Action,
+    /// `None` on success.
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub lock_waits: u32,
+    pub rows_moved: u64,
+    /// The SQL (with `--dry-run`, what would run).
+    #[serde(skip)]
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableReport {
+    pub table: QualifiedName,
+    pub actions: Vec<ActionReport>,
+    pub notes: Vec<String>,
+    /// A failure that stopped this table before or between actions.
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl TableReport {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.actions.iter().all(|a| a.error.is_none())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PassReport {
+    pub tables: Vec<TableReport>,
+    /// Set when another instance held the maintenance lock, so this pass did nothing.
+    pub skipped: Option<String>,
+    pub dry_run: bool,
+    pub duration_ms: u64,
+}
+
+impl PassReport {
+    pub fn succeeded(&self) -> bool {
+        self.tables.iter().all(TableReport::succeeded)
+    }
+}
+
+pub struct Options {
+    pub now: DateTime<Utc>,
+    pub dry_run: bool,
+    /// CLI: a table that does not match its configuration stops the pass before any change
+    /// (exit 2). Daemon: it becomes that table's failure and the others go on.
+    pub strict: bool,
+    pub lock_wait: Duration,
+}
+
+/// Runs one pass on `conn` (which holds the advisory lock for the duration of the pass).
+pub async fn run_pass(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    policies: &[TablePolicy],
+    opts: &Options,
+) -> Result<PassReport, Error> {
+    let started = Instant::now();
+    if !opts.dry_run && !execute::acquire_maintenance_lock(conn, opts.lock_wait).await? {
+        return Ok(PassReport {
+            tables: Vec::new(),
+            skipped: Some(
+                "another partkeeper instance is maintaining this database right now; nothing done"
+                    .into(),
+            ),
+            dry_run: false,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+    let result = pass_locked(conn, db, policies, opts).await;
+    if !opts.dry_run {
+        // If the connection is gone the server has released the lock already.
+        let _ = execute::release_maintenance_lock(conn).await;
+    }
+    let tables = result?;
+    Ok(PassReport {
+        tables,
+        skipped: None,
+        dry_run: opts.dry_run,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+async fn pass_locked(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    policies: &[TablePolicy],
+    opts: &Options,
+) -> Result<Vec<TableReport>, Error> {
+    let version = crate::pg::server_version(conn).await?;
+    let resolved = catalog::read_managed(conn, policies, false).await?;
+    if opts.strict {
+        let problems: Vec<String> = resolved
+            .iter()
+            .filter_map(|r| r.as_ref().err().cloned())
+            .collect();
+        if !problems.is_empty() {
+            return Err(Error::Mismatch(format!(
+                "the configuration does not match the database (nothing was changed):\n  - {}",
+                problems.join("\n  - ")
+            )));
+        }
+    }
+    let mut reports = Vec::new();
+    for (policy, table) in policies.iter().zip(resolved) {
+        let started = Instant::now();
+        let mut report = match table {
+            Ok(table) => maintain_table(conn, db, &table, policy, version, opts).await,
+            Err(e) => TableReport {
+                table: policy.name.clone(),
+                actions: Vec::new(),
+                notes: Vec::new(),
+                error: Some(e),
+                duration_ms: 0,
+            },
+        };
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        reports.push(report);
+    }
+    Ok(reports)
+}
+
+async fn maintain_table(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    table: &ManagedTable,
+    policy: &TablePolicy,
+    version: i32,
+    opts: &Options,
+) -> TableReport {
+    let plan = plan::plan(table, policy, opts.now, version);
+    let mut report = TableReport {
+        table: table.name.clone(),
+        actions: Vec::new(),
+        notes: plan.notes.clone(),
+        error: None,
+        duration_ms: 0,
+    };
+    if plan.actions.is_empty() {
+        return report;
+    }
+    // Name collisions are found before any DDL runs.
+    let new_names: Vec<QualifiedName> = plan
+        .actions
+        .iter()
+        .filter_map(|a| a.creates().cloned())
+        .collect();
+    match catalog::existing_relations(conn, &new_names).await {
+        Ok(taken) if !taken.is_empty() => {
+            report.error = Some(format!(
+                "cannot create {}: a relation with that name already exists but is not a partition covering that range; rename or drop it, or attach it yourself",
+                taken.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ));
+            return report;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            report.error = Some(crate::pg::describe(&e));
+            return report;
+        }
+    }
+    let template = if new_names.is_empty() {
+        ddl::Template::default()
+    } else {
+        match execute::read_template(conn, table).await {
+            Ok(t) => t,
+            Err(e) => {
+                report.error = Some(format!(
+                    "cannot read {}: {}",
+                    table.name,
+                    crate::pg::describe(&e)
+                ));
+                return report;
+            }
+        }
+    };
+    for action in plan.actions {
+        let started = Instant::now();
+        let rendered = ddl::render(&action, table, &template);
+        let steps = rendered.as_ref().cloned().unwrap_or_default();
+        let (error, lock_waits, rows_moved) = if let Err(e) = &rendered {
+            (Some(format!("cannot render the SQL: {e}")), 0, 0)
+        } else if opts.dry_run {
+            (None, 0, 0)
+        } else {
+            match execute::run_steps(conn, db, &steps).await {
+                Ok(o) => (None, o.lock_waits, o.rows_moved),
+                Err(e) => (Some(e.to_string()), 0, 0),
+            }
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        if !opts.dry_run {
+            match &error {
+                None => {
+                    tracing::info!(table = %table.name, partition = %action.partition(), action = action.verb(), duration_ms, lock_waits, rows_moved, "done")
+                }
+                Some(e) => {
+                    tracing::warn!(table = %table.name, partition = %action.partition(), action = action.verb(), duration_ms, error = %e, "failed")
+                }
+            }
+        }
+        report.actions.push(ActionReport {
+            action,
+            error,
+            duration_ms,
+            lock_waits,
+            rows_moved,
+            steps,
+        });
+    }
+    report
+}

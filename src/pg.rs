@@ -1,0 +1,262 @@
+//! Connections: the session settings every partkeeper connection runs with, connecting within a
+//! deadline, classifying server errors, and the bounded lock-timeout retry loop that keeps our DDL
+//! from ever queueing in front of application queries for longer than `lock_timeout`.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+use crate::config::DatabaseConfig;
+use crate::secret::{scrub, SecretUrl};
+
+/// First pause after a lock timeout; doubles each attempt up to [`MAX_BACKOFF`], with jitter so
+/// two instances do not retry in lock step.
+pub const BASE_BACKOFF: Duration = Duration::from_millis(200);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// SQLSTATEs worth retrying: the lock could not be had in time, or we lost a deadlock.
+const RETRYABLE: &[&str] = &["55P03", "40P01", "40001"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to PostgreSQL at {target}: {reason}. Check database.url (or DATABASE_URL), that the server is running and reachable, and the credentials")]
+    Failed { target: String, reason: String },
+    #[error("PostgreSQL at {target} did not answer within {timeout:?}. Check the host, port and firewall, or raise database.connect_timeout")]
+    Timeout { target: String, timeout: Duration },
+}
+
+/// Session settings shared by every connection: bounds are read and written in UTC and ISO, so
+/// the server's TimeZone and DateStyle never change what we parse or create.
+pub fn connect_options(
+    url: &SecretUrl,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<PgConnectOptions, ConnectError> {
+    let opts = PgConnectOptions::from_str(url.expose()).map_err(|e| ConnectError::Failed {
+        target: url.host_label(),
+        reason: scrub(&e.to_string(), &[url]),
+    })?;
+    Ok(opts
+        .application_name("partkeeper")
+        .options([
+            ("TimeZone", "UTC".to_string()),
+            ("DateStyle", "ISO, YMD".to_string()),
+            ("IntervalStyle", "postgres".to_string()),
+            ("lock_timeout", format!("{}ms", lock_timeout.as_millis())),
+            (
+                "statement_timeout",
+                format!("{}ms", statement_timeout.as_millis()),
+            ),
+        ])
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(5)))
+}
+
+pub fn db_options(db: &DatabaseConfig) -> Result<PgConnectOptions, ConnectError> {
+    connect_options(&db.url, db.lock_timeout, db.statement_timeout)
+}
+
+/// One connection, within `connect_timeout`.
+pub async fn connect(db: &DatabaseConfig) -> Result<PgConnection, ConnectError> {
+    connect_url(
+        &db.url,
+        db.lock_timeout,
+        db.statement_timeout,
+        db.connect_timeout,
+    )
+    .await
+}
+
+pub async fn connect_url(
+    url: &SecretUrl,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<PgConnection, ConnectError> {
+    let opts = connect_options(url, lock_timeout, statement_timeout)?;
+    match tokio::time::timeout(connect_timeout, PgConnection::connect_with(&opts)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(ConnectError::Failed {
+            target: url.host_label(),
+            reason: scrub(&describe(&e), &[url]),
+        }),
+        Err(_) => Err(ConnectError::Timeout {
+            target: url.host_label(),
+            timeout: connect_timeout,
+        }),
+    }
+}
+
+/// A small pool (commands and the daemon need only a few connections).
+pub async fn pool(db: &DatabaseConfig, max: u32) -> Result<PgPool, ConnectError> {
+    let opts = db_options(db)?;
+    PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(db.connect_timeout)
+        .connect_with(opts)
+        .await
+        .map_err(|e| ConnectError::Failed {
+            target: db.url.host_label(),
+            reason: scrub(&describe(&e), &[&db.url]),
+        })
+}
+
+/// A lazily connecting pool: the daemon starts even when the database is down.
+pub fn lazy_pool(db: &DatabaseConfig, max: u32) -> Result<PgPool, ConnectError> {
+    let opts = db_options(db)?;
+    Ok(PgPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(db.connect_timeout)
+        .connect_lazy_with(opts))
+}
+
+/// The server's SQLSTATE, if the error came from the server.
+pub fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    match e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// Whether the statement failed only because a lock was not granted in time (or a deadlock).
+pub fn is_retryable(e: &sqlx::Error) -> bool {
+    sqlstate(e).is_some_and(|c| RETRYABLE.contains(&c.as_str()))
+}
+
+/// Whether the connection itself is gone (server stopped, network cut).
+pub fn is_connection_lost(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_)
+    ) || sqlstate(e).is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+}
+
+/// The server's message with its SQLSTATE and detail/hint, or the driver's text.
+pub fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => {
+            let mut s = d.message().to_string();
+            if let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                if let Some(detail) = pg.detail() {
+                    s.push_str(&format!(" ({detail})"));
+                }
+                if let Some(hint) = pg.hint() {
+                    s.push_str(&format!(" hint: {hint}"));
+                }
+            }
+            match d.code() {
+                Some(code) => format!("{s} [SQLSTATE {code}]"),
+                None => s,
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Delay before attempt `attempt` (1-based) after a retryable failure: exponential, capped,
+/// with ±50 % jitter.
+pub fn backoff(attempt: u32) -> Duration {
+    let exp = BASE_BACKOFF.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let capped = exp.min(MAX_BACKOFF);
+    capped.mul_f64(0.5 + fastrand::f64())
+}
+
+/// What a retried operation ended with.
+#[derive(Debug)]
+pub struct Retried<T> {
+    pub value: T,
+    /// Lock timeouts (or deadlocks) met before success.
+    pub lock_waits: u32,
+}
+
+/// Runs `op` until it succeeds, fails with a non-retryable error, or has hit a lock timeout
+/// `attempts` times. Each attempt must be a whole transaction, so a retry starts clean.
+pub async fn with_lock_retries<T, F, Fut>(
+    attempts: u32,
+    mut op: F,
+) -> Result<Retried<T>, (sqlx::Error, u32)>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut waits = 0;
+    loop {
+        match op().await {
+            Ok(value) => {
+                return Ok(Retried {
+                    value,
+                    lock_waits: waits,
+                })
+            }
+            Err(e) if is_retryable(&e) && waits + 1 < attempts.max(1) => {
+                waits += 1;
+                let pause = backoff(waits);
+                tracing::info!(attempt = waits, ?pause, error = %describe(&e), "lock not granted in time; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => {
+                let waits = if is_retryable(&e) { waits + 1 } else { waits };
+                return Err((e, waits));
+            }
+        }
+    }
+}
+
+/// `SET LOCAL` for both timeouts inside the current transaction, as bind parameters.
+pub async fn set_local_timeouts(
+    conn: &mut PgConnection,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)",
+    )
+    .bind(format!("{}ms", lock_timeout.as_millis()))
+    .bind(format!("{}ms", statement_timeout.as_millis()))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// `server_version_num`, e.g. 150004.
+pub async fn server_version(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
+    let v: String = sqlx::query_scalar("SELECT current_setting('server_version_num')")
+        .fetch_one(conn)
+        .await?;
+    Ok(v.parse().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..30 {
+            let d = backoff(attempt);
+            assert!(d <= MAX_BACKOFF.mul_f64(1.5), "{attempt}: {d:?}");
+            assert!(d >= BASE_BACKOFF.mul_f64(0.5), "{attempt}: {d:?}");
+        }
+        // Attempt 4's floor (0.8 s) is above attempt 1's ceiling (0.3 s).
+        assert!(backoff(4) > backoff(1));
+    }
+
+    #[tokio::test]
+    async fn retries_stop_at_the_first_non_retryable_error() {
+        let mut calls = 0;
+        let r: Result<Retried<()>, _> = with_lock_retries(5, || {
+            calls += 1;
+            async { Err(sqlx::Error::RowNotFound) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+    }
+}

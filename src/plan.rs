@@ -1,0 +1,545 @@
+//! The planner: `(catalog state, policy, now) -> actions`. Pure — no I/O, no clock — so every
+//! calendar and retention rule is tested without a database, and `--dry-run` is the plan printed.
+//!
+//! Rules: partitions are made by the clock (current period through `premake` ahead), never by
+//! the newest data; only retention removes partitions, judged by each partition's real bounds;
+//! the default partition is never removed; a gap partly covered by a hand-made partition is filled
+//! exactly, without overlapping it.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::bounds::{BoundValue, KeyType};
+use crate::calendar::{self, Interval};
+use crate::catalog::ManagedTable;
+use crate::config::{RetentionMode, TablePolicy};
+use crate::coverage;
+use crate::ident::{derived_name, QualifiedName};
+
+/// First server version (server_version_num) with `DETACH PARTITION ... CONCURRENTLY`.
+pub const DETACH_CONCURRENTLY_SINCE: i32 = 140000;
+
+/// How a table sees time: naive keys (date, timestamp) are planned on the wall clock of the
+/// configured zone, treated as UTC; timestamptz keys on real instants in the configured zone.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub tz: Tz,
+    pub interval: Interval,
+    /// `now` in the table's calendar.
+    pub now: DateTime<Utc>,
+    /// Start of the period containing `now`.
+    pub current: DateTime<Utc>,
+}
+
+impl Clock {
+    pub fn new(policy: &TablePolicy, key: KeyType, now: DateTime<Utc>) -> Clock {
+        let (tz, now) = match key {
+            KeyType::TimestampTz => (policy.timezone, now),
+            KeyType::Date | KeyType::Timestamp => (
+                Tz::UTC,
+                now.with_timezone(&policy.timezone).naive_local().and_utc(),
+            ),
+        };
+        Clock {
+            tz,
+            interval: policy.interval,
+            now,
+            current: calendar::period_start(now, policy.interval, tz),
+        }
+    }
+
+    /// Start of the period `n` periods after the current one.
+    pub fn period(&self, n: i32) -> DateTime<Utc> {
+        calendar::add_periods(self.current, self.interval, n, self.tz)
+    }
+
+    pub fn suffix(&self, start: DateTime<Utc>) -> String {
+        calendar::partition_suffix(start, self.interval, self.tz)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// `CREATE TABLE` + `ATTACH PARTITION`, moving any rows of that range out of the default.
+    Create {
+        partition: QualifiedName,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    CreateDefault {
+        partition: QualifiedName,
+    },
+    /// Detach then drop.
+    Drop {
+        partition: QualifiedName,
+        concurrently: bool,
+    },
+    Detach {
+        partition: QualifiedName,
+        concurrently: bool,
+    },
+    /// Completes an interrupted `DETACH ... CONCURRENTLY`.
+    FinalizeDetach {
+        partition: QualifiedName,
+        then_drop: bool,
+    },
+}
+
+impl Action {
+    pub fn partition(&self) -> &QualifiedName {
+        match self {
+            Action::Create { partition, .. }
+            | Action::CreateDefault { partition }
+            | Action::Drop { partition, .. }
+            | Action::Detach { partition, .. }
+            | Action::FinalizeDetach { partition, .. } => partition,
+        }
+    }
+
+    /// The verb for logs and output.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Create { .. } | Action::CreateDefault { .. } => "create",
+            Action::Drop { .. } => "drop",
+            Action::Detach { .. } => "detach",
+            Action::FinalizeDetach {
+                then_drop: true, ..
+            } => "finalize-detach-and-drop",
+            Action::FinalizeDetach { .. } => "finalize-detach",
+        }
+    }
+
+    /// The relations this action creates (checked for name collisions before any DDL).
+    pub fn creates(&self) -> Option<&QualifiedName> {
+        match self {
+            Action::Create { partition, .. } | Action::CreateDefault { partition } => {
+                Some(partition)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TablePlan {
+    pub actions: Vec<Action>,
+    /// Things the user should know that need no action (e.g. a wide legacy partition kept).
+    pub notes: Vec<String>,
+}
+
+/// Decides what to do for one table.
+pub fn plan(
+    table: &ManagedTable,
+    policy: &TablePolicy,
+    now: DateTime<Utc>,
+    server_version: i32,
+) -> TablePlan {
+    let clock = Clock::new(policy, table.key_type, now);
+    let mut out = TablePlan::default();
+    let ranges: Vec<coverage::Range> = table.partitions.iter().map(|p| (p.from, p.to)).collect();
+
+    // Periods that must exist: the current one and `premake` after it.
+    for k in 0..=policy.premake as i32 {
+        let start = clock.period(k);
+        let end = clock.period(k + 1);
+        let base = table.name.name.as_str();
+        for (i, (from, to)) in coverage::uncovered(&ranges, start, end)
+            .into_iter()
+            .enumerate()
+        {
+            let suffix = if i == 0 {
+                clock.suffix(start)
+            } else {
+                format!("{}_{}", clock.suffix(start), i + 1)
+            };
+            out.actions.push(Action::Create {
+                partition: table.name.sibling(derived_name(base, &suffix)),
+                from,
+                to,
+            });
+        }
+    }
+
+    let will_have_default = table.default.is_some() || policy.default_partition;
+    if policy.default_partition && table.default.is_none() {
+        out.actions.push(Action::CreateDefault {
+            partition: table
+                .name
+                .sibling(derived_name(&table.name.name, "default")),
+        });
+    }
+    if !policy.default_partition && table.default.is_some() {
+        out.notes.push(format!(
+            "default_partition = false, but {} exists; partkeeper never drops a default partition (it may hold rows): drop it by hand once it is empty",
+            table.default.as_ref().map(|d| d.name.to_string()).unwrap_or_default()
+        ));
+    }
+    // PostgreSQL refuses DETACH CONCURRENTLY when a default partition exists.
+    let concurrently = server_version >= DETACH_CONCURRENTLY_SINCE && !will_have_default;
+
+    let cutoff = policy
+        .retention
+        .map(|r| calendar::retention_cutoff(clock.now, r, clock.interval, clock.tz));
+    let expired = |to: &BoundValue| match (cutoff, to) {
+        (Some(c), BoundValue::Value(t)) => *t <= c,
+        (Some(_), BoundValue::MinValue) => true,
+        _ => false,
+    };
+    for p in &table.partitions {
+        if p.detach_pending {
+            out.actions.push(Action::FinalizeDetach {
+                partition: p.name.clone(),
+                then_drop: policy.retention_mode == RetentionMode::Drop && expired(&p.to),
+            });
+            continue;
+        }
+        if expired(&p.to) {
+            out.actions.push(match policy.retention_mode {
+                RetentionMode::Drop => Action::Drop {
+                    partition: p.name.clone(),
+                    concurrently,
+                },
+                RetentionMode::Detach => Action::Detach {
+                    partition: p.name.clone(),
+                    concurrently,
+                },
+            });
+        } else if let (Some(c), BoundValue::Value(_) | BoundValue::MinValue) = (cutoff, p.from) {
+            if p.from < BoundValue::Value(c) {
+                out.notes.push(format!(
+                    "kept {}: it reaches past the retention cutoff {} ({}), so it may still hold rows inside the retention window",
+                    p.name,
+                    c.format("%Y-%m-%d %H:%M:%S UTC"),
+                    policy.retention.map(|r| r.to_string()).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calendar::Retention;
+    use crate::catalog::Partition;
+    use chrono::TimeZone;
+
+    fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap()
+    }
+
+    fn policy(interval: &str, premake: u32, retention: Option<&str>) -> TablePolicy {
+        TablePolicy {
+            name: QualifiedName::new("public", "pricing_data"),
+            column: "date".into(),
+            interval: Interval::parse(interval).unwrap(),
+            premake,
+            retention: retention.map(|r| Retention::parse(r).unwrap()),
+            retention_mode: RetentionMode::Drop,
+            default_partition: false,
+            timezone: Tz::UTC,
+        }
+    }
+
+    fn part(name: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Partition {
+        Partition {
+            name: QualifiedName::new("public", name),
+            from: BoundValue::Value(from),
+            to: BoundValue::Value(to),
+            rows_estimate: 0.0,
+            size_bytes: None,
+            detach_pending: false,
+            bound_sql: String::new(),
+        }
+    }
+
+    fn table(key: KeyType, parts: Vec<Partition>) -> ManagedTable {
+        ManagedTable {
+            name: QualifiedName::new("public", "pricing_data"),
+            column: "date".into(),
+            key_type: key,
+            owner: "app".into(),
+            partitions: parts,
+            default: None,
+        }
+    }
+
+    /// Applies a plan to a table as the executor would (for idempotence checks).
+    fn apply(t: &mut ManagedTable, p: &TablePlan) {
+        for a in &p.actions {
+            match a {
+                Action::Create {
+                    partition,
+                    from,
+                    to,
+                } => t.partitions.push(part(&partition.name, *from, *to)),
+                Action::Drop { partition, .. } | Action::Detach { partition, .. } => {
+                    t.partitions.retain(|x| &x.name != partition)
+                }
+                _ => {}
+            }
+        }
+        t.partitions.sort_by(|a, b| a.from.cmp(&b.from));
+    }
+
+    fn names(p: &TablePlan) -> Vec<String> {
+        p.actions
+            .iter()
+            .map(|a| format!("{} {}", a.verb(), a.partition().name))
+            .collect()
+    }
+
+    #[test]
+    fn a_fresh_table_gets_the_current_month_and_premake_more() {
+        let p = plan(
+            &table(KeyType::Date, vec![]),
+            &policy("1 month", 3, None),
+            at(2026, 11, 25),
+            150000,
+        );
+        assert_eq!(
+            names(&p),
+            [
+                "create pricing_data_2026_11",
+                "create pricing_data_2026_12",
+                "create pricing_data_2027_01",
+                "create pricing_data_2027_02"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_second_plan_after_the_first_has_nothing_to_do() {
+        let pol = policy("1 month", 3, Some("36 months"));
+        let mut t = table(KeyType::Date, vec![]);
+        let first = plan(&t, &pol, at(2026, 11, 25), 150000);
+        apply(&mut t, &first);
+        assert!(plan(&t, &pol, at(2026, 11, 25), 150000).actions.is_empty());
+    }
+
+    #[test]
+    fn future_data_does_not_create_partitions() {
+        // A partition far in the future (made by hand for a stray row) changes nothing.
+        let t = table(
+            KeyType::Date,
+            vec![part("pricing_data_2097_01", at(2097, 1, 1), at(2097, 2, 1))],
+        );
+        let p = plan(&t, &policy("1 month", 1, None), at(2026, 11, 25), 150000);
+        assert_eq!(
+            names(&p),
+            ["create pricing_data_2026_11", "create pricing_data_2026_12"]
+        );
+    }
+
+    #[test]
+    fn lowering_premake_never_drops_future_partitions() {
+        let pol = policy("1 month", 6, Some("12 months"));
+        let mut t = table(KeyType::Date, vec![]);
+        let first = plan(&t, &pol, at(2026, 11, 25), 150000);
+        apply(&mut t, &first);
+        let p = plan(
+            &t,
+            &policy("1 month", 1, Some("12 months")),
+            at(2026, 11, 25),
+            150000,
+        );
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+    }
+
+    #[test]
+    fn retention_drops_only_partitions_wholly_before_the_cutoff() {
+        let parts = vec![
+            part("pricing_data_2023_09", at(2023, 9, 1), at(2023, 10, 1)),
+            part("pricing_data_2023_10", at(2023, 10, 1), at(2023, 11, 1)),
+            part("pricing_data_2023_11", at(2023, 11, 1), at(2023, 12, 1)),
+        ];
+        let p = plan(
+            &table(KeyType::Date, parts),
+            &policy("1 month", 0, Some("36 months")),
+            at(2026, 11, 25),
+            150000,
+        );
+        assert!(names(&p).contains(&"drop pricing_data_2023_09".to_string()));
+        assert!(names(&p).contains(&"drop pricing_data_2023_10".to_string()));
+        assert!(!names(&p).contains(&"drop pricing_data_2023_11".to_string()));
+    }
+
+    #[test]
+    fn a_wide_legacy_partition_reaching_into_the_window_is_kept_and_said_so() {
+        let parts = vec![part("legacy_history", at(2019, 1, 1), at(2024, 1, 1))];
+        let p = plan(
+            &table(KeyType::Date, parts),
+            &policy("1 month", 0, Some("36 months")),
+            at(2026, 11, 25),
+            150000,
+        );
+        assert!(!names(&p).iter().any(|n| n.contains("legacy")));
+        assert!(
+            p.notes.iter().any(|n| n.contains("legacy_history")),
+            "{:?}",
+            p.notes
+        );
+    }
+
+    #[test]
+    fn a_period_partly_covered_by_a_hand_made_partition_gets_only_the_gap() {
+        let parts = vec![part("nov_first_half", at(2026, 11, 1), at(2026, 11, 16))];
+        let p = plan(
+            &table(KeyType::Date, parts),
+            &policy("1 month", 0, None),
+            at(2026, 11, 25),
+            150000,
+        );
+        assert_eq!(
+            p.actions,
+            vec![Action::Create {
+                partition: QualifiedName::new("public", "pricing_data_2026_11"),
+                from: at(2026, 11, 16),
+                to: at(2026, 12, 1)
+            }]
+        );
+    }
+
+    #[test]
+    fn detach_is_concurrent_only_without_a_default_and_on_14_or_later() {
+        let parts = vec![part("old", at(2020, 1, 1), at(2020, 2, 1))];
+        let mut pol = policy("1 month", 0, Some("1 year"));
+        pol.retention_mode = RetentionMode::Detach;
+        let t = table(KeyType::Date, parts);
+        let concurrent = |p: &TablePlan| {
+            p.actions.iter().any(|a| {
+                matches!(
+                    a,
+                    Action::Detach {
+                        concurrently: true,
+                        ..
+                    }
+                )
+            })
+        };
+        assert!(concurrent(&plan(&t, &pol, at(2026, 11, 25), 140000)));
+        assert!(!concurrent(&plan(&t, &pol, at(2026, 11, 25), 130000)));
+        pol.default_partition = true;
+        assert!(!concurrent(&plan(&t, &pol, at(2026, 11, 25), 170000)));
+    }
+
+    #[test]
+    fn the_default_partition_is_created_when_wanted_and_never_expired() {
+        let mut pol = policy("1 month", 0, Some("1 month"));
+        pol.default_partition = true;
+        let mut t = table(KeyType::Date, vec![]);
+        let p = plan(&t, &pol, at(2026, 11, 25), 150000);
+        assert!(names(&p).contains(&"create pricing_data_default".to_string()));
+        t.default = Some(part("pricing_data_default", at(2000, 1, 1), at(2000, 1, 2)));
+        apply(&mut t, &p);
+        let p = plan(&t, &pol, at(2030, 1, 1), 150000);
+        assert!(
+            !names(&p).iter().any(|n| n.contains("default")),
+            "{:?}",
+            names(&p)
+        );
+    }
+
+    #[test]
+    fn timestamptz_periods_start_at_local_midnight_of_the_configured_zone() {
+        let mut pol = policy("1 month", 0, None);
+        pol.timezone = "Europe/Paris".parse().unwrap();
+        let p = plan(
+            &table(KeyType::TimestampTz, vec![]),
+            &pol,
+            at(2026, 11, 25),
+            150000,
+        );
+        assert_eq!(
+            p.actions[0],
+            Action::Create {
+                partition: QualifiedName::new("public", "pricing_data_2026_11"),
+                from: Utc.with_ymd_and_hms(2026, 10, 31, 23, 0, 0).unwrap(),
+                to: Utc.with_ymd_and_hms(2026, 11, 30, 23, 0, 0).unwrap(),
+            }
+        );
+    }
+
+    #[test]
+    fn date_keys_follow_the_wall_clock_of_the_configured_zone() {
+        // 23:30 UTC on Dec 31 is already January 1st in Paris.
+        let mut pol = policy("1 month", 0, None);
+        pol.timezone = "Europe/Paris".parse().unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 12, 31, 23, 30, 0).unwrap();
+        let p = plan(&table(KeyType::Date, vec![]), &pol, now, 150000);
+        assert_eq!(names(&p), ["create pricing_data_2027_01"]);
+    }
+
+    #[test]
+    fn interrupted_concurrent_detaches_are_finalized() {
+        let mut old = part("old", at(2020, 1, 1), at(2020, 2, 1));
+        old.detach_pending = true;
+        let p = plan(
+            &table(KeyType::Date, vec![old]),
+            &policy("1 month", 0, Some("1 year")),
+            at(2026, 11, 25),
+            150000,
+        );
+        assert!(p.actions.contains(&Action::FinalizeDetach {
+            partition: QualifiedName::new("public", "old"),
+            then_drop: true
+        }));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn intervals() -> impl Strategy<Value = &'static str> {
+            prop_oneof![
+                Just("1 day"),
+                Just("1 week"),
+                Just("1 month"),
+                Just("3 months"),
+                Just("1 year")
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn plans_are_idempotent_gap_free_and_never_drop_inside_retention(
+                iv in intervals(),
+                premake in 0u32..8,
+                ret in 1u32..40,
+                secs in 946_684_800i64..4_102_444_800i64,
+                later in 0i64..(400 * 86400),
+                tz in prop_oneof![Just("UTC"), Just("Europe/Paris"), Just("America/Sao_Paulo"), Just("Asia/Kolkata")],
+                key in prop_oneof![Just(KeyType::Date), Just(KeyType::Timestamp), Just(KeyType::TimestampTz)],
+            ) {
+                let mut pol = policy(iv, premake, None);
+                pol.retention = Some(Retention::parse(&format!("{ret} months")).unwrap());
+                pol.timezone = tz.parse().unwrap();
+                let now = DateTime::from_timestamp(secs, 0).unwrap();
+                let mut t = table(key, vec![]);
+                let first = plan(&t, &pol, now, 150000);
+                apply(&mut t, &first);
+                prop_assert!(plan(&t, &pol, now, 150000).actions.is_empty());
+                // Time passes: the table is kept gap-free from the current period on, and only
+                // partitions wholly before the cutoff go.
+                let now2 = now + chrono::Duration::seconds(later);
+                let clock = Clock::new(&pol, key, now2);
+                let cutoff = calendar::retention_cutoff(clock.now, pol.retention.unwrap(), clock.interval, clock.tz);
+                let second = plan(&t, &pol, now2, 150000);
+                for a in &second.actions {
+                    if let Action::Drop { partition, .. } = a {
+                        let p = t.partitions.iter().find(|p| &p.name == partition).unwrap();
+                        prop_assert!(p.to <= BoundValue::Value(cutoff));
+                    }
+                }
+                apply(&mut t, &second);
+                let ranges: Vec<_> = t.partitions.iter().map(|p| (p.from, p.to)).collect();
+                prop_assert!(coverage::overlaps(&ranges).is_empty());
+                prop_assert!(coverage::uncovered(&ranges, clock.current, clock.period(premake as i32 + 1)).is_empty());
+                prop_assert!(plan(&t, &pol, now2, 150000).actions.is_empty());
+            }
+        }
+    }
+}
