@@ -100,4 +100,3 @@ async fn a_background_process_stops_on_sigterm_and_its_output_is_readable() {
     output.assert_success();
     assert_eq!(output.stdout, "ready\nbye\n");
 }
-

@@ -12,11 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use nix::unistd::{Gid, Uid, User};
 use tempfile::TempDir;
 
 use super::note;
 use super::replica::Upstream;
+use super::server::{pg_command, server_user};
 
 /// Settings of every harness cluster. Durability is off because the data is throwaway and the OS
 /// never crashes under a test (only the server does, see [`Cluster::kill`]); replication is on so
@@ -46,6 +46,10 @@ const PORT_ATTEMPTS: usize = 3;
 
 /// Unix socket paths longer than this do not fit `sockaddr_un` once `.s.PGSQL.<port>` is added.
 const MAX_SOCKET_DIR_LEN: usize = 90;
+
+/// Cluster directories go to `/dev/shm` when it has this much room: tmpfs spares the tests the
+/// disk writeback that made `initdb` three times slower while other builds ran on the machine.
+const MIN_SHM_FREE_KIB: u64 = 1024 * 1024;
 
 /// Lines of the server log printed when a test panics while it owns a cluster.
 const LOG_TAIL_LINES: usize = 40;
@@ -320,111 +324,11 @@ impl Drop for Cluster {
     }
 }
 
-/// Directory holding `initdb`, `pg_ctl`, `postgres` and `pg_basebackup`: `PARTKEEPER_PG_BIN`, else
-/// `pg_config --bindir` when it holds `initdb`, else the newest `/usr/lib/postgresql/*/bin`.
-pub fn pg_bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(find_pg_bin_dir)
-}
-
-/// Major version of the server binaries in [`pg_bin_dir`], e.g. 15.
-pub fn pg_major() -> u32 {
-    static MAJOR: OnceLock<u32> = OnceLock::new();
-    *MAJOR.get_or_init(|| {
-        let output = Command::new(pg_bin_dir().join("postgres"))
-            .arg("--version")
-            .output()
-            .expect("run postgres --version");
-        // "postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)"
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.split(')')
-            .nth(1)
-            .and_then(|rest| rest.trim().split('.').next())
-            .and_then(|major| major.parse().ok())
-            .unwrap_or_else(|| panic!("cannot read a version from `postgres --version`: {text}"))
-    })
-}
-
-fn find_pg_bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("PARTKEEPER_PG_BIN") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.join("initdb").is_file(),
-            "PARTKEEPER_PG_BIN={} holds no initdb; point it at the PostgreSQL server binaries",
-            dir.display()
-        );
-        return dir;
-    }
-    // Debian's pg_config comes with libpq-dev and names a bindir even without the server.
-    if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-        if output.status.success() && dir.join("initdb").is_file() {
-            return dir;
-        }
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("initdb").is_file().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    match versions.pop() {
-        Some((_, bin)) => bin,
-        None => panic!(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found. Install them with \
-             `apt-get install postgresql` (Debian/Ubuntu; scripts/test.sh does it for you), \
-             or set PARTKEEPER_PG_BIN to the directory holding initdb."
-        ),
-    }
-}
-
-/// The OS user the server runs as when the tests run as root (PostgreSQL refuses root).
-fn server_user() -> Option<(Uid, Gid)> {
-    static USER: OnceLock<Option<(Uid, Gid)>> = OnceLock::new();
-    *USER.get_or_init(|| {
-        if !Uid::effective().is_root() {
-            return None;
-        }
-        match User::from_name("postgres") {
-            Ok(Some(user)) => Some((user.uid, user.gid)),
-            _ => panic!(
-                "the tests run as root, which PostgreSQL refuses, so the harness runs the server \
-                 as the `postgres` OS user, and there is none. Install the `postgresql` package \
-                 (it creates the user) or run `useradd --system postgres`."
-            ),
-        }
-    })
-}
-
-/// A command for a server binary: run as the server user, in `cwd` (the test's working
-/// directory may be unreadable to that user), with no inherited `PG*` variables steering it.
-pub(super) fn pg_command(program: &str, cwd: &Path) -> Command {
-    let mut cmd = Command::new(pg_bin_dir().join(program));
-    cmd.current_dir(cwd)
-        .env("HOME", cwd)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(key);
-        }
-    }
-    if let Some((uid, gid)) = server_user() {
-        cmd.uid(uid.as_raw()).gid(gid.as_raw());
-    }
-    cmd
-}
-
 /// A fresh cluster directory the server user owns, already guarded by a watchdog.
 pub(super) fn prepare_dir() -> (TempDir, Child) {
     let dir = tempfile::Builder::new()
         .prefix("partkeeper-pg-")
-        .tempdir()
+        .tempdir_in(cluster_base_dir())
         .expect("create a temp dir for a cluster");
     if let Some((uid, gid)) = server_user() {
         std::os::unix::fs::chown(dir.path(), Some(uid.as_raw()), Some(gid.as_raw()))
@@ -445,6 +349,30 @@ pub(super) fn prepare_dir() -> (TempDir, Child) {
         .spawn()
         .expect("spawn the cluster watchdog");
     (dir, watchdog)
+}
+
+/// Where cluster directories are made: `PARTKEEPER_TEST_TMPDIR`, else `/dev/shm` when it is
+/// roomy (see [`MIN_SHM_FREE_KIB`]; Docker's default 64 MiB is not), else the temp dir.
+fn cluster_base_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("PARTKEEPER_TEST_TMPDIR") {
+            return PathBuf::from(dir);
+        }
+        let shm = Path::new("/dev/shm");
+        if free_kib(shm).is_some_and(|free| free >= MIN_SHM_FREE_KIB) {
+            return shm.to_owned();
+        }
+        std::env::temp_dir()
+    })
+}
+
+/// Free space of the filesystem holding `dir`, from `df` (std has no statvfs).
+fn free_kib(dir: &Path) -> Option<u64> {
+    let output = Command::new("df").arg("-Pk").arg(dir).output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    // "Filesystem 1024-blocks Used Available Capacity Mounted on", then one line of numbers.
+    text.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Settings that depend on the cluster directory, followed by [`FAST_SETTINGS`].

@@ -9,7 +9,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection, Decode, PgConnection, Postgres, Type};
 
-use super::cluster::{pg_major, Cluster};
+use super::cluster::Cluster;
+use super::server::pg_major;
 use super::{block_on, note};
 
 /// A connection attempt fails after this long instead of hanging the test.

@@ -11,11 +11,13 @@ pub mod cluster;
 pub mod database;
 pub mod eventually;
 pub mod replica;
+pub mod server;
 
 pub use cli::{Cli, Daemon, Output};
-pub use cluster::{pg_bin_dir, pg_major, shared, Builder, Cluster};
+pub use cluster::{shared, Builder, Cluster};
 pub use database::TestDb;
 pub use eventually::{eventually, PATIENCE};
+pub use server::{pg_bin_dir, pg_major};
 
 use std::future::Future;
 

@@ -2,9 +2,10 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::cluster::{append_settings, pg_command, prepare_dir, Cluster};
+use super::cluster::{append_settings, prepare_dir, Cluster};
 use super::database::try_query_scalar;
 use super::eventually::{eventually, PATIENCE};
+use super::server::pg_command;
 use super::{block_on, note};
 
 /// Replicas get distinct `application_name`s, so that a primary with several can tell them apart.
