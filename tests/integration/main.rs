@@ -1,1 +1,5 @@
+//! The one integration test binary: every module below is a group of tests; they share the
+//! harness in `common` and run in parallel in one process.
 
+mod common;
+mod harness;
