@@ -33,7 +33,8 @@ RUN find src -name '*.rs' -exec touch {} + \
 # ---- runtime stage -----------------------------------------------------------------------------
 FROM debian:bookworm-slim
 
-# ca-certificates: TLS to PostgreSQL (sslmode=require/verify-full) with the system trust store.
+# ca-certificates: the CA bundle for TLS to PostgreSQL, e.g. sslrootcert=/etc/ssl/certs/ca-certificates.crt
+# in DATABASE_URL (the binary also carries the webpki roots).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
