@@ -4,3 +4,4 @@
 mod common;
 mod deploy;
 mod harness;
+mod shipped_config;
