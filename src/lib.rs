@@ -1,1 +1,2 @@
 //! partkeeper: keeps PostgreSQL range-partitioned tables healthy.
+pub mod calendar;
