@@ -33,15 +33,10 @@ impl KeyType {
             }
             _ => name,
         };
-        match name
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .as_str()
-        {
-            "date" => Some(KeyType::Date),
-            "timestamp" | "timestamp without time zone" => Some(KeyType::Timestamp),
-            "timestamptz" | "timestamp with time zone" => Some(KeyType::TimestampTz),
+        match name.split_whitespace().collect::<Vec<_>>().as_slice() {
+            ["date"] => Some(KeyType::Date),
+            ["timestamp"] | ["timestamp", "without", "time", "zone"] => Some(KeyType::Timestamp),
+            ["timestamptz"] | ["timestamp", "with", "time", "zone"] => Some(KeyType::TimestampTz),
             _ => None,
         }
     }
@@ -249,56 +244,36 @@ fn parse_literal(text: &str, key: KeyType) -> Result<BoundValue, BoundsError> {
         pos: 0,
     };
     let year = sc.number(4, 6).ok_or_else(bad)?;
-    let month = sc
-        .after(b'-')
-        .and_then(|()| sc.number(2, 2))
-        .ok_or_else(bad)?;
-    let day = sc
-        .after(b'-')
-        .and_then(|()| sc.number(2, 2))
-        .ok_or_else(bad)?;
+    let month = sc.two_digits_after(b'-').ok_or_else(bad)?;
+    let day = sc.two_digits_after(b'-').ok_or_else(bad)?;
     let date = i32::try_from(year)
         .ok()
         .filter(|&y| y >= 1)
         .and_then(|y| NaiveDate::from_ymd_opt(y, month, day))
         .ok_or_else(bad)?;
     if key == KeyType::Date {
-        return match sc.done() {
-            true => Ok(BoundValue::Value(date.and_time(NaiveTime::MIN).and_utc())),
-            false => Err(bad()),
-        };
+        if !sc.done() {
+            return Err(bad());
+        }
+        return Ok(BoundValue::Value(date.and_time(NaiveTime::MIN).and_utc()));
     }
-    if !(sc.after(b' ').is_some() || sc.after(b'T').is_some()) {
+    if !(sc.eat(b' ') || sc.eat(b'T')) {
         return Err(bad());
     }
     let hour = sc.number(2, 2).ok_or_else(bad)?;
-    let minute = sc
-        .after(b':')
-        .and_then(|()| sc.number(2, 2))
-        .ok_or_else(bad)?;
-    let second = sc
-        .after(b':')
-        .and_then(|()| sc.number(2, 2))
-        .ok_or_else(bad)?;
-    let micros = match sc.after(b'.') {
-        Some(()) => {
-            let start = sc.pos;
-            let digits = sc.number(1, 6).ok_or_else(bad)?;
-            let width = u32::try_from(sc.pos - start).unwrap_or(6);
-            digits * 10u32.pow(6 - width)
-        }
-        None => 0,
+    let minute = sc.two_digits_after(b':').ok_or_else(bad)?;
+    let second = sc.two_digits_after(b':').ok_or_else(bad)?;
+    let micros = if sc.eat(b'.') {
+        sc.micros().ok_or_else(bad)?
+    } else {
+        0
     };
     let time = NaiveTime::from_hms_micro_opt(hour, minute, second, micros).ok_or_else(bad)?;
-    let local = NaiveDateTime::new(date, time);
-    let instant = match key {
-        // Date keys returned above, before any time was read.
-        KeyType::Date | KeyType::Timestamp => local,
-        KeyType::TimestampTz => {
-            let offset = sc.offset().ok_or_else(bad)?;
-            local.checked_sub_offset(offset).ok_or_else(bad)?
-        }
-    };
+    let mut instant = NaiveDateTime::new(date, time);
+    if key == KeyType::TimestampTz {
+        let offset = sc.offset().ok_or_else(bad)?;
+        instant = instant.checked_sub_offset(offset).ok_or_else(bad)?;
+    }
     if !sc.done() {
         return Err(bad());
     }
@@ -319,10 +294,10 @@ pub fn render_literal(v: DateTime<Utc>, key: KeyType) -> Result<String, BoundsEr
     }
     let date = format!("{:04}-{:02}-{:02}", v.year(), v.month(), v.day());
     if key == KeyType::Date {
-        return match v.time() == NaiveTime::MIN {
-            true => Ok(format!("'{date}'")),
-            false => Err(BoundsError::NotMidnight { value: v }),
-        };
+        if v.time() != NaiveTime::MIN {
+            return Err(BoundsError::NotMidnight { value: v });
+        }
+        return Ok(format!("'{date}'"));
     }
     let mut time = format!("{:02}:{:02}:{:02}", v.hour(), v.minute(), v.second());
     let micros = v.nanosecond() / 1000;
@@ -485,27 +460,44 @@ impl Scanner<'_> {
         (self.pos - start >= min).then_some(value)
     }
 
-    fn after(&mut self, c: u8) -> Option<()> {
-        (self.b.get(self.pos) == Some(&c)).then(|| self.pos += 1)
+    fn eat(&mut self, c: u8) -> bool {
+        let found = self.b.get(self.pos) == Some(&c);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    /// `sep` then two digits, as in "-03" or ":30".
+    fn two_digits_after(&mut self, sep: u8) -> Option<u32> {
+        if self.eat(sep) {
+            self.number(2, 2)
+        } else {
+            None
+        }
+    }
+
+    /// The 1 to 6 digits after the decimal point, as microseconds.
+    fn micros(&mut self) -> Option<u32> {
+        let start = self.pos;
+        let digits = self.number(1, 6)?;
+        let width = u32::try_from(self.pos - start).ok()?;
+        Some(digits * 10u32.pow(6 - width))
     }
 
     /// "+HH", "+HH:MM" or "+HH:MM:SS" (or '-'), as PostgreSQL prints UTC offsets.
     fn offset(&mut self) -> Option<FixedOffset> {
-        let sign = match self.b.get(self.pos)? {
-            b'+' => 1,
-            b'-' => -1,
-            _ => return None,
+        let sign = if self.eat(b'+') {
+            1
+        } else if self.eat(b'-') {
+            -1
+        } else {
+            return None;
         };
-        self.pos += 1;
         let hours = self.number(2, 2)?;
-        let minutes = match self.after(b':') {
-            Some(()) => self.number(2, 2)?,
-            None => 0,
-        };
-        let seconds = match self.after(b':') {
-            Some(()) => self.number(2, 2)?,
-            None => 0,
-        };
+        let minutes = self.two_digits_after(b':').unwrap_or(0);
+        let seconds = self.two_digits_after(b':').unwrap_or(0);
+        // PostgreSQL's own limit for offsets is 15:59:59.
         if hours > 15 || minutes > 59 || seconds > 59 {
             return None;
         }
@@ -521,15 +513,22 @@ impl Scanner<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
     use proptest::prelude::*;
 
-    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
+    /// "2026-03-31" or "2026-03-31 22:30:15", read as UTC.
+    fn t(s: &str) -> DateTime<Utc> {
+        let full = if s.len() == 10 {
+            format!("{s} 00:00:00")
+        } else {
+            s.to_string()
+        };
+        NaiveDateTime::parse_from_str(&full, "%Y-%m-%d %H:%M:%S")
+            .unwrap_or_else(|e| panic!("bad test instant {s:?}: {e}"))
+            .and_utc()
     }
 
-    fn day(y: i32, mo: u32, d: u32) -> DateTime<Utc> {
-        at(y, mo, d, 0, 0, 0)
+    fn v(s: &str) -> BoundValue {
+        BoundValue::Value(t(s))
     }
 
     fn range(from: BoundValue, to: BoundValue) -> PartitionBound {
@@ -581,10 +580,7 @@ mod tests {
             "FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')",
             KeyType::Date,
         );
-        assert_eq!(
-            got.unwrap(),
-            range(value(day(2026, 1, 1)), value(day(2026, 2, 1)))
-        );
+        assert_eq!(got.unwrap(), range(v("2026-01-01"), v("2026-02-01")));
     }
 
     #[test]
@@ -593,10 +589,7 @@ mod tests {
             "FOR VALUES FROM ('2026-01-01 00:00:00') TO ('2026-02-01 00:00:00')",
             KeyType::Timestamp,
         );
-        assert_eq!(
-            got.unwrap(),
-            range(value(day(2026, 1, 1)), value(day(2026, 2, 1)))
-        );
+        assert_eq!(got.unwrap(), range(v("2026-01-01"), v("2026-02-01")));
     }
 
     #[test]
@@ -605,23 +598,20 @@ mod tests {
             "FOR VALUES FROM ('2025-12-31 23:00:00+00') TO ('2026-01-31 23:00:00+00')",
             KeyType::TimestampTz,
         );
-        let want = range(
-            value(at(2025, 12, 31, 23, 0, 0)),
-            value(at(2026, 1, 31, 23, 0, 0)),
-        );
+        let want = range(v("2025-12-31 23:00:00"), v("2026-01-31 23:00:00"));
         assert_eq!(got.unwrap(), want);
     }
 
     #[test]
     fn timestamptz_bounds_with_other_offsets() {
         let cases = [
-            ("2026-01-01 05:30:00+05:30", day(2026, 1, 1)),
-            ("2026-01-01 00:00:00-03", at(2026, 1, 1, 3, 0, 0)),
-            ("2026-01-01 00:00:00+00:00", day(2026, 1, 1)),
-            ("2026-01-01 13:45:00+13:45", day(2026, 1, 1)),
+            ("2026-01-01 05:30:00+05:30", t("2026-01-01")),
+            ("2026-01-01 00:00:00-03", t("2026-01-01 03:00:00")),
+            ("2026-01-01 00:00:00+00:00", t("2026-01-01")),
+            ("2026-01-01 13:45:00+13:45", t("2026-01-01")),
             // Local mean time offsets have seconds, e.g. Europe/Paris before 1911.
-            ("1900-01-01 00:09:21+00:09:21", day(1900, 1, 1)),
-            ("2026-01-01T00:00:00+00", day(2026, 1, 1)),
+            ("1900-01-01 00:09:21+00:09:21", t("1900-01-01")),
+            ("2026-01-01T00:00:00+00", t("2026-01-01")),
         ];
         for (lit, want) in cases {
             let expr = format!("FOR VALUES FROM ('{lit}') TO (MAXVALUE)");
@@ -630,10 +620,70 @@ mod tests {
         }
     }
 
+    /// Verbatim `pg_get_expr(relpartbound, oid)` output of PostgreSQL 15.20, some read with
+    /// TimeZone set to a zone other than UTC.
+    #[test]
+    fn real_postgres_output() {
+        use KeyType::{Date, Timestamp, TimestampTz};
+        let min = BoundValue::MinValue;
+        let max = BoundValue::MaxValue;
+        let year_10000 = NaiveDate::from_ymd_opt(10_000, 1, 1)
+            .unwrap()
+            .and_time(NaiveTime::MIN);
+        let year_10000 = BoundValue::Value(year_10000.and_utc());
+        let cases = [
+            ("FOR VALUES FROM (MINVALUE) TO ('2020-01-01')", Date, min, v("2020-01-01")),
+            ("FOR VALUES FROM ('10000-01-01') TO (MAXVALUE)", Date, year_10000, max),
+            (
+                "FOR VALUES FROM ('-infinity') TO ('2000-01-01 00:00:00')",
+                Timestamp,
+                min,
+                v("2000-01-01"),
+            ),
+            (
+                "FOR VALUES FROM ('2000-01-01 00:00:00') TO ('infinity')",
+                Timestamp,
+                v("2000-01-01"),
+                max,
+            ),
+            (
+                "FOR VALUES FROM ('2025-12-31 19:30:00-03:30') TO ('2026-01-31 15:00:00.123456-03:30')",
+                TimestampTz,
+                v("2025-12-31 23:00:00"),
+                BoundValue::Value(t("2026-01-31 18:30:00") + chrono::TimeDelta::microseconds(123_456)),
+            ),
+            (
+                "FOR VALUES FROM ('2026-03-01 01:00:00+01') TO ('2026-04-01 02:00:00.12+02')",
+                TimestampTz,
+                v("2026-03-01"),
+                BoundValue::Value(t("2026-04-01") + chrono::TimeDelta::milliseconds(120)),
+            ),
+            (
+                "FOR VALUES FROM ('1900-01-01 00:00:00+00:09:21') TO ('1911-01-01 00:00:00+00:09:21')",
+                TimestampTz,
+                v("1899-12-31 23:50:39"),
+                v("1910-12-31 23:50:39"),
+            ),
+        ];
+        for (expr, key, from, to) in cases {
+            let got = parse_partition_bound(expr, key).unwrap();
+            assert_eq!(got, range(from, to), "{expr}");
+        }
+        let rejected = [
+            "FOR VALUES FROM ('0044-03-15 BC') TO ('0001-01-01')",
+            "FOR VALUES IN ('2026-01-01', '2026-01-02')",
+            "FOR VALUES WITH (modulus 4, remainder 0)",
+            "FOR VALUES FROM ('2026-01-01', MINVALUE) TO ('2026-02-01', MAXVALUE)",
+        ];
+        for expr in rejected {
+            assert!(parse_partition_bound(expr, Date).is_err(), "{expr}");
+        }
+    }
+
     #[test]
     fn fractional_seconds() {
-        let half = day(2026, 1, 1) + chrono::TimeDelta::milliseconds(500);
-        let micro = day(2026, 1, 1) + chrono::TimeDelta::microseconds(123_456);
+        let half = t("2026-01-01") + chrono::TimeDelta::milliseconds(500);
+        let micro = t("2026-01-01") + chrono::TimeDelta::microseconds(123_456);
         let cases = [
             ("'2026-01-01 00:00:00.5+00'", KeyType::TimestampTz, half),
             ("'2026-01-01 00:00:00.5'", KeyType::Timestamp, half),
@@ -652,18 +702,12 @@ mod tests {
             "FOR VALUES FROM (MINVALUE) TO ('2020-01-01')",
             KeyType::Date,
         );
-        assert_eq!(
-            got.unwrap(),
-            range(BoundValue::MinValue, value(day(2020, 1, 1)))
-        );
+        assert_eq!(got.unwrap(), range(BoundValue::MinValue, v("2020-01-01")));
         let got = parse_partition_bound(
             "FOR VALUES FROM ('2020-01-01') TO (MAXVALUE)",
             KeyType::Date,
         );
-        assert_eq!(
-            got.unwrap(),
-            range(value(day(2020, 1, 1)), BoundValue::MaxValue)
-        );
+        assert_eq!(got.unwrap(), range(v("2020-01-01"), BoundValue::MaxValue));
         for key in KEYS {
             let got = parse_partition_bound("FOR VALUES FROM ('-infinity') TO ('infinity')", key);
             assert_eq!(
@@ -675,9 +719,8 @@ mod tests {
 
     #[test]
     fn bound_values_order_minvalue_first_and_maxvalue_last() {
-        let v = value(day(1, 1, 1));
-        let w = value(day(9999, 12, 31));
-        assert!(BoundValue::MinValue < v && v < w && w < BoundValue::MaxValue);
+        let (first, last) = (v("0001-01-01"), v("9999-12-31"));
+        assert!(BoundValue::MinValue < first && first < last && last < BoundValue::MaxValue);
     }
 
     #[test]
@@ -686,10 +729,7 @@ mod tests {
             "for  values from( '2026-01-01' )to('2026-02-01')  ",
             KeyType::Date,
         );
-        assert_eq!(
-            got.unwrap(),
-            range(value(day(2026, 1, 1)), value(day(2026, 2, 1)))
-        );
+        assert_eq!(got.unwrap(), range(v("2026-01-01"), v("2026-02-01")));
     }
 
     #[test]
@@ -809,53 +849,56 @@ mod tests {
 
     #[test]
     fn render_literals_per_key_type() {
-        let t = day(2026, 1, 1);
-        assert_eq!(render_literal(t, KeyType::Date).unwrap(), "'2026-01-01'");
+        let midnight = t("2026-01-01");
         assert_eq!(
-            render_literal(t, KeyType::Timestamp).unwrap(),
+            render_literal(midnight, KeyType::Date).unwrap(),
+            "'2026-01-01'"
+        );
+        assert_eq!(
+            render_literal(midnight, KeyType::Timestamp).unwrap(),
             "'2026-01-01 00:00:00'"
         );
         assert_eq!(
-            render_literal(t, KeyType::TimestampTz).unwrap(),
+            render_literal(midnight, KeyType::TimestampTz).unwrap(),
             "'2026-01-01 00:00:00+00:00'"
         );
-        let t = at(2025, 12, 31, 23, 0, 0) + chrono::TimeDelta::microseconds(120_000);
+        let tenths = t("2025-12-31 23:00:00") + chrono::TimeDelta::microseconds(120_000);
         assert_eq!(
-            render_literal(t, KeyType::TimestampTz).unwrap(),
+            render_literal(tenths, KeyType::TimestampTz).unwrap(),
             "'2025-12-31 23:00:00.12+00:00'"
         );
-        let t = at(2025, 12, 31, 23, 0, 0) + chrono::TimeDelta::microseconds(1);
+        let one_micro = t("2025-12-31 23:00:00") + chrono::TimeDelta::microseconds(1);
         assert_eq!(
-            render_literal(t, KeyType::Timestamp).unwrap(),
+            render_literal(one_micro, KeyType::Timestamp).unwrap(),
             "'2025-12-31 23:00:00.000001'"
         );
     }
 
     #[test]
     fn render_refuses_what_postgres_would_change() {
-        let noon = at(2026, 1, 1, 12, 0, 0);
+        let noon = t("2026-01-01 12:00:00");
         assert!(matches!(
             render_literal(noon, KeyType::Date),
             Err(BoundsError::NotMidnight { .. })
         ));
-        let nanos = day(2026, 1, 1) + chrono::TimeDelta::nanoseconds(1);
+        let nanos = t("2026-01-01") + chrono::TimeDelta::nanoseconds(1);
         assert!(matches!(
             render_literal(nanos, KeyType::Timestamp),
             Err(BoundsError::TooPrecise { .. })
         ));
         assert!(matches!(
-            render_literal(day(0, 12, 31), KeyType::Date),
+            render_literal(t("0000-12-31"), KeyType::Date),
             Err(BoundsError::BeforeYearOne { .. })
         ));
     }
 
     #[test]
     fn render_range_for_ddl() {
-        let got = render_range(day(2026, 1, 1), day(2026, 2, 1), KeyType::Date).unwrap();
+        let got = render_range(t("2026-01-01"), t("2026-02-01"), KeyType::Date).unwrap();
         assert_eq!(got, "FOR VALUES FROM ('2026-01-01') TO ('2026-02-01')");
         let got = render_range(
-            at(2025, 12, 31, 23, 0, 0),
-            at(2026, 1, 31, 23, 0, 0),
+            t("2025-12-31 23:00:00"),
+            t("2026-01-31 23:00:00"),
             KeyType::TimestampTz,
         )
         .unwrap();
@@ -863,15 +906,15 @@ mod tests {
             got,
             "FOR VALUES FROM ('2025-12-31 23:00:00+00:00') TO ('2026-01-31 23:00:00+00:00')"
         );
-        let msg = render_range(day(2026, 2, 1), day(2026, 2, 1), KeyType::Date)
+        let msg = render_range(t("2026-02-01"), t("2026-02-01"), KeyType::Date)
             .unwrap_err()
             .to_string();
         assert!(msg.contains("empty partition range"), "{msg}");
     }
 
     fn micros_instant() -> impl Strategy<Value = DateTime<Utc>> {
-        let lo = day(1, 1, 1).timestamp();
-        let hi = day(10_000, 1, 1).timestamp();
+        let lo = t("0001-01-01").timestamp();
+        let hi = t("9999-12-31 23:59:59").timestamp();
         (lo..hi, 0u32..1_000_000)
             .prop_map(|(s, us)| DateTime::from_timestamp(s, us * 1000).unwrap())
     }
