@@ -50,6 +50,21 @@ pub enum Command {
     /// Configuration commands
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Try partkeeper: a throwaway PostgreSQL, sample data, an online migration, the daemon
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Use this server instead of starting a throwaway one (a database is created and dropped)
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// HTTP address of the demo daemon
+    #[arg(long, default_value = "127.0.0.1:9790")]
+    pub listen: String,
+    /// Stop by itself after this long (e.g. 20s, 5min); default: until Ctrl-C
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
 }
 
 #[derive(Debug, Args)]

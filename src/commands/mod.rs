@@ -27,6 +27,20 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Migrate(args) => migrate::run(load()?, args).await,
         Command::Bench(args) => bench::run(load()?, args).await,
         Command::Run => run::run(load()?).await,
+        Command::Demo(args) => {
+            let duration = match args.duration.as_deref() {
+                None => None,
+                Some(d) => Some(humantime::parse_duration(d).map_err(|e| {
+                    Error::Usage(format!("--duration {d:?}: {e}; write e.g. 20s or 5min"))
+                })?),
+            };
+            crate::demo::run(crate::demo::DemoOptions {
+                database_url: args.database_url,
+                listen: args.listen,
+                duration,
+            })
+            .await
+        }
     }
 }
 
