@@ -177,7 +177,7 @@ total_failed=0
 for major in "${majors[@]}"; do
   log="$LOG_DIR/$major.log"
   : >"$log"
-  server="-" passed="-" failed="-" seconds="-" result="FAIL"
+  server="-" passed="-" failed="-" duration="-" result="FAIL"
   if ! bin="$(bash "$self" --install "$major" 2> >(tee -a "$log" >&2))" || [[ ! -x "$bin/initdb" ]]; then
     result="FAIL (install)"
   elif ! server="$(as_server_user "$bin/initdb" --version 2>>"$log")"; then
@@ -192,7 +192,7 @@ for major in "${majors[@]}"; do
     status=0
     PARTKEEPER_PG_BIN="$bin" cargo test --locked --test integration "${test_args[@]}" 2>&1 |
       tee -a "$log" || status=$?
-    seconds="$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
+    duration="$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1fs", b - a }')"
     # "test result: ok. 7 passed; 0 failed; 0 ignored; ..." (summed, should there be several)
     read -r passed failed < <(awk '
       /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }; n++ }
@@ -204,7 +204,7 @@ for major in "${majors[@]}"; do
     [[ "$failed" =~ ^[0-9]+$ ]] && total_failed=$((total_failed + failed))
   fi
   [[ "$result" == "ok" ]] || failed_versions=$((failed_versions + 1))
-  rows+=("$(printf '%-5s  %-8s  %6s  %6s  %9s  %s' "$major" "$server" "$passed" "$failed" "${seconds}s" "$result")")
+  rows+=("$(printf '%-5s  %-8s  %6s  %6s  %9s  %s' "$major" "$server" "$passed" "$failed" "$duration" "$result")")
 done
 
 echo
