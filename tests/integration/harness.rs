@@ -4,12 +4,22 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::common::{eventually, shared, Cli, Cluster, PATIENCE};
+use crate::common::{eventually, pg_major, shared, Cli, Cluster, PATIENCE};
 
 #[tokio::test]
 async fn a_shared_cluster_database_answers_select_1() {
     let db = shared().create_database().await;
     assert_eq!(db.query_scalar::<i32>("SELECT 1").await, 1);
+}
+
+#[tokio::test]
+async fn the_server_runs_the_major_version_pg_major_reports() {
+    // Version-dependent harness and test code branches on pg_major(), read from the binaries in
+    // pg_bin_dir() (PARTKEEPER_PG_BIN): it must be what the running server says it is.
+    let db = shared().create_database().await;
+    let version: String = db.query_scalar("SHOW server_version_num").await;
+    let version: u32 = version.parse().expect("server_version_num is a number");
+    assert_eq!(version / 10000, pg_major(), "server_version_num {version}");
 }
 
 #[tokio::test]

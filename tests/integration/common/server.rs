@@ -23,11 +23,17 @@ pub fn pg_major() -> u32 {
             .arg("--version")
             .output()
             .expect("run postgres --version");
-        // "postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)"
+        // "postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)", "postgres (PostgreSQL) 13.23",
+        // "postgres (PostgreSQL) 18beta1": the major is the leading digits of the third word.
         let text = String::from_utf8_lossy(&output.stdout);
         text.split(')')
             .nth(1)
-            .and_then(|rest| rest.trim().split('.').next())
+            .map(|rest| {
+                rest.trim_start()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect::<String>()
+            })
             .and_then(|major| major.parse().ok())
             .unwrap_or_else(|| panic!("cannot read a version from `postgres --version`: {text}"))
     })
