@@ -4,4 +4,5 @@
 mod common;
 mod deploy;
 mod harness;
+mod identifiers;
 mod shipped_config;

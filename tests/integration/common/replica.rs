@@ -213,7 +213,10 @@ fn copy_data_dir(from: &Path, to: &Path) {
                     .create(&target)
                     .unwrap_or_else(|e| panic!("create {}: {e}", target.display()));
                 if name == "pg_wal" {
-                    copy_data_dir(&source.join("archive_status"), &target.join("archive_status"));
+                    copy_data_dir(
+                        &source.join("archive_status"),
+                        &target.join("archive_status"),
+                    );
                 }
             } else {
                 copy_data_dir(&source, &target);
