@@ -35,7 +35,10 @@ async fn a_fresh_table_gets_the_current_month_through_premake_and_a_default() {
         ]),
         "{out}"
     );
-    assert!(out.stdout.contains("create public.pricing_data_2026_11"), "{out}");
+    assert!(
+        out.stdout.contains("create public.pricing_data_2026_11"),
+        "{out}"
+    );
 
     let before = schema_snapshot(&db).await;
     let again = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
@@ -86,10 +89,15 @@ async fn a_hand_dropped_next_partition_is_reported_shown_and_repaired() {
         "{dry}"
     );
     assert!(
-        dry.stdout.contains("FOR VALUES FROM ('2026-12-01') TO ('2027-01-01')"),
+        dry.stdout
+            .contains("FOR VALUES FROM ('2026-12-01') TO ('2027-01-01')"),
         "{dry}"
     );
-    assert_eq!(schema_snapshot(&db).await, before, "--dry-run changed the database");
+    assert_eq!(
+        schema_snapshot(&db).await,
+        before,
+        "--dry-run changed the database"
+    );
 
     cli.run_async(["maintain", "--now", "2026-11-25"])
         .await
