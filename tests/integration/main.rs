@@ -4,4 +4,5 @@
 mod calendar;
 mod common;
 mod harness;
+mod locks;
 mod maintain;
