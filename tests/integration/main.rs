@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod calendar;
+mod check;
 mod common;
 mod harness;
 mod locks;
