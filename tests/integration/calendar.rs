@@ -272,3 +272,26 @@ async fn daily_timestamptz_partitions_are_23_hours_long_on_the_spring_dst_change
         ])
     );
 }
+
+#[tokio::test]
+async fn timestamp_keys_get_wall_clock_bounds_of_the_configured_zone() {
+    let db = shared().create_database().await;
+    db.exec("CREATE TABLE readings (at timestamp NOT NULL, v int) PARTITION BY RANGE (at)")
+        .await;
+    let tables = "\n[[tables]]\nname = \"readings\"\ncolumn = \"at\"\ninterval = \"1 day\"\npremake = 1\ndefault_partition = false\ntimezone = \"Asia/Kolkata\"\n";
+    // 20:00 UTC on 31 December is already 1 January (01:30) in Kolkata.
+    maintain_at(&db, tables, "2026-12-31T20:00:00Z").await;
+    assert_eq!(
+        partitions(&db, "readings").await,
+        parts(&[
+            (
+                "readings_2027_01_01",
+                "FOR VALUES FROM ('2027-01-01 00:00:00') TO ('2027-01-02 00:00:00')"
+            ),
+            (
+                "readings_2027_01_02",
+                "FOR VALUES FROM ('2027-01-02 00:00:00') TO ('2027-01-03 00:00:00')"
+            ),
+        ])
+    );
+}

@@ -357,3 +357,89 @@ async fn new_partitions_get_the_parents_indexes_owner_and_grants() {
     ))
     .await;
 }
+
+#[tokio::test]
+async fn quoted_names_with_capitals_and_spaces_work_end_to_end() {
+    let db = crate::common::shared().create_database().await;
+    db.exec(
+        "CREATE SCHEMA \"Billing\";
+         CREATE TABLE \"Billing\".\"Invoice Events\" (id bigint, \"createdAt\" timestamptz NOT NULL)
+           PARTITION BY RANGE (\"createdAt\");",
+    )
+    .await;
+    let tables = "\n[[tables]]\nname = '\"Billing\".\"Invoice Events\"'\ncolumn = '\"createdAt\"'\ninterval = \"1 month\"\npremake = 1\n";
+    let cli = fixtures::cli(&db, tables);
+    let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
+    out.assert_success();
+    assert!(
+        out.stdout
+            .contains("Billing.Invoice Events: create Billing.Invoice Events_2026_11 ok"),
+        "{out}"
+    );
+    assert_eq!(
+        partitions(&db, "\"Billing\".\"Invoice Events\"").await,
+        parts(&[
+            (
+                "Invoice Events_2026_11",
+                "FOR VALUES FROM ('2026-11-01 00:00:00+00') TO ('2026-12-01 00:00:00+00')"
+            ),
+            (
+                "Invoice Events_2026_12",
+                "FOR VALUES FROM ('2026-12-01 00:00:00+00') TO ('2027-01-01 00:00:00+00')"
+            ),
+            ("Invoice Events_default", "DEFAULT"),
+        ])
+    );
+    db.exec("INSERT INTO \"Billing\".\"Invoice Events\" VALUES (1, '2026-11-30 12:00:00+00')")
+        .await;
+    cli.run_async([
+        "check",
+        "--now",
+        "2026-11-25",
+        "--table",
+        "\"Billing\".\"Invoice Events\"",
+    ])
+    .await
+    .assert_success();
+}
+
+#[tokio::test]
+async fn an_ordinary_role_that_owns_the_table_can_maintain_it() {
+    let db = pricing_db().await;
+    let tag = db.name().split('_').next().unwrap().to_string();
+    let (app, reader) = (format!("{tag}_app"), format!("{tag}_ro"));
+    db.exec(&format!(
+        "CREATE ROLE {app} LOGIN; CREATE ROLE {reader};
+         GRANT CREATE ON SCHEMA public TO {app};
+         ALTER TABLE pricing_data OWNER TO {app};
+         GRANT SELECT ON pricing_data TO {reader};"
+    ))
+    .await;
+    let config = fixtures::config(
+        &db,
+        &format!("{MONTHLY}retention = \"3 months\"\nretention_mode = \"drop\"\n"),
+    )
+    .replacen("//postgres:", &format!("//{app}:"), 1);
+    let cli = crate::common::Cli::new().config(&config);
+    cli.run_async(["maintain", "--now", "2026-11-25"])
+        .await
+        .assert_success();
+    let out = cli.run_async(["maintain", "--now", "2027-06-25"]).await;
+    out.assert_success();
+    assert!(
+        out.stdout.contains("drop public.pricing_data_2026_11 ok"),
+        "{out}"
+    );
+    let owners: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT pg_get_userbyid(c.relowner)::text FROM pg_inherits i
+           JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'pricing_data'::regclass",
+    )
+    .fetch_all(&mut db.connect().await)
+    .await
+    .unwrap();
+    assert_eq!(owners, [app.clone()]);
+    db.exec(&format!(
+        "SET ROLE {reader}; SELECT count(*) FROM pricing_data_2027_09;"
+    ))
+    .await;
+}
