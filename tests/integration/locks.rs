@@ -18,6 +18,9 @@ const LOCK_TIMEOUT: Duration = Duration::from_millis(200);
 /// bound is about "waits for lock_timeout, not for the blocker", not about milliseconds.
 const SLACK: Duration = Duration::from_secs(2);
 
+/// An application statement waiting this long is stuck behind the blocker, not behind us.
+const STUCK: Duration = Duration::from_secs(15);
+
 /// `pricing_data` configured with `tables`, a 200 ms lock timeout and three attempts per step.
 fn cli(db: &TestDb, tables: &str) -> Cli {
     Cli::new().config(&fixtures::config(db, tables).replace(
@@ -67,10 +70,14 @@ async fn maintain_under_load(
     while proc.is_running() {
         let date = dates[latency.inserts % dates.len()];
         let started = Instant::now();
-        sqlx::query("INSERT INTO pricing_data (\"propertyId\", date) VALUES ('app', $1::date)")
-            .bind(date)
-            .execute(&mut app)
+        let insert =
+            sqlx::query("INSERT INTO pricing_data (\"propertyId\", date) VALUES ('app', $1::date)")
+                .bind(date)
+                .execute(&mut app);
+        // Fail, not hang, if maintain queues the application behind the blocker for good.
+        tokio::time::timeout(STUCK, insert)
             .await
+            .unwrap_or_else(|_| panic!("an application insert was stuck for {STUCK:?}"))
             .expect("the application's insert");
         latency.worst = latency.worst.max(started.elapsed());
         latency.inserts += 1;
