@@ -437,7 +437,7 @@ async fn an_ordinary_role_that_owns_the_table_can_maintain_it() {
     .fetch_all(&mut db.connect().await)
     .await
     .unwrap();
-    assert_eq!(owners, [app.clone()]);
+    assert_eq!(owners, [app]);
     db.exec(&format!(
         "SET ROLE {reader}; SELECT count(*) FROM pricing_data_2027_09;"
     ))
