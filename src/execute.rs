@@ -28,8 +28,13 @@ pub struct StepOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("could not get the locks for `{statement}` within lock_timeout after {attempts} attempt(s): another session holds a conflicting lock on the table (a long transaction or pending DDL); the next run will try again")]
-    LockTimeout { statement: String, attempts: u32 },
+    #[error("could not get the lock for `{statement}` within lock_timeout ({}) in {attempts} attempt(s): another session holds a conflicting lock on that table (a long transaction, or DDL queued behind one); the next run will try again", humantime::format_duration(*.lock_timeout))]
+    LockTimeout {
+        /// The statement that waited: it names the table and the lock.
+        statement: String,
+        attempts: u32,
+        lock_timeout: Duration,
+    },
     #[error("`{statement}` failed: {reason}")]
     Statement { statement: String, reason: String },
 }
@@ -115,29 +120,43 @@ pub async fn run_steps(
         let result = loop {
             match run_step(&mut *conn, db, step).await {
                 Ok(moved) => break Ok(moved),
-                Err(e) if pg::is_retryable(&e) && waits + 1 < db.lock_retries.max(1) => {
+                // Only whole transactions are repeated. A statement outside one (DETACH ...
+                // CONCURRENTLY) may have committed its first half before timing out; repeating
+                // it fails ("already pending detach"), so the next pass, which re-reads the
+                // catalog, finalizes it instead.
+                Err((e, _))
+                    if pg::is_retryable(&e)
+                        && step.transactional
+                        && waits + 1 < db.lock_retries.max(1) =>
+                {
                     waits += 1;
                     let pause = pg::backoff(waits);
                     tracing::info!(attempt = waits, ?pause, error = %pg::describe(&e), "lock not granted in time; retrying");
                     tokio::time::sleep(pause).await;
                 }
-                Err(e) => {
+                Err((e, failed)) => {
                     if pg::is_retryable(&e) {
                         waits += 1;
                     }
-                    break Err(e);
+                    break Err((e, failed));
                 }
             }
         };
         total.lock_waits += waits;
         match result {
             Ok(moved) => total.rows_moved += moved,
-            Err(e) => {
-                let statement = step.statements.join("; ");
+            Err((e, failed)) => {
+                // Name the statement that failed (it says which table and which lock), not the
+                // first of the step.
+                let statement = failed
+                    .and_then(|i| step.statements.get(i))
+                    .cloned()
+                    .unwrap_or_else(|| step.statements.join("; "));
                 return Err(if pg::is_retryable(&e) {
                     ExecError::LockTimeout {
                         statement: first_line(&statement),
                         attempts: waits,
+                        lock_timeout: db.lock_timeout,
                     }
                 } else {
                     ExecError::Statement {
@@ -151,28 +170,37 @@ pub async fn run_steps(
     Ok(total)
 }
 
-/// One attempt of one step; returns the rows moved out of a default partition.
+/// One attempt of one step; returns the rows moved out of a default partition, or the error
+/// with the index of the statement that failed (`None`: BEGIN, SET or COMMIT).
 async fn run_step(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
     step: &Step,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, (sqlx::Error, Option<usize>)> {
     let mut moved = 0;
     if !step.transactional {
-        for s in &step.statements {
-            sqlx::raw_sql(s).execute(&mut *conn).await?;
+        for (i, s) in step.statements.iter().enumerate() {
+            sqlx::raw_sql(s)
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| (e, Some(i)))?;
         }
         return Ok(0);
     }
-    let mut tx = conn.begin().await?;
-    pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout).await?;
-    for s in &step.statements {
-        let r = sqlx::raw_sql(s).execute(&mut *tx).await?;
+    let mut tx = conn.begin().await.map_err(|e| (e, None))?;
+    pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout)
+        .await
+        .map_err(|e| (e, None))?;
+    for (i, s) in step.statements.iter().enumerate() {
+        let r = sqlx::raw_sql(s)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| (e, Some(i)))?;
         if s.starts_with("WITH moved AS") {
             moved += r.rows_affected();
         }
     }
-    tx.commit().await?;
+    tx.commit().await.map_err(|e| (e, None))?;
     Ok(moved)
 }
 

@@ -32,7 +32,7 @@ pub async fn run(cfg: Config, args: MaintainArgs) -> Result<i32> {
             .map(|t| t.table.to_string())
             .collect();
         Err(Error::Failed(format!(
-            "maintenance failed for {}; see above. Nothing half-done was left: each action is one transaction",
+            "maintenance failed for {}; see above. Nothing half-done was left: each action is one transaction (a DETACH CONCURRENTLY cut short is finalized by the next run)",
             failed.join(", ")
         )))
     }
@@ -46,9 +46,6 @@ fn print_report(report: &PassReport) {
     for t in &report.tables {
         for note in &t.notes {
             println!("{}: note: {note}", t.table);
-        }
-        if let Some(e) = &t.error {
-            println!("{}: FAILED: {e}", t.table);
         }
         if t.actions.is_empty() && t.error.is_none() {
             println!("{}: nothing to do", t.table);
@@ -99,6 +96,9 @@ fn print_report(report: &PassReport) {
                     a.action.partition()
                 ),
             }
+        }
+        if let Some(e) = &t.error {
+            println!("{}: FAILED: {e}", t.table);
         }
     }
 }

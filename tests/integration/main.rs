@@ -1,8 +1,14 @@
 //! The one integration test binary: every module below is a group of tests; they share the
 //! harness in `common` and run in parallel in one process.
 
+mod bad_input;
+mod bench_maintain;
+mod calendar;
+mod check;
 mod common;
 mod deploy;
 mod harness;
 mod identifiers;
+mod locks;
+mod maintain;
 mod shipped_config;

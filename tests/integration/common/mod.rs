@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod database;
 pub mod eventually;
+pub mod fixtures;
 pub mod replica;
 pub mod server;
 
