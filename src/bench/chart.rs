@@ -143,7 +143,7 @@ pub fn render(title: &str, groups: &[Group]) -> String {
 
 /// The axis top and tick step: a 1, 2 or 5 times a power of ten, about five ticks.
 fn axis(max: f64) -> (f64, f64) {
-    if !(max > 0.0) || !max.is_finite() {
+    if !max.is_finite() || max <= 0.0 {
         return (1.0, 0.2);
     }
     let raw = max / 5.0;

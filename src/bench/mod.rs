@@ -57,10 +57,13 @@ FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
 "#;
 
+/// relkind, column names, their types, leaf partition names.
+type ShapeRow = (String, Vec<String>, Vec<String>, Vec<String>);
+
 /// Reads the table's columns and partitions; a missing table or key column is a mismatch (exit 2).
 pub async fn inspect(conn: &mut PgConnection, policy: &TablePolicy) -> Result<Target> {
     let name = &policy.name;
-    let row: Option<(String, Vec<String>, Vec<String>, Vec<String>)> = sqlx::query_as(SHAPE_SQL)
+    let row: Option<ShapeRow> = sqlx::query_as(SHAPE_SQL)
         .bind(&name.schema)
         .bind(&name.name)
         .fetch_optional(&mut *conn)
