@@ -62,6 +62,8 @@ pub struct RawConfig {
     pub schedule: RawSchedule,
     #[serde(default)]
     pub tables: Vec<RawTable>,
+    #[serde(default)]
+    pub bench: Vec<RawBenchQuery>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +111,14 @@ pub struct RawTable {
     pub timezone: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBenchQuery {
+    pub table: String,
+    pub name: String,
+    pub sql: String,
+}
+
 // ---------------------------------------------------------------------------------------------
 // Validated layer.
 
@@ -119,6 +129,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub schedule: ScheduleConfig,
     pub tables: Vec<TablePolicy>,
+    /// Extra `partkeeper bench` query classes (`[[bench]]`), checked but not yet rendered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bench: Vec<BenchQuery>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -186,6 +199,20 @@ pub struct TablePolicy {
     /// Calendar zone for timestamptz bounds; defaults to `schedule.timezone`.
     #[serde(serialize_with = "ser_tz")]
     pub timezone: Tz,
+}
+
+/// A query class of the operator's, measured by `partkeeper bench --table <table>` next to the
+/// runbook's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BenchQuery {
+    /// One of the configured tables.
+    #[serde(serialize_with = "ser_qualified")]
+    pub table: QualifiedName,
+    /// The label in bench's output; unique per table.
+    pub name: String,
+    /// A SELECT (or WITH) with placeholders: `{table}` and `{key}` become quoted identifiers,
+    /// `{property}` and `{reference}` bind parameters (see `bench::queries::PLACEHOLDERS`).
+    pub sql: String,
 }
 
 impl Config {
@@ -474,6 +501,51 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    let mut bench = Vec::new();
+    let mut bench_names = BTreeSet::new();
+    for (i, b) in raw.bench.into_iter().enumerate() {
+        let key = |k: &str| format!("bench[{i}].{k}");
+        let table = match ident::parse_qualified(&b.table) {
+            Ok(t) if seen.contains(&t) => Some(t),
+            Ok(_) => {
+                p(format!(
+                    "{} = {:?} is not one of the configured tables; add it under [[tables]] or fix the name",
+                    key("table"),
+                    b.table
+                ));
+                None
+            }
+            Err(e) => {
+                p(format!("{}: {e}", key("table")));
+                None
+            }
+        };
+        let name = b.name.trim().to_string();
+        if name.is_empty() {
+            p(format!(
+                "{} is empty; give the query a label for bench's output",
+                key("name")
+            ));
+        } else if let Some(t) = &table {
+            if !bench_names.insert((t.clone(), name.clone())) {
+                p(format!(
+                    "{} = {name:?} is used twice for {t}; names must be unique per table",
+                    key("name")
+                ));
+            }
+        }
+        if let Err(e) = crate::bench::queries::check_template(&b.sql) {
+            p(format!("{} {e}", key("sql")));
+        }
+        if let Some(table) = table {
+            bench.push(BenchQuery {
+                table,
+                name,
+                sql: b.sql.trim().to_string(),
+            });
+        }
+    }
+
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems));
     }
@@ -494,6 +566,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             metrics_refresh,
         },
         tables,
+        bench,
     })
 }
 
@@ -760,6 +833,59 @@ default_partition = true
         assert_eq!(c.tables[0].retention_mode, RetentionMode::Detach);
         assert!(c.tables[0].default_partition);
         assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn bench_queries_are_optional_and_checked_like_every_other_key() {
+        assert!(parse_str(GOOD, &env(&[])).unwrap().bench.is_empty());
+        let with = |block: &str| format!("{GOOD}\n{block}");
+        let c = parse_str(
+            &with(
+                "[[bench]]\ntable = \"public.pricing_data\"\nname = \"upcoming week\"\n\
+                 sql = \"SELECT * FROM {table} WHERE {key} >= {reference}\"\n",
+            ),
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.bench,
+            [BenchQuery {
+                table: QualifiedName::new("public", "pricing_data"),
+                name: "upcoming week".into(),
+                sql: "SELECT * FROM {table} WHERE {key} >= {reference}".into(),
+            }]
+        );
+        assert!(c.to_redacted_toml().contains("[[bench]]"));
+        let cases = [
+            (
+                "table = \"public.other\"\nname = \"a\"\nsql = \"SELECT 1 FROM {table}\"",
+                "bench[0].table",
+            ),
+            (
+                "table = \"pricing_data\"\nname = \" \"\nsql = \"SELECT 1 FROM {table}\"",
+                "bench[0].name",
+            ),
+            (
+                "table = \"pricing_data\"\nname = \"a\"\nsql = \"DELETE FROM {table}\"",
+                "bench[0].sql",
+            ),
+            (
+                "table = \"pricing_data\"\nname = \"a\"\nsql = \"SELECT {today} FROM {table}\"",
+                "{today}",
+            ),
+            (
+                "table = \"pricing_data\"\nname = \"a\"\nsql = \"SELECT 1 FROM {table}\"\nruns = 3",
+                "runs",
+            ),
+        ];
+        for (body, expected) in cases {
+            let msg = problems(&with(&format!("[[bench]]\n{body}\n")));
+            assert!(msg.contains(expected), "{body}: {msg}");
+        }
+        let twice =
+            "[[bench]]\ntable = \"pricing_data\"\nname = \"a\"\nsql = \"SELECT 1 FROM {table}\"\n";
+        let msg = problems(&with(&format!("{twice}{twice}")));
+        assert!(msg.contains("used twice"), "{msg}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! partkeeper: keeps PostgreSQL range-partitioned tables healthy. The binary is a thin shell
 //! over these modules, so tests drive the same code the binary runs.
+pub mod bench;
 pub mod bounds;
 pub mod calendar;
 pub mod catalog;

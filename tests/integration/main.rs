@@ -2,6 +2,7 @@
 //! harness in `common` and run in parallel in one process.
 
 mod bad_input;
+mod bench;
 mod bench_maintain;
 mod calendar;
 mod check;
