@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, Executor, PgConnection};
 
 use crate::catalog::ManagedTable;
 use crate::config::DatabaseConfig;
@@ -152,6 +152,10 @@ pub async fn run_steps(
 }
 
 /// One attempt of one step; returns the rows moved out of a default partition.
+///
+/// `executor.execute(raw_sql(..))` rather than `raw_sql(..).execute(executor)` (the same call
+/// inside sqlx): the latter's future cannot be proven `Send` for every lifetime, which forbids
+/// running a pass in a spawned task (rust-lang/rust#110338).
 async fn run_step(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
@@ -160,14 +164,14 @@ async fn run_step(
     let mut moved = 0;
     if !step.transactional {
         for s in &step.statements {
-            sqlx::raw_sql(s).execute(&mut *conn).await?;
+            conn.execute(sqlx::raw_sql(s)).await?;
         }
         return Ok(0);
     }
     let mut tx = conn.begin().await?;
     pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout).await?;
     for s in &step.statements {
-        let r = sqlx::raw_sql(s).execute(&mut *tx).await?;
+        let r = tx.execute(sqlx::raw_sql(s)).await?;
         if s.starts_with("WITH moved AS") {
             moved += r.rows_affected();
         }
