@@ -1,5 +1,7 @@
 //! Logging set-up (text or JSON on stderr) and error-chain rendering.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::cli::LogFormat;
@@ -13,8 +15,12 @@ pub fn init(format: LogFormat, verbose: u8, quiet: bool) {
         (false, _) => "trace",
     };
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn")));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,tokio_cron_scheduler=warn")));
+    // Colours only on a terminal: log files and collectors get plain text.
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),

@@ -1,0 +1,462 @@
+//! The Prometheus metrics of `partkeeper run` (names, types and labels as in the SPEC).
+//!
+//! Two kinds, kept apart:
+//! - Facts about the database (partitions, sizes, coverage, replicas) come from the latest
+//!   refresh [`Snapshot`]. [`SnapshotCollector`] turns it into const metric families at scrape
+//!   time, as postgres_exporter does: nothing is kept between scrapes, so the series of a
+//!   dropped partition disappear with it, and a scrape never queries the database.
+//! - What this process did (maintenance runs, partitions created, pass durations) is counted
+//!   in ordinary counters and a histogram, fed by the [`PassReport`]s of the passes it ran.
+//!   Counters start at 0 for every configured table, so `increase()` sees the first failure.
+
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder,
+};
+use tokio::sync::watch;
+
+use crate::daemon::refresh::Snapshot;
+use crate::maintain::PassReport;
+use crate::plan::Action;
+
+/// Every metric name starts with this.
+pub const PREFIX: &str = "partkeeper_";
+
+/// `maintenance_duration_seconds` buckets: a pass with nothing to do takes tens of milliseconds;
+/// one that moves rows out of a default partition can take minutes.
+const PASS_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// The `result` label of `maintenance_runs_total`: a fixed set, never free text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunResult {
+    Success,
+    Failure,
+}
+
+impl RunResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Success => "success",
+            RunResult::Failure => "failure",
+        }
+    }
+}
+
+/// Name, type and labels of each metric (without the prefix): the SPEC's table plus two about
+/// the refresh itself. Tests check the output against it.
+pub const METRICS: &[(&str, MetricType, &[&str])] = &[
+    ("build_info", MetricType::GAUGE, &["version"]),
+    ("up", MetricType::GAUGE, &[]),
+    ("leader", MetricType::GAUGE, &[]),
+    ("partitions", MetricType::GAUGE, &["table"]),
+    (
+        "partition_size_bytes",
+        MetricType::GAUGE,
+        &["table", "partition"],
+    ),
+    (
+        "partition_rows_estimate",
+        MetricType::GAUGE,
+        &["table", "partition"],
+    ),
+    ("table_size_bytes", MetricType::GAUGE, &["table"]),
+    ("future_partitions", MetricType::GAUGE, &["table"]),
+    (
+        "coverage_end_timestamp_seconds",
+        MetricType::GAUGE,
+        &["table"],
+    ),
+    ("next_partition_missing", MetricType::GAUGE, &["table"]),
+    ("default_partition_rows", MetricType::GAUGE, &["table"]),
+    (
+        "maintenance_runs_total",
+        MetricType::COUNTER,
+        &["table", "result"],
+    ),
+    (
+        "maintenance_last_success_timestamp_seconds",
+        MetricType::GAUGE,
+        &["table"],
+    ),
+    ("maintenance_duration_seconds", MetricType::HISTOGRAM, &[]),
+    ("partitions_created_total", MetricType::COUNTER, &["table"]),
+    ("partitions_dropped_total", MetricType::COUNTER, &["table"]),
+    ("partitions_detached_total", MetricType::COUNTER, &["table"]),
+    ("replication_lag_seconds", MetricType::GAUGE, &["replica"]),
+    ("replication_lag_bytes", MetricType::GAUGE, &["replica"]),
+    ("replica_up", MetricType::GAUGE, &["replica"]),
+    ("refresh_duration_seconds", MetricType::GAUGE, &[]),
+    ("refresh_success_timestamp_seconds", MetricType::GAUGE, &[]),
+];
+
+/// The registry and the counters fed by maintenance passes.
+pub struct Metrics {
+    registry: Registry,
+    runs: IntCounterVec,
+    created: IntCounterVec,
+    dropped: IntCounterVec,
+    detached: IntCounterVec,
+    last_success: GaugeVec,
+    duration: Histogram,
+}
+
+impl Metrics {
+    /// `tables` are the configured tables' labels (`schema.table`); their counters start at 0.
+    pub fn new(
+        tables: &[String],
+        snapshot: Arc<RwLock<Arc<Snapshot>>>,
+        leader: watch::Receiver<bool>,
+    ) -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(format!("{PREFIX}{name}"), help), labels)
+                .expect("valid counter definition");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric name");
+            c
+        };
+        let runs = counter(
+            "maintenance_runs_total",
+            "Maintenance runs per table, by result (success or failure).",
+            &["table", "result"],
+        );
+        let created = counter(
+            "partitions_created_total",
+            "Partitions created by maintenance.",
+            &["table"],
+        );
+        let dropped = counter(
+            "partitions_dropped_total",
+            "Expired partitions dropped by maintenance.",
+            &["table"],
+        );
+        let detached = counter(
+            "partitions_detached_total",
+            "Expired partitions detached by maintenance.",
+            &["table"],
+        );
+        let last_success = GaugeVec::new(
+            Opts::new(
+                format!("{PREFIX}maintenance_last_success_timestamp_seconds"),
+                "Unix time of the end of the last successful maintenance run of the table by this instance.",
+            ),
+            &["table"],
+        )
+        .expect("valid gauge definition");
+        registry
+            .register(Box::new(last_success.clone()))
+            .expect("unique metric name");
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                format!("{PREFIX}maintenance_duration_seconds"),
+                "Duration of one maintenance pass over all tables.",
+            )
+            .buckets(PASS_BUCKETS.to_vec()),
+        )
+        .expect("valid histogram definition");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("unique metric name");
+        registry
+            .register(Box::new(SnapshotCollector::new(snapshot, leader)))
+            .expect("unique metric names");
+        for t in tables {
+            for r in [RunResult::Success, RunResult::Failure] {
+                runs.with_label_values(&[t.as_str(), r.as_str()]);
+            }
+            for c in [&created, &dropped, &detached] {
+                c.with_label_values(&[t.as_str()]);
+            }
+        }
+        Metrics {
+            registry,
+            runs,
+            created,
+            dropped,
+            detached,
+            last_success,
+            duration,
+        }
+    }
+
+    /// Counts one pass. A pass skipped because another instance held the maintenance lock did
+    /// nothing and is not counted.
+    pub fn record_pass(&self, report: &PassReport, finished: DateTime<Utc>) {
+        if report.skipped.is_some() {
+            return;
+        }
+        self.duration.observe(report.duration_ms as f64 / 1000.0);
+        for t in &report.tables {
+            let table = t.table.to_string();
+            let result = if t.succeeded() {
+                RunResult::Success
+            } else {
+                RunResult::Failure
+            };
+            self.runs
+                .with_label_values(&[table.as_str(), result.as_str()])
+                .inc();
+            if result == RunResult::Success {
+                self.last_success
+                    .with_label_values(&[table.as_str()])
+                    .set(finished.timestamp() as f64);
+            }
+            for a in t.actions.iter().filter(|a| a.error.is_none()) {
+                let counter = match a.action {
+                    Action::Create { .. } | Action::CreateDefault { .. } => &self.created,
+                    Action::Drop { .. } => &self.dropped,
+                    Action::FinalizeDetach {
+                        then_drop: true, ..
+                    } => &self.dropped,
+                    Action::Detach { .. } | Action::FinalizeDetach { .. } => &self.detached,
+                };
+                counter.with_label_values(&[table.as_str()]).inc();
+            }
+        }
+    }
+
+    /// Counts a pass that failed as a whole (the connection was lost, the catalog could not be
+    /// read): a failure for every table it was to maintain.
+    pub fn record_failed_pass(&self, tables: &[String], seconds: f64) {
+        self.duration.observe(seconds);
+        for t in tables {
+            self.runs
+                .with_label_values(&[t.as_str(), RunResult::Failure.as_str()])
+                .inc();
+        }
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        let mut buf = Vec::with_capacity(64 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!(error = %e, "cannot encode the metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// `maintenance_runs_total{table,result}` (for `/status` and tests).
+    pub fn runs(&self, table: &str, result: RunResult) -> u64 {
+        self.runs.with_label_values(&[table, result.as_str()]).get()
+    }
+}
+
+/// Reads the latest snapshot at scrape time and emits its facts as const metrics.
+pub struct SnapshotCollector {
+    snapshot: Arc<RwLock<Arc<Snapshot>>>,
+    leader: watch::Receiver<bool>,
+    descs: Vec<Desc>,
+}
+
+impl SnapshotCollector {
+    pub fn new(
+        snapshot: Arc<RwLock<Arc<Snapshot>>>,
+        leader: watch::Receiver<bool>,
+    ) -> SnapshotCollector {
+        let descs = METRICS
+            .iter()
+            .filter(|(name, _, _)| SNAPSHOT_METRICS.contains(name))
+            .map(|(name, _, labels)| {
+                Desc::new(
+                    format!("{PREFIX}{name}"),
+                    help(name).to_string(),
+                    labels.iter().map(|l| l.to_string()).collect(),
+                    Default::default(),
+                )
+                .expect("valid metric description")
+            })
+            .collect();
+        SnapshotCollector {
+            snapshot,
+            leader,
+            descs,
+        }
+    }
+}
+
+impl Collector for SnapshotCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // Clone the Arc and let go of the lock at once: a refresh never waits for a scrape.
+        let snapshot = match self.snapshot.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        };
+        let leader = *self.leader.borrow();
+        snapshot_families(&snapshot, leader)
+    }
+}
+
+/// Metrics that come from the snapshot (and the leader flag) rather than from counters.
+const SNAPSHOT_METRICS: &[&str] = &[
+    "build_info",
+    "up",
+    "leader",
+    "partitions",
+    "partition_size_bytes",
+    "partition_rows_estimate",
+    "table_size_bytes",
+    "future_partitions",
+    "coverage_end_timestamp_seconds",
+    "next_partition_missing",
+    "default_partition_rows",
+    "replication_lag_seconds",
+    "replication_lag_bytes",
+    "replica_up",
+    "refresh_duration_seconds",
+    "refresh_success_timestamp_seconds",
+];
+
+fn help(name: &str) -> &'static str {
+    match name {
+        "build_info" => "Always 1; the version label names the running partkeeper.",
+        "up" => "1 if the last refresh reached the primary database.",
+        "leader" => "1 if this instance holds the leader lock and runs maintenance.",
+        "partitions" => "Partitions of the table, the default partition included.",
+        "partition_size_bytes" => "Total relation size of the partition (pg_total_relation_size).",
+        "partition_rows_estimate" => "Planner row estimate of the partition (reltuples; 0 when never analyzed).",
+        "table_size_bytes" => "Total size of all partitions of the table.",
+        "future_partitions" => "Partitions that start after the current period.",
+        "coverage_end_timestamp_seconds" => "Unix time where the gap-free coverage starting at the current period ends (+Inf: unbounded).",
+        "next_partition_missing" => "1 if no partition covers the next period.",
+        "default_partition_rows" => "Rows in the default partition (exact count).",
+        "replication_lag_seconds" => "Replay delay of the replica; 0 when it has replayed everything it received.",
+        "replication_lag_bytes" => "WAL bytes the replica has not replayed yet.",
+        "replica_up" => "1 if the replica answered the last probe (or streams, as seen by the primary).",
+        "refresh_duration_seconds" => "Duration of the last refresh of the database facts behind these metrics.",
+        "refresh_success_timestamp_seconds" => "Unix time of the last refresh that reached the primary.",
+        _ => "partkeeper metric.",
+    }
+}
+
+/// The snapshot's facts as metric families (pure; empty families are left out by the registry).
+pub fn snapshot_families(s: &Snapshot, leader: bool) -> Vec<MetricFamily> {
+    let mut out = Vec::new();
+    let mut family = |name: &str, samples: Vec<proto::Metric>| {
+        let mut f = MetricFamily::default();
+        f.set_name(format!("{PREFIX}{name}"));
+        f.set_help(help(name).to_string());
+        f.set_field_type(MetricType::GAUGE);
+        f.set_metric(samples);
+        out.push(f);
+    };
+    let one = |v: f64| vec![sample(&[], v)];
+    family(
+        "build_info",
+        vec![sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+    );
+    family("up", one(f64::from(u8::from(s.primary_up))));
+    family("leader", one(f64::from(u8::from(leader))));
+    if let Some(d) = s.duration_seconds {
+        family("refresh_duration_seconds", one(d));
+    }
+    if let Some(at) = s.tables_read_at {
+        family(
+            "refresh_success_timestamp_seconds",
+            one(at.timestamp() as f64),
+        );
+    }
+
+    let tables: Vec<_> = s
+        .tables
+        .iter()
+        .filter_map(|t| Some((t, t.health.as_ref()?)))
+        .collect();
+    let per_table = |f: &dyn Fn(
+        &crate::daemon::refresh::TableFacts,
+        &crate::check::TableHealth,
+    ) -> Option<f64>| {
+        tables
+            .iter()
+            .filter_map(|(t, h)| Some(sample(&[("table", &t.table)], f(t, h)?)))
+            .collect::<Vec<_>>()
+    };
+    family("partitions", per_table(&|_, h| Some(h.partitions as f64)));
+    family(
+        "table_size_bytes",
+        per_table(&|t, _| Some(t.partitions.iter().map(|p| p.size_bytes as f64).sum())),
+    );
+    family(
+        "future_partitions",
+        per_table(&|_, h| Some(h.future_partitions as f64)),
+    );
+    family(
+        "coverage_end_timestamp_seconds",
+        per_table(&|_, h| Some(h.coverage_end.map_or(f64::INFINITY, |t| t as f64))),
+    );
+    family(
+        "next_partition_missing",
+        per_table(&|_, h| Some(f64::from(u8::from(h.next_partition_missing)))),
+    );
+    family(
+        "default_partition_rows",
+        per_table(&|_, h| h.default_rows.map(|n| n as f64)),
+    );
+    let per_partition = |f: &dyn Fn(&crate::daemon::refresh::PartitionFacts) -> f64| {
+        tables
+            .iter()
+            .flat_map(|(t, _)| {
+                t.partitions
+                    .iter()
+                    .map(|p| sample(&[("table", &t.table), ("partition", &p.name)], f(p)))
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        "partition_size_bytes",
+        per_partition(&|p| p.size_bytes as f64),
+    );
+    family(
+        "partition_rows_estimate",
+        per_partition(&|p| p.rows_estimate),
+    );
+
+    let lag = s.lag_series();
+    family(
+        "replica_up",
+        lag.iter()
+            .map(|l| sample(&[("replica", &l.replica)], f64::from(u8::from(l.up))))
+            .collect(),
+    );
+    family(
+        "replication_lag_seconds",
+        lag.iter()
+            .filter_map(|l| Some(sample(&[("replica", &l.replica)], l.seconds?)))
+            .collect(),
+    );
+    family(
+        "replication_lag_bytes",
+        lag.iter()
+            .filter_map(|l| Some(sample(&[("replica", &l.replica)], l.bytes? as f64)))
+            .collect(),
+    );
+    out
+}
+
+fn sample(labels: &[(&str, &str)], value: f64) -> proto::Metric {
+    let pairs = labels
+        .iter()
+        .map(|(k, v)| {
+            let mut p = proto::LabelPair::default();
+            p.set_name(k.to_string());
+            p.set_value(v.to_string());
+            p
+        })
+        .collect();
+    let mut g = proto::Gauge::default();
+    g.set_value(value);
+    let mut m = proto::Metric::from_gauge(g);
+    m.set_label(pairs);
+    m
+}
