@@ -80,16 +80,17 @@ SELECT COALESCE(application_name, '')::text,
 ///
 /// Bytes: received but not yet replayed, never negative (replay can run ahead of the receive
 /// position when WAL came from the archive or from `pg_wal` at start-up). Seconds: 0 once
-/// everything received is replayed; otherwise the age of the last replayed transaction.
-pub fn replica_lag(p: ReplicaPositions) -> (f64, i64) {
+/// everything received is replayed; otherwise the age of the last replayed transaction, and
+/// unknown (`None`) when the replica is behind but has replayed no transaction since it started.
+pub fn replica_lag(p: ReplicaPositions) -> (Option<f64>, i64) {
     if !p.in_recovery {
-        return (0.0, 0);
+        return (Some(0.0), 0);
     }
     let bytes = p.unreplayed_bytes.unwrap_or(0).max(0);
     let seconds = if bytes == 0 {
-        0.0
+        Some(0.0)
     } else {
-        p.last_replay_age.unwrap_or(0.0).max(0.0)
+        p.last_replay_age.map(|s| s.max(0.0))
     };
     (seconds, bytes)
 }
@@ -180,7 +181,7 @@ impl ReplicaProbe {
                 let (seconds, bytes) = replica_lag(p);
                 view.up = true;
                 view.in_recovery = Some(p.in_recovery);
-                view.lag_seconds = Some(seconds);
+                view.lag_seconds = seconds;
                 view.lag_bytes = Some(bytes);
                 if !p.in_recovery {
                     view.error = Some(
@@ -294,27 +295,32 @@ mod tests {
 
     #[test]
     fn an_idle_caught_up_replica_has_no_lag_however_old_the_last_transaction() {
-        assert_eq!(replica_lag(at(Some(0), Some(86_400.0))), (0.0, 0));
+        assert_eq!(replica_lag(at(Some(0), Some(86_400.0))), (Some(0.0), 0));
     }
 
     #[test]
     fn a_replica_behind_reports_the_age_of_its_last_replayed_transaction() {
-        assert_eq!(replica_lag(at(Some(8192), Some(3.5))), (3.5, 8192));
+        assert_eq!(replica_lag(at(Some(8192), Some(3.5))), (Some(3.5), 8192));
     }
 
     #[test]
     fn replay_ahead_of_receive_is_no_lag() {
-        assert_eq!(replica_lag(at(Some(-120), Some(9.0))), (0.0, 0));
+        assert_eq!(replica_lag(at(Some(-120), Some(9.0))), (Some(0.0), 0));
     }
 
     #[test]
     fn a_replica_that_never_streamed_or_was_promoted_shows_no_lag() {
-        assert_eq!(replica_lag(at(None, None)), (0.0, 0));
+        assert_eq!(replica_lag(at(None, None)), (Some(0.0), 0));
         let promoted = ReplicaPositions {
             in_recovery: false,
             unreplayed_bytes: None,
             last_replay_age: Some(50.0),
         };
-        assert_eq!(replica_lag(promoted), (0.0, 0));
+        assert_eq!(replica_lag(promoted), (Some(0.0), 0));
+    }
+
+    #[test]
+    fn behind_without_any_replayed_transaction_is_an_unknown_delay_not_zero() {
+        assert_eq!(replica_lag(at(Some(4096), None)), (None, 4096));
     }
 }

@@ -2,4 +2,5 @@
 //! harness in `common` and run in parallel in one process.
 
 mod common;
+mod daemon;
 mod harness;
