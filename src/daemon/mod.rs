@@ -45,7 +45,7 @@ use crate::pg;
 use refresh::{Refresher, Snapshot};
 
 /// How long a shutdown waits for a running maintenance pass before cancelling its statement.
-pub const PASS_GRACE: Duration = Duration::from_secs(5);
+pub const PASS_GRACE: Duration = Duration::from_secs(4);
 /// How long it then waits for the cancelled statement to roll back.
 pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
 /// Bound on each remaining step of a shutdown (tasks ending, HTTP connections closing).
@@ -69,6 +69,7 @@ pub struct Shared {
     /// Held for the length of a maintenance pass: one at a time.
     pub pass_lock: tokio::sync::Mutex<()>,
     pass_backend: Mutex<Option<i32>>,
+    pass_task: Mutex<Option<tokio::task::AbortHandle>>,
     shutdown: watch::Sender<bool>,
     started_at: DateTime<Utc>,
 }
@@ -191,6 +192,7 @@ impl Shared {
             scheduler: Mutex::default(),
             pass_lock: tokio::sync::Mutex::new(()),
             pass_backend: Mutex::default(),
+            pass_task: Mutex::default(),
             shutdown: watch::channel(false).0,
             started_at: Utc::now(),
         })
@@ -259,6 +261,10 @@ impl Shared {
 
     pub fn set_pass_backend(&self, pid: Option<i32>) {
         *lock(&self.pass_backend) = pid;
+    }
+
+    pub fn set_pass_task(&self, task: Option<tokio::task::AbortHandle>) {
+        *lock(&self.pass_task) = task;
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -427,7 +433,8 @@ async fn run_when_leading(shared: Arc<Shared>) {
     }
 }
 
-/// Lets a running pass finish within [`PASS_GRACE`], else cancels its statement.
+/// Lets a running pass finish within [`PASS_GRACE`]; else cancels its statement (the server
+/// rolls its transaction back) and stops the pass.
 async fn wait_for_pass(shared: &Shared) {
     if tokio::time::timeout(PASS_GRACE, shared.pass_lock.lock())
         .await
@@ -438,7 +445,7 @@ async fn wait_for_pass(shared: &Shared) {
     let pid = *lock(&shared.pass_backend);
     tracing::warn!(
         backend_pid = pid,
-        "the maintenance pass is still running after {PASS_GRACE:?}; cancelling its statement, which rolls back"
+        "the maintenance pass is still running after {PASS_GRACE:?}; cancelling it"
     );
     if let Some(pid) = pid {
         let db = &shared.config.database;
@@ -449,8 +456,12 @@ async fn wait_for_pass(shared: &Shared) {
                     .execute(&mut c)
                     .await;
             }
-            Err(f) => tracing::warn!(reason = %f.internal, "cannot cancel the pass"),
+            Err(f) => tracing::warn!(reason = %f.internal, "cannot cancel the pass's statement"),
         }
+    }
+    // Stops the retry loop too; dropping the connection ends the server session.
+    if let Some(task) = lock(&shared.pass_task).take() {
+        task.abort();
     }
     if tokio::time::timeout(CANCEL_GRACE, shared.pass_lock.lock())
         .await

@@ -132,8 +132,13 @@ pub async fn maintain_now(shared: Arc<Shared>, trigger: &'static str) {
     let started_at = Utc::now();
     let clock = Instant::now();
     shared.pass_started(started_at);
-    // Spawned so that a panic inside the pass is caught here and counted, not fatal.
-    let outcome = tokio::spawn(run_pass(Arc::clone(&shared))).await;
+    // Spawned so that a panic inside the pass is caught here and counted, not fatal, and so
+    // that a shutdown can abort it.
+    let task = tokio::spawn(run_pass(Arc::clone(&shared)));
+    shared.set_pass_task(Some(task.abort_handle()));
+    let outcome = task.await;
+    shared.set_pass_task(None);
+    shared.set_pass_backend(None);
     let seconds = clock.elapsed().as_secs_f64();
     let finished_at = Utc::now();
     let tables: Vec<String> = shared
@@ -152,6 +157,14 @@ pub async fn maintain_now(shared: Arc<Shared>, trigger: &'static str) {
             shared.metrics.record_failed_pass(&tables, seconds);
             tracing::warn!(trigger, error = %error, duration_ms = (seconds * 1000.0) as u64, "maintenance pass failed; the next one will try again");
             PassSummary::failed(started_at, finished_at, error)
+        }
+        Err(join) if join.is_cancelled() => {
+            shared.metrics.record_failed_pass(&tables, seconds);
+            tracing::warn!(
+                trigger,
+                "maintenance pass stopped by the shutdown; its open transaction rolls back"
+            );
+            PassSummary::failed(started_at, finished_at, "stopped by the shutdown".into())
         }
         Err(join) => {
             shared.metrics.record_failed_pass(&tables, seconds);

@@ -717,3 +717,60 @@ async fn sigterm_exits_0_within_10_seconds_and_releases_the_leader_lock() {
     assert_eq!(db.query_scalar::<i64>(&held).await, 0, "{out}");
     assert!(out.stderr.contains("released the leader lock"), "{out}");
 }
+
+#[tokio::test]
+async fn sigterm_during_a_pass_blocked_on_a_lock_still_exits_0_within_10_seconds() {
+    let db = pricing_db(shared()).await;
+    // A lock_timeout longer than the shutdown's grace period, so the pass must be cancelled.
+    let toml = config(&db.url(), OFTEN, "").replace(
+        "connect_timeout = \"2s\"",
+        "connect_timeout = \"2s\"\nlock_timeout = \"30s\"",
+    );
+    let daemon = Running::start(&toml).await;
+    daemon
+        .metrics_until("a first pass", |m| m.successes() >= 1.0)
+        .await;
+    let next = month_partition(&db, 1).await;
+    db.exec(&format!("DROP TABLE {next}")).await;
+    // An application transaction holding the table: the repair waits behind it.
+    let mut app = db.connect().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE pricing_data IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut app)
+        .await
+        .expect("lock the table");
+    let db_ref = &db;
+    eventually(PATIENCE, "the pass to wait for the lock", || async move {
+        db_ref
+            .try_query_scalar::<i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE application_name = 'partkeeper' AND wait_event_type = 'Lock'",
+            )
+            .await
+            .is_ok_and(|n| n > 0)
+    })
+    .await;
+
+    let started = Instant::now();
+    daemon.daemon.terminate();
+    let out = daemon.daemon.wait(Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    eprintln!("DEBUG took {took:?}\n{out}");
+    out.assert_success();
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let leftovers: i64 = db
+        .query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'partkeeper'")
+        .await;
+    assert_eq!(
+        leftovers, 0,
+        "no session of the daemon may outlive it\n{out}"
+    );
+    assert!(out.stderr.contains("cancelling it"), "{out}");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut app)
+        .await
+        .expect("rollback");
+    assert!(
+        !relation_exists(&db, &next).await,
+        "the half-done repair was rolled back"
+    );
+}
