@@ -525,7 +525,8 @@ async fn replica_lag_rises_under_write_load_returns_to_zero_and_a_stopped_replic
         "[[replicas]]\nname = \"{app}\"\nurl = \"{}\"\n",
         replica.url(db.name())
     );
-    let daemon = Running::start(&config(&db.url(), RARELY, &extra)).await;
+    let toml = config(&db.url(), RARELY, &extra);
+    let daemon = Running::start(&toml).await;
     let lag = |m: &Metrics, what: &str| m.get(what, &[("replica", app.as_str())]);
     daemon
         .metrics_until("the replica to be up and caught up", |m| {
@@ -576,12 +577,38 @@ async fn replica_lag_rises_under_write_load_returns_to_zero_and_a_stopped_replic
         })
         .await;
 
+    let cli = Cli::new().config(&toml);
+    let status = cli.run_async(["status"]).await;
+    status.assert_success();
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.contains(&app) && l.contains("up, lag 0.0 s, 0 B not replayed")),
+        "{status}"
+    );
+    assert!(
+        status
+            .stdout
+            .contains("standbys (as the primary sees them)"),
+        "{status}"
+    );
+
     replica.stop();
     daemon
         .metrics_until("the stopped replica to be down", |m| {
             lag(m, "partkeeper_replica_up") == Some(0.0)
         })
         .await;
+    let status = cli.run_async(["status"]).await;
+    status.assert_success();
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.contains(&app) && l.contains("DOWN (connection failed")),
+        "{status}"
+    );
     let mut d = daemon;
     assert!(d.daemon.is_running());
     d.status_code_until("/healthz", 200, NOTICE).await;
