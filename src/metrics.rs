@@ -240,7 +240,14 @@ impl Metrics {
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
             tracing::error!(error = %e, "cannot encode the metrics");
         }
-        String::from_utf8(buf).unwrap_or_default()
+        let text = String::from_utf8(buf).unwrap_or_default();
+        // The encoder prints infinity as Rust does ("inf"); Prometheus reads that, but the
+        // exposition format's spelling is "+Inf" (unbounded coverage).
+        if text.contains(" inf\n") {
+            text.replace(" inf\n", " +Inf\n")
+        } else {
+            text
+        }
     }
 
     /// `maintenance_runs_total{table,result}` (for `/status` and tests).
@@ -459,4 +466,178 @@ fn sample(labels: &[(&str, &str)], value: f64) -> proto::Metric {
     let mut m = proto::Metric::from_gauge(g);
     m.set_label(pairs);
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::check::TableHealth;
+    use crate::daemon::refresh::{PartitionFacts, TableFacts};
+    use crate::ident::QualifiedName;
+    use crate::maintain::{ActionReport, TableReport};
+    use crate::replication::ReplicaView;
+
+    fn part(name: &str, size: i64) -> PartitionFacts {
+        PartitionFacts {
+            name: format!("public.{name}"),
+            bounds: String::new(),
+            size_bytes: size,
+            rows_estimate: 10.0,
+            default: false,
+        }
+    }
+
+    fn snapshot(parts: Vec<PartitionFacts>, coverage_end: Option<i64>) -> Snapshot {
+        Snapshot {
+            primary_up: true,
+            tables: vec![TableFacts {
+                table: "public.t".into(),
+                error: None,
+                health: Some(TableHealth {
+                    table: QualifiedName::new("public", "t"),
+                    partitions: parts.len(),
+                    future_partitions: 1,
+                    coverage_end,
+                    next_partition_missing: false,
+                    default_partition: None,
+                    default_rows: None,
+                    problems: Vec::new(),
+                    notes: Vec::new(),
+                }),
+                partitions: parts,
+            }],
+            replicas: vec![ReplicaView {
+                name: "r1".into(),
+                target: "h:5432/d".into(),
+                up: false,
+                in_recovery: None,
+                lag_seconds: None,
+                lag_bytes: None,
+                error: Some("no answer".into()),
+            }],
+            ..Snapshot::default()
+        }
+    }
+
+    fn metrics(s: Snapshot) -> (Metrics, Arc<RwLock<Arc<Snapshot>>>) {
+        let cell = Arc::new(RwLock::new(Arc::new(s)));
+        let (_tx, rx) = watch::channel(true);
+        (
+            Metrics::new(&["public.t".into()], Arc::clone(&cell), rx),
+            cell,
+        )
+    }
+
+    #[test]
+    fn a_dropped_partition_s_series_disappear_at_the_next_snapshot() {
+        let (m, cell) = metrics(snapshot(vec![part("t_a", 100), part("t_b", 200)], Some(10)));
+        let text = m.render();
+        assert!(
+            text.contains("partkeeper_table_size_bytes{table=\"public.t\"} 300"),
+            "{text}"
+        );
+        assert!(text.contains("partition=\"public.t_a\""), "{text}");
+        *cell.write().unwrap() = Arc::new(snapshot(vec![part("t_b", 200)], Some(10)));
+        let text = m.render();
+        assert!(!text.contains("public.t_a"), "{text}");
+        assert!(
+            text.contains("partkeeper_partitions{table=\"public.t\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unbounded_coverage_is_infinity_and_an_unreachable_replica_has_no_lag_series() {
+        let (m, _) = metrics(snapshot(vec![part("t_a", 1)], None));
+        let text = m.render();
+        assert!(
+            text.contains("partkeeper_coverage_end_timestamp_seconds{table=\"public.t\"} +Inf"),
+            "{text}"
+        );
+        assert!(
+            text.contains("partkeeper_replica_up{replica=\"r1\"} 0"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("partkeeper_replication_lag_seconds{"),
+            "{text}"
+        );
+        assert!(text.contains("partkeeper_leader 1"), "{text}");
+    }
+
+    #[test]
+    fn passes_feed_the_counters_and_the_histogram() {
+        let (m, _) = metrics(Snapshot::default());
+        let now = Utc.with_ymd_and_hms(2026, 11, 1, 2, 0, 0).unwrap();
+        let action = |a: Action, error: Option<&str>| ActionReport {
+            action: a,
+            error: error.map(String::from),
+            duration_ms: 1,
+            lock_waits: 0,
+            rows_moved: 0,
+            steps: Vec::new(),
+        };
+        let p = |n: &str| QualifiedName::new("public", n);
+        let report = PassReport {
+            tables: vec![TableReport {
+                table: p("t"),
+                actions: vec![
+                    action(
+                        Action::Create {
+                            partition: p("t_2026_12"),
+                            from: now,
+                            to: now,
+                        },
+                        None,
+                    ),
+                    action(
+                        Action::CreateDefault {
+                            partition: p("t_default"),
+                        },
+                        None,
+                    ),
+                    action(
+                        Action::Create {
+                            partition: p("t_2027_01"),
+                            from: now,
+                            to: now,
+                        },
+                        Some("lock timeout"),
+                    ),
+                ],
+                notes: Vec::new(),
+                error: None,
+                duration_ms: 3,
+            }],
+            skipped: None,
+            dry_run: false,
+            duration_ms: 1500,
+        };
+        m.record_pass(&report, now);
+        m.record_failed_pass(&["public.t".into()], 0.2);
+        let skipped = PassReport {
+            tables: Vec::new(),
+            skipped: Some("another instance".into()),
+            dry_run: false,
+            duration_ms: 5000,
+        };
+        m.record_pass(&skipped, now);
+        assert_eq!(m.runs("public.t", RunResult::Failure), 2);
+        assert_eq!(m.runs("public.t", RunResult::Success), 0);
+        let text = m.render();
+        assert!(
+            text.contains("partkeeper_partitions_created_total{table=\"public.t\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("partkeeper_maintenance_duration_seconds_count 2"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("partkeeper_maintenance_last_success_timestamp_seconds{"),
+            "no success yet: {text}"
+        );
+    }
 }
