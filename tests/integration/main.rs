@@ -3,4 +3,5 @@
 
 mod common;
 mod daemon;
+mod daemon_bench;
 mod harness;
