@@ -2,14 +2,16 @@
 //!
 //! Two kinds, kept apart:
 //! - Facts about the database (partitions, sizes, coverage, replicas) come from the latest
-//!   refresh [`Snapshot`]. [`SnapshotCollector`] turns it into const metric families at scrape
-//!   time, as postgres_exporter does: nothing is kept between scrapes, so the series of a
-//!   dropped partition disappear with it, and a scrape never queries the database.
+//!   refresh [`Snapshot`] and are rendered as const metric families, as postgres_exporter
+//!   does: nothing outlives the snapshot, so the series of a dropped partition disappear with
+//!   it, and a scrape never queries the database. The text of one snapshot's facts is encoded
+//!   at the first scrape that sees it and reused until the next refresh; the few gauges about
+//!   this process (`up`, `leader`, ...) come from [`StateCollector`] at every scrape.
 //! - What this process did (maintenance runs, partitions created, pass durations) is counted
 //!   in ordinary counters and a histogram, fed by the [`PassReport`]s of the passes it ran.
 //!   Counters start at 0 for every configured table, so `increase()` sees the first failure.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use prometheus::core::{Collector, Desc};
@@ -104,6 +106,9 @@ pub struct Metrics {
     detached: IntCounterVec,
     last_success: GaugeVec,
     duration: Histogram,
+    snapshot: Arc<RwLock<Arc<Snapshot>>>,
+    /// The encoded facts of one snapshot (see [`Metrics::facts_text`]).
+    facts: Mutex<Option<(Arc<Snapshot>, Arc<str>)>>,
 }
 
 impl Metrics {
@@ -165,7 +170,7 @@ impl Metrics {
             .register(Box::new(duration.clone()))
             .expect("unique metric name");
         registry
-            .register(Box::new(SnapshotCollector::new(snapshot, leader)))
+            .register(Box::new(StateCollector::new(Arc::clone(&snapshot), leader)))
             .expect("unique metric names");
         for t in tables {
             for r in [RunResult::Success, RunResult::Failure] {
@@ -183,6 +188,8 @@ impl Metrics {
             detached,
             last_success,
             duration,
+            snapshot,
+            facts: Mutex::new(None),
         }
     }
 
@@ -233,21 +240,30 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of everything.
+    /// The Prometheus text exposition of everything: the registry (counters, histogram, the
+    /// small state gauges) encoded now, then the snapshot's facts, encoded once per snapshot.
     pub fn render(&self) -> String {
-        let families = self.registry.gather();
-        let mut buf = Vec::with_capacity(64 * 1024);
-        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
-            tracing::error!(error = %e, "cannot encode the metrics");
+        let facts = self.facts_text();
+        let mut text = encode(&self.registry.gather());
+        text.reserve(facts.len());
+        text.push_str(&facts);
+        text
+    }
+
+    /// The facts of the current snapshot as text, encoded at the first scrape that sees that
+    /// snapshot and reused until the next refresh: with thousands of partitions, encoding is
+    /// most of a scrape's cost, and the text cannot change between refreshes.
+    fn facts_text(&self) -> Arc<str> {
+        let snapshot = current(&self.snapshot);
+        let mut cache = self.facts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((of, text)) = cache.as_ref() {
+            if Arc::ptr_eq(of, &snapshot) {
+                return Arc::clone(text);
+            }
         }
-        let text = String::from_utf8(buf).unwrap_or_default();
-        // The encoder prints infinity as Rust does ("inf"); Prometheus reads that, but the
-        // exposition format's spelling is "+Inf" (unbounded coverage).
-        if text.contains(" inf\n") {
-            text.replace(" inf\n", " +Inf\n")
-        } else {
-            text
-        }
+        let text: Arc<str> = encode(&snapshot_families(&snapshot)).into();
+        *cache = Some((snapshot, Arc::clone(&text)));
+        text
     }
 
     /// `maintenance_runs_total{table,result}` (for `/status` and tests).
@@ -256,21 +272,22 @@ impl Metrics {
     }
 }
 
-/// Reads the latest snapshot at scrape time and emits its facts as const metrics.
-pub struct SnapshotCollector {
+/// The small gauges about this process's state (`build_info`, `up`, `leader`, the refresh's
+/// duration and time), read at scrape time as const metrics.
+pub struct StateCollector {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
     leader: watch::Receiver<bool>,
     descs: Vec<Desc>,
 }
 
-impl SnapshotCollector {
+impl StateCollector {
     pub fn new(
         snapshot: Arc<RwLock<Arc<Snapshot>>>,
         leader: watch::Receiver<bool>,
-    ) -> SnapshotCollector {
+    ) -> StateCollector {
         let descs = METRICS
             .iter()
-            .filter(|(name, _, _)| SNAPSHOT_METRICS.contains(name))
+            .filter(|(name, _, _)| STATE_METRICS.contains(name))
             .map(|(name, _, labels)| {
                 Desc::new(
                     format!("{PREFIX}{name}"),
@@ -281,7 +298,7 @@ impl SnapshotCollector {
                 .expect("valid metric description")
             })
             .collect();
-        SnapshotCollector {
+        StateCollector {
             snapshot,
             leader,
             descs,
@@ -289,41 +306,82 @@ impl SnapshotCollector {
     }
 }
 
-impl Collector for SnapshotCollector {
+impl Collector for StateCollector {
     fn desc(&self) -> Vec<&Desc> {
         self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        // Clone the Arc and let go of the lock at once: a refresh never waits for a scrape.
-        let snapshot = match self.snapshot.read() {
-            Ok(s) => Arc::clone(&s),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        };
-        let leader = *self.leader.borrow();
-        snapshot_families(&snapshot, leader)
+        state_families(&current(&self.snapshot), *self.leader.borrow())
     }
 }
 
-/// Metrics that come from the snapshot (and the leader flag) rather than from counters.
-const SNAPSHOT_METRICS: &[&str] = &[
+/// Clones the `Arc` and lets go of the lock at once: a refresh never waits for a scrape.
+fn current(cell: &RwLock<Arc<Snapshot>>) -> Arc<Snapshot> {
+    Arc::clone(&cell.read().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// The gauges of [`StateCollector`].
+const STATE_METRICS: &[&str] = &[
     "build_info",
     "up",
     "leader",
-    "partitions",
-    "partition_size_bytes",
-    "partition_rows_estimate",
-    "table_size_bytes",
-    "future_partitions",
-    "coverage_end_timestamp_seconds",
-    "next_partition_missing",
-    "default_partition_rows",
-    "replication_lag_seconds",
-    "replication_lag_bytes",
-    "replica_up",
     "refresh_duration_seconds",
     "refresh_success_timestamp_seconds",
 ];
+
+fn encode(families: &[MetricFamily]) -> String {
+    let families: Vec<&MetricFamily> = families
+        .iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect();
+    let mut buf = Vec::with_capacity(4096);
+    for f in families {
+        if let Err(e) = TextEncoder::new().encode(std::slice::from_ref(f), &mut buf) {
+            tracing::error!(error = %e, family = f.name(), "cannot encode a metric family");
+        }
+    }
+    let text = String::from_utf8(buf).unwrap_or_default();
+    // The encoder prints infinity as Rust does ("inf"); Prometheus reads that, but the
+    // exposition format's spelling is "+Inf" (unbounded coverage).
+    if text.contains(" inf\n") {
+        text.replace(" inf\n", " +Inf\n")
+    } else {
+        text
+    }
+}
+
+fn gauge_family(name: &str, samples: Vec<proto::Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(format!("{PREFIX}{name}"));
+    f.set_help(help(name).to_string());
+    f.set_field_type(MetricType::GAUGE);
+    f.set_metric(samples);
+    f
+}
+
+/// `build_info`, `up`, `leader` and the refresh gauges (pure).
+pub fn state_families(s: &Snapshot, leader: bool) -> Vec<MetricFamily> {
+    let one = |v: f64| vec![sample(&[], v)];
+    let mut out = vec![
+        gauge_family(
+            "build_info",
+            vec![sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+        ),
+        gauge_family("up", one(f64::from(u8::from(s.primary_up)))),
+        gauge_family("leader", one(f64::from(u8::from(leader)))),
+    ];
+    if let Some(d) = s.duration_seconds {
+        out.push(gauge_family("refresh_duration_seconds", one(d)));
+    }
+    if let Some(at) = s.tables_read_at {
+        out.push(gauge_family(
+            "refresh_success_timestamp_seconds",
+            one(at.timestamp() as f64),
+        ));
+    }
+    out
+}
 
 fn help(name: &str) -> &'static str {
     match name {
@@ -347,34 +405,11 @@ fn help(name: &str) -> &'static str {
     }
 }
 
-/// The snapshot's facts as metric families (pure; empty families are left out by the registry).
-pub fn snapshot_families(s: &Snapshot, leader: bool) -> Vec<MetricFamily> {
+/// The snapshot's facts about tables, partitions and replicas as metric families (pure).
+pub fn snapshot_families(s: &Snapshot) -> Vec<MetricFamily> {
     let mut out = Vec::new();
-    let mut family = |name: &str, samples: Vec<proto::Metric>| {
-        let mut f = MetricFamily::default();
-        f.set_name(format!("{PREFIX}{name}"));
-        f.set_help(help(name).to_string());
-        f.set_field_type(MetricType::GAUGE);
-        f.set_metric(samples);
-        out.push(f);
-    };
-    let one = |v: f64| vec![sample(&[], v)];
-    family(
-        "build_info",
-        vec![sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
-    );
-    family("up", one(f64::from(u8::from(s.primary_up))));
-    family("leader", one(f64::from(u8::from(leader))));
-    if let Some(d) = s.duration_seconds {
-        family("refresh_duration_seconds", one(d));
-    }
-    if let Some(at) = s.tables_read_at {
-        family(
-            "refresh_success_timestamp_seconds",
-            one(at.timestamp() as f64),
-        );
-    }
-
+    let mut family =
+        |name: &str, samples: Vec<proto::Metric>| out.push(gauge_family(name, samples));
     let tables: Vec<_> = s
         .tables
         .iter()
