@@ -305,7 +305,14 @@ default_partition = true
 "#,
         url = db.url()
     );
+    // Absolute: the daemon runs in a directory of its own.
     let bin = std::env::var("PARTKEEPER_BENCH_BIN")
+        .map(|b| {
+            std::fs::canonicalize(&b)
+                .unwrap_or_else(|e| panic!("PARTKEEPER_BENCH_BIN={b}: {e}"))
+                .display()
+                .to_string()
+        })
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_partkeeper").to_string());
     let mut daemon = Cli::program(&bin).config(&toml).spawn(["run"]);
     let port = {
