@@ -801,3 +801,63 @@ async fn sigterm_during_a_pass_blocked_on_a_lock_still_exits_0_within_10_seconds
         "the half-done repair was rolled back"
     );
 }
+
+#[tokio::test]
+async fn a_primary_restart_mid_pass_fails_that_pass_cleanly_and_the_next_one_succeeds() {
+    let primary = Cluster::start();
+    let db = pricing_db(&primary).await;
+    // Long enough that the pass is still waiting for its lock when the primary restarts.
+    let toml = config(&db.url(), OFTEN, "").replace(
+        "connect_timeout = \"2s\"",
+        "connect_timeout = \"2s\"\nlock_timeout = \"30s\"",
+    );
+    let mut daemon = Running::start(&toml).await;
+    let before = daemon
+        .metrics_until("a first pass", |m| m.successes() >= 1.0)
+        .await;
+    let next = month_partition(&db, 1).await;
+    db.exec(&format!("DROP TABLE {next}")).await;
+    let mut app = db.connect().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE pricing_data IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut app)
+        .await
+        .expect("lock the table");
+    let db_ref = &db;
+    eventually(PATIENCE, "a pass to wait for the lock", || async move {
+        db_ref
+            .try_query_scalar::<i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE application_name = 'partkeeper' AND wait_event_type = 'Lock'",
+            )
+            .await
+            .is_ok_and(|n| n > 0)
+    })
+    .await;
+
+    primary.restart();
+    drop(app);
+    let failure = |m: &Metrics| {
+        m.get(
+            "partkeeper_maintenance_runs_total",
+            &[("table", "public.pricing_data"), ("result", "failure")],
+        )
+        .unwrap_or(0.0)
+    };
+    daemon
+        .metrics_until(
+            "the interrupted pass to count as failed, then a pass to succeed",
+            |m| failure(m) >= 1.0 && m.successes() > before.successes(),
+        )
+        .await;
+    let (db_ref, name) = (&db, next.as_str());
+    eventually(
+        PATIENCE,
+        "the next pass to repair the table",
+        || async move { relation_exists(db_ref, name).await },
+    )
+    .await;
+    assert!(daemon.daemon.is_running());
+    daemon.status_code_until("/readyz", 200, PATIENCE).await;
+    let log = daemon.daemon.stderr();
+    assert!(log.contains("maintenance pass failed"), "{log}");
+}
