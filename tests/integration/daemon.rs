@@ -781,7 +781,6 @@ async fn sigterm_during_a_pass_blocked_on_a_lock_still_exits_0_within_10_seconds
     daemon.daemon.terminate();
     let out = daemon.daemon.wait(Duration::from_secs(10)).await;
     let took = started.elapsed();
-    eprintln!("DEBUG took {took:?}\n{out}");
     out.assert_success();
     assert!(took < Duration::from_secs(10), "{took:?}");
     let leftovers: i64 = db
