@@ -400,7 +400,7 @@ fn help(name: &str) -> &'static str {
         "replication_lag_bytes" => "WAL bytes the replica has not replayed yet.",
         "replica_up" => "1 if the replica answered the last probe (or streams, as seen by the primary).",
         "refresh_duration_seconds" => "Duration of the last refresh of the database facts behind these metrics.",
-        "refresh_success_timestamp_seconds" => "Unix time of the last refresh that reached the primary.",
+        "refresh_success_timestamp_seconds" => "Unix time of the last refresh that read the tables on the primary.",
         _ => "partkeeper metric.",
     }
 }

@@ -116,16 +116,20 @@ impl Failure {
 }
 
 /// Like [`connect_url`], for callers that retry on their own and need both audiences' reasons.
+/// `application_name` tells the daemon's sessions apart in `pg_stat_activity`.
 pub async fn try_connect(
     url: &SecretUrl,
+    application_name: &str,
     lock_timeout: Duration,
     statement_timeout: Duration,
     connect_timeout: Duration,
 ) -> Result<PgConnection, Failure> {
-    let opts = connect_options(url, lock_timeout, statement_timeout).map_err(|e| Failure {
-        external: "the database URL cannot be used".into(),
-        internal: e.to_string(),
-    })?;
+    let opts = connect_options(url, lock_timeout, statement_timeout)
+        .map_err(|e| Failure {
+            external: "the database URL cannot be used".into(),
+            internal: e.to_string(),
+        })?
+        .application_name(application_name);
     match tokio::time::timeout(connect_timeout, PgConnection::connect_with(&opts)).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(Failure::from_sqlx(&e, &[url])),
@@ -149,7 +153,9 @@ pub fn external_reason(e: &sqlx::Error) -> String {
                 "57P01" | "57P02" => "the server is shutting down",
                 "57P03" => "the server is starting up or shutting down",
                 "53300" => "too many connections",
-                "57014" => "the statement was canceled",
+                "57014" => "the statement was canceled (or timed out)",
+                "55P03" => "a lock was not granted in time",
+                "42501" => "permission denied",
                 c if c.starts_with("08") => "connection failure",
                 _ => "server error",
             };

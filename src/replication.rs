@@ -203,6 +203,7 @@ impl ReplicaProbe {
         if self.conn.is_none() {
             let conn = pg::try_connect(
                 &self.config.url,
+                "partkeeper replica probe",
                 REPLICA_TIMEOUT,
                 REPLICA_TIMEOUT,
                 REPLICA_TIMEOUT,

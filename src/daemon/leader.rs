@@ -102,6 +102,7 @@ async fn heartbeat(
     if conn.is_none() {
         let c = pg::try_connect(
             &db.url,
+            "partkeeper leader",
             db.lock_timeout,
             HEARTBEAT_TIMEOUT,
             db.connect_timeout,

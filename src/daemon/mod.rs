@@ -46,8 +46,11 @@ use refresh::{Refresher, Snapshot};
 
 /// How long a shutdown waits for a running maintenance pass before cancelling its statement.
 pub const PASS_GRACE: Duration = Duration::from_secs(4);
-/// How long it then waits for the cancelled statement to roll back.
-pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
+/// Bound on cancelling the pass's statement, then on waiting for the pass to end.
+pub const CANCEL_GRACE: Duration = Duration::from_millis(1500);
+/// A whole shutdown fits in this: under the 10 s that service managers commonly allow before
+/// SIGKILL (Kubernetes gives 30 s by default, `docker stop` 10 s).
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(9);
 /// Bound on each remaining step of a shutdown (tasks ending, HTTP connections closing).
 const STEP_TIMEOUT: Duration = Duration::from_millis(500);
 /// `/readyz` turns 503 when the primary's last answer is older than this, even if no heartbeat
@@ -349,6 +352,7 @@ impl Shared {
                 "duration_seconds": snap.duration_seconds,
                 "primary_up": snap.primary_up,
                 "error": snap.primary_error,
+                "tables_error": snap.tables_error,
                 "tables_read_at": snap.tables_read_at,
             },
             "tables": snap.tables,
@@ -398,15 +402,18 @@ pub async fn run(
     });
 
     stop.await;
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
+    let left =
+        |step: Duration| step.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
     tracing::info!("stopping: no new maintenance; a running pass may finish");
     shared.shutdown.send_replace(true);
     on_leadership.abort();
     wait_for_pass(&shared).await;
     let _ = release_tx.send(());
-    let _ = tokio::time::timeout(leader::RELEASE_TIMEOUT + STEP_TIMEOUT, leader_task).await;
-    let _ = tokio::time::timeout(STEP_TIMEOUT, supervisor).await;
-    let _ = tokio::time::timeout(STEP_TIMEOUT, refresh_task).await;
-    match tokio::time::timeout(STEP_TIMEOUT, server).await {
+    let _ = tokio::time::timeout(left(leader::RELEASE_TIMEOUT), leader_task).await;
+    let _ = tokio::time::timeout(left(STEP_TIMEOUT), supervisor).await;
+    let _ = tokio::time::timeout(left(STEP_TIMEOUT), refresh_task).await;
+    match tokio::time::timeout(left(STEP_TIMEOUT), server).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the HTTP server stopped with an error"),
         Err(_) => tracing::info!("closed the remaining HTTP connections"),
         _ => {}
@@ -434,7 +441,7 @@ async fn run_when_leading(shared: Arc<Shared>) {
 }
 
 /// Lets a running pass finish within [`PASS_GRACE`]; else cancels its statement (the server
-/// rolls its transaction back) and stops the pass.
+/// rolls its transaction back), and stops the pass if that did not end it.
 async fn wait_for_pass(shared: &Shared) {
     if tokio::time::timeout(PASS_GRACE, shared.pass_lock.lock())
         .await
@@ -449,21 +456,42 @@ async fn wait_for_pass(shared: &Shared) {
     );
     if let Some(pid) = pid {
         let db = &shared.config.database;
-        match pg::try_connect(&db.url, db.lock_timeout, CANCEL_GRACE, CANCEL_GRACE).await {
-            Ok(mut c) => {
-                let _ = sqlx::query("SELECT pg_cancel_backend($1)")
-                    .bind(pid)
-                    .execute(&mut c)
-                    .await;
+        let cancel = async {
+            let mut c = pg::try_connect(
+                &db.url,
+                "partkeeper",
+                db.lock_timeout,
+                CANCEL_GRACE,
+                CANCEL_GRACE,
+            )
+            .await?;
+            sqlx::query("SELECT pg_cancel_backend($1)")
+                .bind(pid)
+                .execute(&mut c)
+                .await
+                .map_err(|e| pg::Failure::from_sqlx(&e, &[&db.url]))
+        };
+        match tokio::time::timeout(CANCEL_GRACE, cancel).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(f)) => {
+                tracing::warn!(reason = %f.internal, "cannot cancel the pass's statement")
             }
-            Err(f) => tracing::warn!(reason = %f.internal, "cannot cancel the pass's statement"),
+            Err(_) => tracing::warn!("cannot cancel the pass's statement: no answer in time"),
         }
     }
-    // Stops the retry loop too; dropping the connection ends the server session.
+    // The cancelled statement fails the pass, which closes its connection itself.
+    if tokio::time::timeout(CANCEL_GRACE, shared.pass_lock.lock())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    // Between statements (a backoff before a retry) there was nothing to cancel: stop the pass;
+    // dropping its connection ends the server session, which rolls back.
     if let Some(task) = lock(&shared.pass_task).take() {
         task.abort();
     }
-    if tokio::time::timeout(CANCEL_GRACE, shared.pass_lock.lock())
+    if tokio::time::timeout(STEP_TIMEOUT, shared.pass_lock.lock())
         .await
         .is_err()
     {

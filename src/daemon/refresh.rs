@@ -24,6 +24,10 @@ use super::Shared;
 /// Thousands of partitions take well under a second; a hung network must not freeze the facts
 /// for longer than this.
 pub const PRIMARY_TIMEOUT: Duration = Duration::from_secs(30);
+/// `lock_timeout` of the refresh session. Sizes and the default partition's count need a share
+/// lock on each partition; behind an application's exclusive lock, a refresh gives up after this
+/// and keeps the last facts rather than queueing.
+pub const REFRESH_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the last refresh found. Immutable: a new refresh makes a new one.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -35,6 +39,9 @@ pub struct Snapshot {
     pub primary_up: bool,
     /// Why it did not (short, safe to show).
     pub primary_error: Option<String>,
+    /// Why the primary answered but the tables could not be read this time (a lock held for
+    /// longer than [`REFRESH_LOCK_TIMEOUT`], say): `tables` are from `tables_read_at`.
+    pub tables_error: Option<String>,
     /// When `tables` and `standbys` were read: the last refresh that reached the primary. While
     /// the primary is unreachable they keep the values read then.
     pub tables_read_at: Option<DateTime<Utc>>,
@@ -110,6 +117,7 @@ impl Refresher {
             duration_seconds: None,
             primary_up: false,
             primary_error: None,
+            tables_error: None,
             tables_read_at: self.last.tables_read_at,
             tables: self.last.tables.clone(),
             standbys: self.last.standbys.clone(),
@@ -122,12 +130,19 @@ impl Refresher {
                 snap.tables = tables;
                 snap.standbys = standbys;
             }
-            Err(f) => {
+            Err(Miss::Unreachable(f)) => {
                 self.conn = None;
                 if self.last.primary_up || self.last.refreshed_at.is_none() {
-                    tracing::warn!(reason = %f.internal, "refresh: cannot read the primary; metrics keep the last facts read and report up 0");
+                    tracing::warn!(reason = %f.internal, "refresh: cannot reach the primary; metrics keep the last facts read and report up 0");
                 }
                 snap.primary_error = Some(f.external);
+            }
+            Err(Miss::Unread(f)) => {
+                snap.primary_up = true;
+                if self.last.tables_error.as_deref() != Some(f.external.as_str()) {
+                    tracing::warn!(reason = %f.internal, "refresh: cannot read the tables; metrics keep the last facts read");
+                }
+                snap.tables_error = Some(f.external);
             }
         }
         snap.duration_seconds = Some(started.elapsed().as_secs_f64());
@@ -145,32 +160,50 @@ impl Refresher {
     }
 }
 
+/// Why the primary's part of a refresh failed.
+enum Miss {
+    /// No connection, a lost one, or no answer in time: the primary is down for the metrics.
+    Unreachable(Failure),
+    /// The primary answered but the tables could not be read (a lock held too long, a
+    /// permission): the facts of the last refresh are kept.
+    Unread(Failure),
+}
+
 async fn read_primary(
     config: &Config,
     slot: &mut Option<PgConnection>,
     now: DateTime<Utc>,
-) -> Result<(Vec<TableFacts>, Vec<StandbyView>), Failure> {
+) -> Result<(Vec<TableFacts>, Vec<StandbyView>), Miss> {
     let db = &config.database;
     let work = async {
         if slot.is_none() {
-            *slot = Some(
-                pg::try_connect(
-                    &db.url,
-                    db.lock_timeout,
-                    db.statement_timeout,
-                    db.connect_timeout,
-                )
-                .await?,
-            );
+            let conn = pg::try_connect(
+                &db.url,
+                "partkeeper refresh",
+                REFRESH_LOCK_TIMEOUT,
+                PRIMARY_TIMEOUT,
+                db.connect_timeout,
+            )
+            .await
+            .map_err(Miss::Unreachable)?;
+            *slot = Some(conn);
         }
         let conn = slot.as_mut().expect("connected above");
-        read_tables(conn, config, now)
-            .await
-            .map_err(|e| Failure::from_sqlx(&e, &[&db.url]))
+        read_tables(conn, config, now).await.map_err(|e| {
+            let f = Failure::from_sqlx(&e, &[&db.url]);
+            if pg::is_connection_lost(&e) {
+                Miss::Unreachable(f)
+            } else {
+                Miss::Unread(f)
+            }
+        })
     };
     match tokio::time::timeout(PRIMARY_TIMEOUT, work).await {
         Ok(r) => r,
-        Err(_) => Err(Failure::timeout("refresh", PRIMARY_TIMEOUT)),
+        Err(_) => Err(Miss::Unreachable(Failure::timeout(
+            "refresh",
+            PRIMARY_TIMEOUT,
+        ))),
     }
 }
 

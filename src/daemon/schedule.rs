@@ -179,8 +179,10 @@ pub async fn maintain_now(shared: Arc<Shared>, trigger: &'static str) {
 /// cancel a statement that runs too long.
 async fn run_pass(shared: Arc<Shared>) -> Result<PassReport, String> {
     let db = &shared.config.database;
+    // Named as `partkeeper maintain` is: the session that runs DDL.
     let mut conn = pg::try_connect(
         &db.url,
+        "partkeeper",
         db.lock_timeout,
         db.statement_timeout,
         db.connect_timeout,
