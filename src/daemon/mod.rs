@@ -407,8 +407,8 @@ pub async fn run(
         |step: Duration| step.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
     tracing::info!("stopping: no new maintenance; a running pass may finish");
     shared.shutdown.send_replace(true);
-    on_leadership.abort();
     wait_for_pass(&shared).await;
+    let _ = tokio::time::timeout(left(STEP_TIMEOUT), on_leadership).await;
     let _ = release_tx.send(());
     let _ = tokio::time::timeout(left(leader::RELEASE_TIMEOUT), leader_task).await;
     let _ = tokio::time::timeout(left(STEP_TIMEOUT), supervisor).await;
@@ -429,13 +429,18 @@ async fn run_when_leading(shared: Arc<Shared>) {
         return;
     }
     let mut leadership = shared.leadership();
+    let mut stop = shared.stop_signal();
     loop {
-        if leadership.wait_for(|l| *l).await.is_err() {
-            return;
+        tokio::select! {
+            gained = leadership.wait_for(|l| *l) => if gained.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
         }
+        // Not raced against the stop signal: a pass under way holds the pass lock, which the
+        // shutdown waits for (dropping this future would let go of it early).
         schedule::maintain_now(Arc::clone(&shared), "leadership").await;
-        if leadership.wait_for(|l| !*l).await.is_err() {
-            return;
+        tokio::select! {
+            lost = leadership.wait_for(|l| !*l) => if lost.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }
