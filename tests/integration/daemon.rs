@@ -306,6 +306,17 @@ async fn every_spec_metric_is_exposed_with_its_type_and_labels_and_matches_the_c
     db.exec("INSERT INTO pricing_data VALUES (1, '2001-01-01', 1), (2, '2001-02-01', 2), (3, '2001-03-01', 3)")
         .await;
 
+    // Every metric the Grafana dashboard and the alert rules use is one this daemon exposes.
+    let missing: Vec<String> = crate::deploy::referenced_metric_names()
+        .into_iter()
+        .filter(|name| !m.types.contains_key(name))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "used by deploy/grafana or deploy/prometheus but not exposed: {missing:?}\n{}",
+        m.text
+    );
+
     // Names, types and labels, exactly as the SPEC lists them.
     for (name, kind, labels) in partkeeper::metrics::METRICS {
         let full = format!("partkeeper_{name}");
