@@ -14,6 +14,7 @@ pub mod execute;
 pub mod ident;
 pub mod logging;
 pub mod maintain;
+pub mod migrate;
 pub mod pg;
 pub mod plan;
 pub mod secret;

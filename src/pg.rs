@@ -43,7 +43,7 @@ pub fn connect_options(
         .application_name("partkeeper")
         .options([
             ("TimeZone", "UTC".to_string()),
-            ("DateStyle", "ISO, YMD".to_string()),
+            ("DateStyle", "ISO".to_string()),
             ("IntervalStyle", "postgres".to_string()),
             ("lock_timeout", format!("{}ms", lock_timeout.as_millis())),
             (
