@@ -363,7 +363,18 @@ async fn cover_default_rows(
     }
     let tpl = build::template(inv, bp);
     for action in &actions {
-        let steps = ddl::render(action, &table, &tpl).map_err(|e| Error::Failed(e.to_string()))?;
+        let mut steps =
+            ddl::render(action, &table, &tpl).map_err(|e| Error::Failed(e.to_string()))?;
+        // Writers reach the new table through the forward trigger. One that routed its row to
+        // the default partition just before the new partition is attached would fail on the
+        // default's changed constraint; holding the original's writers back for the moment of
+        // the move (reads go on) keeps that race away from the application.
+        for step in steps.iter_mut().filter(|s| s.transactional) {
+            step.statements.insert(
+                0,
+                format!("LOCK TABLE {} IN EXCLUSIVE MODE", bp.original.quoted()),
+            );
+        }
         if in_tx.is_some() {
             for step in &steps {
                 build::run(conn, &step.statements).await?;
