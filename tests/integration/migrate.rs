@@ -481,24 +481,20 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
     // How long an uninterrupted run takes here, to spread the kills over it.
     let mut rng = fastrand::Rng::with_seed(7);
     let mut kills = 0;
-    let mut finished_early = false;
-    for round in 0..8 {
+    let mut seen = std::collections::BTreeSet::new();
+    for round in 0..10 {
         let started = Instant::now();
         let mut child = cli.spawn(args);
-        let delay = Duration::from_millis(rng.u64(0..=250 + round * 150));
+        let delay = Duration::from_millis(rng.u64(0..=100 + round * 60));
         tokio::time::sleep(delay).await;
         if child.is_running() {
             child.kill();
             kills += 1;
         }
         let out = child.wait(Duration::from_secs(60)).await;
-        if out.success() {
-            finished_early = true;
-            break;
-        }
         // Nothing half-built: either nothing at all, or a recorded migration with its table.
         let recorded: Option<String> = db
-            .try_query_scalar("SELECT phase FROM partkeeper.migrations")
+            .try_query_scalar("SELECT phase || CASE WHEN copy_done THEN '+copied' ELSE '' END FROM partkeeper.migrations")
             .await
             .ok();
         let built = relkind(&db, "pricing_data_partitioned").await.is_some();
@@ -509,12 +505,25 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
                 started.elapsed(),
                 leftovers(&db).await
             ),
-            Some("copying") => assert!(built, "round {round}: copying without a table"),
-            Some("swapped") => {}
+            Some("copying" | "copying+copied") => {
+                assert!(built, "round {round}: copying without a table")
+            }
+            Some("swapped+copied") => {}
             Some(other) => panic!("round {round}: unexpected phase {other}"),
         }
+        seen.insert(recorded.unwrap_or_else(|| "nothing".into()));
+        if out.success() {
+            break;
+        }
     }
-    assert!(kills >= 3 || finished_early, "only {kills} kills landed");
+    assert!(
+        kills >= 3,
+        "only {kills} kills landed (phases seen: {seen:?})"
+    );
+    assert!(
+        seen.len() >= 2,
+        "every kill landed in the same phase: {seen:?}"
+    );
     let last = cli.run(args);
     last.assert_success();
     assert_eq!(relkind(&db, "pricing_data").await.as_deref(), Some("p"));
