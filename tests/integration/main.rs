@@ -4,3 +4,4 @@
 mod common;
 mod harness;
 mod migrate;
+mod migrate_bench;
