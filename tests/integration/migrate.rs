@@ -637,3 +637,123 @@ async fn verify_names_the_period_that_differs() {
     v.assert_code(1);
     assert!(v.stderr.contains(&format!("{month} (")), "{v}");
 }
+
+#[tokio::test]
+async fn user_triggers_fire_once_on_the_live_table_and_never_for_mirrored_rows() {
+    let (db, cli) = pricing_data(5_000, 0, true).await;
+    db.exec(
+        r#"CREATE TABLE audit (n bigserial, op text, id bigint);
+           CREATE FUNCTION audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO audit (op, id) VALUES (TG_OP, NEW.id); RETURN NULL; END $$;
+           CREATE TRIGGER pricing_audit AFTER INSERT ON pricing_data FOR EACH ROW EXECUTE FUNCTION audit_row();"#,
+    )
+    .await;
+    let audited = || async { db.query_scalar::<i64>("SELECT count(*) FROM audit").await };
+    cli.run(["migrate", "run", "--table", "public.pricing_data"])
+        .assert_success();
+    // The copy did not fire it on the new table.
+    assert_eq!(audited().await, 0);
+    db.exec(
+        r#"INSERT INTO pricing_data ("propertyId", date, price) VALUES ('x', current_date, 1)"#,
+    )
+    .await;
+    // Once on the live table; the mirrored row in the backup does not fire it again.
+    assert_eq!(audited().await, 1);
+    cli.run(["migrate", "rollback", "--table", "public.pricing_data"])
+        .assert_success();
+    db.exec(
+        r#"INSERT INTO pricing_data ("propertyId", date, price) VALUES ('y', current_date, 1)"#,
+    )
+    .await;
+    assert_eq!(audited().await, 2);
+    let enabled: String = db
+        .query_scalar("SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'pricing_audit' AND tgrelid = 'pricing_data'::regclass")
+        .await;
+    assert_eq!(enabled, "O");
+}
+
+#[tokio::test]
+async fn a_repeatable_read_writer_gets_a_serialization_failure_instead_of_leaving_a_row_behind() {
+    let (db, _) = pricing_data(5_000, 0, true).await;
+    // The swap cannot get its lock while the writer's transaction reads the table, and gives up
+    // at once, so the migration stays between copy and swap.
+    let cli = Cli::new().config(&format!(
+        "{}\n",
+        config(&db, true).replace(
+            "lock_timeout = \"2s\"",
+            "lock_timeout = \"100ms\"\nlock_retries = 1"
+        )
+    ));
+    let mut writer = db.connect().await;
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pricing_data")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let run = cli.run(["migrate", "run", "--table", "public.pricing_data"]);
+    run.assert_code(1);
+    assert!(
+        run.stderr
+            .contains("run `migrate run` again to retry the swap"),
+        "{run}"
+    );
+    // Row 42 was copied after the writer's snapshot: deleting it must not silently miss the copy.
+    let err = sqlx::query("DELETE FROM pricing_data WHERE id = 42")
+        .execute(&mut writer)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("40001"), "{err}");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    // The application retries, now with a fresh snapshot.
+    sqlx::raw_sql(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; DELETE FROM pricing_data WHERE id = 42; COMMIT",
+    )
+    .execute(&mut writer)
+    .await
+    .unwrap();
+    cli.run(["migrate", "verify", "--table", "public.pricing_data"])
+        .assert_success();
+    cli.run(["migrate", "run", "--table", "public.pricing_data"])
+        .assert_success();
+    let left: i64 = db
+        .query_scalar("SELECT count(*) FROM pricing_data WHERE id = 42")
+        .await;
+    assert_eq!(left, 0);
+    cli.run(["migrate", "verify", "--table", "public.pricing_data"])
+        .assert_success();
+}
+
+#[tokio::test]
+async fn an_identity_key_on_timestamptz_by_week_continues_after_the_swap_and_after_rollback() {
+    let db = shared().create_database().await;
+    db.exec(
+        r#"CREATE TABLE "Events" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at timestamptz NOT NULL, payload text);
+           INSERT INTO "Events" (at, payload) SELECT now() - make_interval(hours => g), 'e' || g FROM generate_series(1, 3000) g;"#,
+    )
+    .await;
+    let cli = Cli::new().config(&format!(
+        "[database]\nurl = \"{}\"\n\n[[tables]]\nname = 'public.\"Events\"'\ncolumn = \"at\"\ninterval = \"1 week\"\npremake = 2\ndefault_partition = false\n",
+        db.url()
+    ));
+    let table = r#"public."Events""#;
+    cli.run(["migrate", "run", "--table", table])
+        .assert_success();
+    assert_eq!(relkind(&db, r#""Events""#).await.as_deref(), Some("p"));
+    let id: i64 = db
+        .query_scalar(r#"INSERT INTO "Events" (at) VALUES (now()) RETURNING id"#)
+        .await;
+    assert_eq!(id, 3001);
+    cli.run(["migrate", "verify", "--table", table])
+        .assert_success();
+    cli.run(["migrate", "rollback", "--table", table])
+        .assert_success();
+    assert_eq!(relkind(&db, r#""Events""#).await.as_deref(), Some("r"));
+    let id: i64 = db
+        .query_scalar(r#"INSERT INTO "Events" (at) VALUES (now()) RETURNING id"#)
+        .await;
+    assert_eq!(id, 3002);
+    let rows: i64 = db.query_scalar(r#"SELECT count(*) FROM "Events""#).await;
+    assert_eq!(rows, 3002);
+}
