@@ -314,7 +314,15 @@ pub fn template(inv: &Inventory, b: &Blueprint) -> Template {
             .map(|g| (g.grantee.clone(), g.privilege.clone(), g.grantable))
             .collect(),
         replica_identity: inv.replica_identity.clone(),
-        reloptions: inv.reloptions.clone(),
+        reloptions: inv
+            .reloptions
+            .iter()
+            .cloned()
+            .chain(
+                b.pause_autovacuum
+                    .then(|| "autovacuum_enabled=false".to_string()),
+            )
+            .collect(),
         tablespace: inv.tablespace.clone(),
         publications: Vec::new(),
         columns: b.columns.clone(),

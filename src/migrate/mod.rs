@@ -112,6 +112,10 @@ pub struct Blueprint {
     pub default_partition: QualifiedName,
     /// Whether the policy keeps a default partition; if not it exists only during the copy.
     pub keep_default: bool,
+    /// The new partitions are built with `autovacuum_enabled=false` (reset after the swap): an
+    /// autovacuum worker on a freshly filled partition would make the swap wait for it (until
+    /// `deadlock_timeout` cancels it), and the application's writers queue behind the swap.
+    pub pause_autovacuum: bool,
 }
 
 /// An index of the original and its counterpart on the new table. `building` is the new index's
@@ -259,6 +263,7 @@ pub(crate) mod tests {
             publications: vec![],
             default_partition: q("pricing_data_default"),
             keep_default: false,
+            pause_autovacuum: true,
         }
     }
 

@@ -526,6 +526,11 @@ pub fn judge(
         publications: inv.publications.clone(),
         default_partition,
         keep_default: policy.default_partition,
+        pause_autovacuum: opts.mode == Mode::Online
+            && !inv
+                .reloptions
+                .iter()
+                .any(|o| o.starts_with("autovacuum_enabled=")),
     });
     p
 }

@@ -451,7 +451,24 @@ async fn offline(
     Ok(Outcome::Migrated(summary))
 }
 
+/// After the swap: autovacuum back on for the partitions it was paused on, then ANALYZE. Neither
+/// blocks the application's reads or writes; both are idempotent (a resumed run repeats them).
 async fn analyze(conn: &mut PgConnection, bp: &Blueprint) -> Result<(), Error> {
+    if bp.pause_autovacuum {
+        let paused: Vec<String> = sqlx::query_scalar(
+            "SELECT format('%I.%I', n.nspname, c.relname)
+               FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE i.inhparent = to_regclass($1) AND 'autovacuum_enabled=false' = ANY (c.reloptions)",
+        )
+        .bind(bp.original.quoted())
+        .fetch_all(&mut *conn)
+        .await?;
+        for p in paused {
+            sqlx::raw_sql(&format!("ALTER TABLE {p} RESET (autovacuum_enabled)"))
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
     sqlx::raw_sql(&format!("ANALYZE {}", bp.original.quoted()))
         .execute(&mut *conn)
         .await?;

@@ -285,6 +285,7 @@ pub async fn online(
 ) -> Result<Attempt, Error> {
     let mut waits = 0;
     loop {
+        cancel_autovacuum(conn, &[&b.original, &b.partitioned]).await;
         match online_attempt(conn, db, inv, b).await {
             Ok(Some(held)) => {
                 return Ok(Attempt::Done(SwapOutcome {
@@ -307,6 +308,36 @@ pub async fn online(
                 )))
             }
             Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Cancels autovacuum workers holding locks on `tables` or their partitions, as PostgreSQL itself
+/// does once a lock request has waited `deadlock_timeout` — but before the swap queues up, so the
+/// application's writers do not wait behind it meanwhile. Needs superuser (or, on recent
+/// servers, pg_signal_autovacuum_worker); without it nothing happens and the lock wait does it.
+async fn cancel_autovacuum(conn: &mut PgConnection, tables: &[&QualifiedName]) {
+    let names: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
+    let result = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM (
+           SELECT DISTINCT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+            WHERE a.backend_type = 'autovacuum worker' AND l.locktype = 'relation'
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.relation IN (SELECT to_regclass(n) FROM unnest($1::text[]) n
+                                 UNION ALL SELECT i.inhrelid FROM pg_inherits i
+                                  WHERE i.inhparent IN (SELECT to_regclass(n) FROM unnest($1::text[]) n))) w",
+    )
+    .bind(&names)
+    .fetch_one(&mut *conn)
+    .await;
+    match result {
+        Ok(n) if n > 0 => tracing::info!(
+            workers = n,
+            "cancelled autovacuum on the tables before the swap"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::debug!(error = %pg::describe(&e), "could not cancel autovacuum (not permitted?)")
         }
     }
 }
