@@ -216,6 +216,8 @@ async fn migrate_bench() {
         .await;
     let offline = t.elapsed();
     out.assert_success();
+    print!("  {}", out.stdout.lines().next().unwrap_or_default());
+    println!();
     println!(
         "migrate run --offline: {:.1} s wall ({:.2}x the baseline), swap lock {} ms",
         offline.as_secs_f64(),
@@ -247,6 +249,7 @@ async fn migrate_bench() {
     let online = t.elapsed();
     stop.store(true, Ordering::Relaxed);
     out.assert_success();
+    println!("  {}", out.stdout.lines().next().unwrap_or_default());
     let (mut busy, errors) = during.await.unwrap();
     println!(
         "migrate run (online): {:.1} s wall ({:.2}x the baseline), swap lock {} ms; writer errors: {}",
