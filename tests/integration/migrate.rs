@@ -757,3 +757,73 @@ async fn an_identity_key_on_timestamptz_by_week_continues_after_the_swap_and_aft
     let rows: i64 = db.query_scalar(r#"SELECT count(*) FROM "Events""#).await;
     assert_eq!(rows, 3002);
 }
+
+#[tokio::test]
+async fn runs_killed_while_writers_write_resume_without_losing_a_write() {
+    let (db, cli) = pricing_data(20_000, 0, true).await;
+    let max_id: i64 = db.query_scalar("SELECT max(id) FROM pricing_data").await;
+    let mut state = snapshot(&db, "pricing_data").await;
+    let (far, stop) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let writers: Vec<_> = (0..2)
+        .map(|k| {
+            tokio::spawn(writer(
+                db.connect_options(),
+                k,
+                2,
+                max_id,
+                far.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let args = [
+        "migrate",
+        "run",
+        "--table",
+        "public.pricing_data",
+        "--batch-size",
+        "300",
+    ];
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut kills = 0;
+    for round in 0..6 {
+        let mut child = cli.spawn(args);
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..=60 + round * 60))).await;
+        if child.is_running() {
+            child.kill();
+            kills += 1;
+        }
+        if child.wait(Duration::from_secs(60)).await.success() {
+            break;
+        }
+    }
+    let last = cli.run_async(args).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    last.assert_success();
+    for w in writers {
+        let (expected, errors, _) = w.await.unwrap();
+        let unexpected: Vec<&Failure> = errors
+            .iter()
+            .filter(|(_, code, _)| code.as_deref() != Some("55P03"))
+            .collect();
+        assert!(unexpected.is_empty(), "writer errors: {unexpected:#?}");
+        for (id, row) in expected {
+            match row {
+                Some(r) => state.insert(id, r),
+                None => state.remove(&id),
+            };
+        }
+    }
+    assert!(kills >= 2, "only {kills} kills landed");
+    assert!(snapshot(&db, "pricing_data").await == state, "writes lost");
+    assert!(
+        snapshot(&db, "pricing_data_backup").await == state,
+        "backup out of step"
+    );
+    cli.run(["migrate", "verify", "--table", "public.pricing_data"])
+        .assert_success();
+}
