@@ -827,3 +827,38 @@ async fn runs_killed_while_writers_write_resume_without_losing_a_write() {
     cli.run(["migrate", "verify", "--table", "public.pricing_data"])
         .assert_success();
 }
+
+#[tokio::test]
+async fn an_inbound_foreign_key_and_a_materialized_view_block_with_what_to_do() {
+    let (db, cli) = pricing_data(1_000, 0, true).await;
+    db.exec(
+        "CREATE TABLE bookings (id int PRIMARY KEY, price_id bigint REFERENCES pricing_data (id));
+         CREATE MATERIALIZED VIEW price_summary AS SELECT \"propertyId\", avg(price) FROM pricing_data GROUP BY 1;",
+    )
+    .await;
+    let plan = cli.run(["migrate", "plan", "--table", "public.pricing_data"]);
+    plan.assert_code(1);
+    assert!(
+        plan.stdout
+            .contains("foreign key bookings_price_id_fkey on bookings references"),
+        "{plan}"
+    );
+    assert!(
+        plan.stdout
+            .contains("DROP CONSTRAINT bookings_price_id_fkey"),
+        "{plan}"
+    );
+    assert!(
+        plan.stdout
+            .contains("materialized view public.price_summary"),
+        "{plan}"
+    );
+    let run = cli.run(["migrate", "run", "--table", "public.pricing_data"]);
+    run.assert_code(1);
+    assert_eq!(relkind(&db, "pricing_data").await.as_deref(), Some("r"));
+    assert!(
+        leftovers(&db).await.is_empty(),
+        "{:?}",
+        leftovers(&db).await
+    );
+}
