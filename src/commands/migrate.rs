@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::migrate::plan::{self, Preflight};
 use crate::migrate::run::{self as migrate_run, Outcome, Prepared};
 use crate::migrate::state::{self, Phase};
-use crate::migrate::{build, finalize, rollback, verify, Mode};
+use crate::migrate::{finalize, rollback, verify, Mode};
 
 pub async fn run(cfg: Config, args: MigrateArgs) -> Result<i32> {
     let policy = cfg
@@ -214,7 +214,6 @@ fn print_plan(policy: &TablePolicy, p: &Prepared, args: &MigrateArgs, mode: Mode
         for (i, s) in steps.iter().enumerate() {
             println!("  {}. {s}", i + 1);
         }
-        let _ = build::Keys::Later;
     }
     if !pf.warnings.is_empty() {
         println!("\nWhat changes:");

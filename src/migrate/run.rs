@@ -217,8 +217,16 @@ pub async fn run(
                 break;
             }
             swap::Attempt::DefaultHasRows => {
-                summary.extra_partitions +=
-                    cover_default_rows(conn, db, policy, &inv, &bp, key_type, None).await?;
+                summary.extra_partitions += cover_default_rows(
+                    conn,
+                    db,
+                    policy,
+                    &inv,
+                    &bp,
+                    key_type,
+                    Within::OwnTransactions,
+                )
+                .await?;
             }
         }
     }
@@ -289,8 +297,9 @@ async fn build_online(
 }
 
 /// Gives the rows that landed in the default partition partitions of their own (moving them as
-/// maintenance does). With `in_tx` the statements run in the caller's transaction (offline);
-/// otherwise through the executor, one partition per transaction. Returns partitions created.
+/// maintenance does). `Within::CallersTransaction` runs the statements in the caller's
+/// transaction (offline); `Within::OwnTransactions` goes through the executor, one partition per
+/// transaction with lock-timeout retries (online). Returns the number of partitions created.
 async fn cover_default_rows(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
@@ -298,7 +307,7 @@ async fn cover_default_rows(
     inv: &Inventory,
     bp: &Blueprint,
     key_type: KeyType,
-    in_tx: Option<()>,
+    within: Within,
 ) -> Result<usize, Error> {
     let epoch = if key_type == KeyType::TimestampTz {
         "extract(epoch FROM {})::float8"
@@ -375,7 +384,7 @@ async fn cover_default_rows(
                 format!("LOCK TABLE {} IN EXCLUSIVE MODE", bp.original.quoted()),
             );
         }
-        if in_tx.is_some() {
+        if within == Within::CallersTransaction {
             for step in &steps {
                 build::run(conn, &step.statements).await?;
             }
@@ -387,6 +396,12 @@ async fn cover_default_rows(
         tracing::info!(partition = %action.partition(), "created a partition for rows written during the migration");
     }
     Ok(actions.len())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Within {
+    CallersTransaction,
+    OwnTransactions,
 }
 
 /// `--offline`: one transaction from build to swap; writers wait, readers go on until the swap.
@@ -433,8 +448,16 @@ async fn offline(
     .await?
     .rows_affected();
     if !bp.keep_default && swap::default_has_rows(&mut tx, bp).await? {
-        summary.extra_partitions +=
-            cover_default_rows(&mut tx, db, policy, inv, bp, key_type, Some(())).await?;
+        summary.extra_partitions += cover_default_rows(
+            &mut tx,
+            db,
+            policy,
+            inv,
+            bp,
+            key_type,
+            Within::CallersTransaction,
+        )
+        .await?;
     }
     build::run(&mut tx, &build::key_statements(inv, bp)).await?;
     summary.copy_secs = copy_started.elapsed().as_secs_f64();
