@@ -97,7 +97,7 @@ pub fn buckets(table: &ManagedTable) -> Result<(Vec<String>, Vec<String>), Strin
 
 fn sums_sql(b: &Blueprint, table: &QualifiedName) -> String {
     format!(
-        "SELECT width_bucket(k, $1::text[]::{kt}[])::int4 AS bucket, count(*)::int8,
+        "SELECT width_bucket(k, (SELECT $1::text[]::{kt}[]))::int4 AS bucket, count(*)::int8,
                 COALESCE(sum(hashtextextended(r, 0)::numeric), 0)::text
            FROM (SELECT {key} AS k, ROW({cols})::text AS r FROM {table}) s
           GROUP BY 1",
