@@ -862,3 +862,59 @@ async fn an_inbound_foreign_key_and_a_materialized_view_block_with_what_to_do() 
         leftovers(&db).await
     );
 }
+
+#[tokio::test]
+async fn a_rollback_while_writers_write_brings_back_every_write() {
+    let (db, cli) = pricing_data(10_000, 0, true).await;
+    let max_id: i64 = db.query_scalar("SELECT max(id) FROM pricing_data").await;
+    let mut state = snapshot(&db, "pricing_data").await;
+    let (far, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let writers: Vec<_> = (0..2)
+        .map(|k| {
+            tokio::spawn(writer(
+                db.connect_options(),
+                k,
+                2,
+                max_id,
+                far.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    cli.run_async(["migrate", "run", "--table", "public.pricing_data"])
+        .await
+        .assert_success();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cli.run_async(["migrate", "rollback", "--table", "public.pricing_data"])
+        .await
+        .assert_success();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let (expected, errors, _) = w.await.unwrap();
+        let unexpected: Vec<&Failure> = errors
+            .iter()
+            .filter(|(_, code, _)| code.as_deref() != Some("55P03"))
+            .collect();
+        assert!(unexpected.is_empty(), "writer errors: {unexpected:#?}");
+        for (id, row) in expected {
+            match row {
+                Some(r) => state.insert(id, r),
+                None => state.remove(&id),
+            };
+        }
+    }
+    assert_eq!(relkind(&db, "pricing_data").await.as_deref(), Some("r"));
+    assert!(
+        snapshot(&db, "pricing_data").await == state,
+        "writes lost by the rollback"
+    );
+    assert!(
+        leftovers(&db).await.is_empty(),
+        "{:?}",
+        leftovers(&db).await
+    );
+}
