@@ -194,6 +194,9 @@ fn print_plan(policy: &TablePolicy, p: &Prepared, args: &MigrateArgs, mode: Mode
             println!("  - {c}");
         }
     }
+    if !pf.none_found.is_empty() {
+        println!("  (none found: {})", pf.none_found.join(", "));
+    }
     if let Some(b) = &pf.blueprint {
         println!("\nSteps:");
         let steps = match mode {

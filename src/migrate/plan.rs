@@ -47,6 +47,8 @@ pub struct Preflight {
     pub warnings: Vec<String>,
     /// What will be carried over, one line per object.
     pub carried: Vec<String>,
+    /// Kinds of dependent object that were looked for and not found.
+    pub none_found: Vec<&'static str>,
     pub key_type: Option<KeyType>,
     pub partitions: Vec<PlannedPartition>,
     pub blueprint: Option<Blueprint>,
@@ -89,6 +91,7 @@ pub fn judge(
         blockers: Vec::new(),
         warnings: Vec::new(),
         carried: Vec::new(),
+        none_found: Vec::new(),
         key_type: None,
         partitions: Vec::new(),
         blueprint: None,
@@ -369,6 +372,50 @@ pub fn judge(
                 super::sync::BODY_TAG
             ));
         }
+    }
+
+    let kinds: [(&'static str, bool); 12] = [
+        (
+            "unique constraints",
+            !inv.constraints.iter().any(|c| c.kind == "u"),
+        ),
+        (
+            "check constraints",
+            !inv.constraints.iter().any(|c| c.kind == "c"),
+        ),
+        (
+            "foreign keys out",
+            !inv.constraints.iter().any(|c| c.kind == "f"),
+        ),
+        ("foreign keys in", inv.inbound_fks.is_empty()),
+        ("triggers", inv.triggers.is_empty()),
+        ("views", inv.views.is_empty()),
+        (
+            "identity columns or owned sequences",
+            inv.sequences.is_empty(),
+        ),
+        (
+            "grants to other roles",
+            inv.grants.is_empty() && inv.column_grants.is_empty(),
+        ),
+        (
+            "row-level security or policies",
+            !inv.rls_enabled && inv.policies.is_empty(),
+        ),
+        (
+            "publications",
+            inv.publications.is_empty() && inv.implicit_publications.is_empty(),
+        ),
+        ("comment", inv.comment.is_none()),
+        ("storage options", inv.reloptions.is_empty()),
+    ];
+    p.none_found = kinds
+        .iter()
+        .filter(|(_, none)| *none)
+        .map(|(k, _)| *k)
+        .collect();
+    if inv.replica_identity == "d" {
+        p.none_found.push("non-default replica identity");
     }
 
     // Rows: NULL keys, range, partitions.
