@@ -726,35 +726,53 @@ async fn a_repeatable_read_writer_gets_a_serialization_failure_instead_of_leavin
 }
 
 #[tokio::test]
-async fn an_identity_key_on_timestamptz_by_week_continues_after_the_swap_and_after_rollback() {
+async fn an_identity_key_on_timestamptz_by_week_in_a_quoted_schema_continues_after_the_swap_and_rollback(
+) {
     let db = shared().create_database().await;
     db.exec(
-        r#"CREATE TABLE "Events" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at timestamptz NOT NULL, payload text);
-           INSERT INTO "Events" (at, payload) SELECT now() - make_interval(hours => g), 'e' || g FROM generate_series(1, 3000) g;"#,
+        r#"CREATE SCHEMA "Billing"; SET search_path = "Billing";
+           CREATE TABLE "Events" (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at timestamptz NOT NULL, payload text);
+           INSERT INTO "Events" (at, payload) SELECT now() - make_interval(hours => g), 'e' || g FROM generate_series(1, 3000) g;
+           CREATE VIEW "Recent" AS SELECT id, at FROM "Events" WHERE at > now() - interval '1 day';"#,
     )
     .await;
     let cli = Cli::new().config(&format!(
-        "[database]\nurl = \"{}\"\n\n[[tables]]\nname = 'public.\"Events\"'\ncolumn = \"at\"\ninterval = \"1 week\"\npremake = 2\ndefault_partition = false\n",
+        "[database]\nurl = \"{}\"\n\n[[tables]]\nname = '\"Billing\".\"Events\"'\ncolumn = \"at\"\ninterval = \"1 week\"\npremake = 2\ndefault_partition = false\n",
         db.url()
     ));
-    let table = r#"public."Events""#;
+    let table = r#""Billing"."Events""#;
     cli.run(["migrate", "run", "--table", table])
         .assert_success();
-    assert_eq!(relkind(&db, r#""Events""#).await.as_deref(), Some("p"));
+    assert_eq!(
+        relkind(&db, r#""Billing"."Events""#).await.as_deref(),
+        Some("p")
+    );
+    let on_new: bool = db
+        .query_scalar(
+            r#"SELECT EXISTS (SELECT 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+                WHERE r.ev_class = '"Billing"."Recent"'::regclass AND d.refobjid = '"Billing"."Events"'::regclass)"#,
+        )
+        .await;
+    assert!(on_new, "the view should read the partitioned table");
     let id: i64 = db
-        .query_scalar(r#"INSERT INTO "Events" (at) VALUES (now()) RETURNING id"#)
+        .query_scalar(r#"INSERT INTO "Billing"."Events" (at) VALUES (now()) RETURNING id"#)
         .await;
     assert_eq!(id, 3001);
     cli.run(["migrate", "verify", "--table", table])
         .assert_success();
     cli.run(["migrate", "rollback", "--table", table])
         .assert_success();
-    assert_eq!(relkind(&db, r#""Events""#).await.as_deref(), Some("r"));
+    assert_eq!(
+        relkind(&db, r#""Billing"."Events""#).await.as_deref(),
+        Some("r")
+    );
     let id: i64 = db
-        .query_scalar(r#"INSERT INTO "Events" (at) VALUES (now()) RETURNING id"#)
+        .query_scalar(r#"INSERT INTO "Billing"."Events" (at) VALUES (now()) RETURNING id"#)
         .await;
     assert_eq!(id, 3002);
-    let rows: i64 = db.query_scalar(r#"SELECT count(*) FROM "Events""#).await;
+    let rows: i64 = db
+        .query_scalar(r#"SELECT count(*) FROM "Billing"."Events""#)
+        .await;
     assert_eq!(rows, 3002);
 }
 
