@@ -14,4 +14,6 @@ mod harness;
 mod identifiers;
 mod locks;
 mod maintain;
+mod migrate;
+mod migrate_bench;
 mod shipped_config;
