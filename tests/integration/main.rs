@@ -9,6 +9,7 @@ mod check;
 mod common;
 mod daemon;
 mod daemon_bench;
+mod demo;
 mod deploy;
 mod harness;
 mod identifiers;
