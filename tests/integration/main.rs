@@ -18,3 +18,4 @@ mod maintain;
 mod migrate;
 mod migrate_bench;
 mod shipped_config;
+mod writes_during_maintain;
