@@ -58,7 +58,7 @@ pub fn parse(text: &str) -> Result<PlanFigures, ExplainError> {
     };
     let plan = top.get("Plan").ok_or(ExplainError::Missing("Plan"))?;
     let number = |v: &Value, key: &'static str| v.get(key).and_then(Value::as_f64);
-    let count = |v: &Value, key: &'static str| v.get(key).and_then(Value::as_u64);
+    let count = |v: &Value, key: &'static str| v.get(key).and_then(whole);
     let mut figures = PlanFigures {
         planning_ms: number(top, "Planning Time").ok_or(ExplainError::Missing("Planning Time"))?,
         execution_ms: number(top, "Execution Time")
@@ -76,19 +76,23 @@ pub fn parse(text: &str) -> Result<PlanFigures, ExplainError> {
     Ok(figures)
 }
 
+/// A count as EXPLAIN prints it: an integer, or since PostgreSQL 18 a number with decimals
+/// (`"Actual Rows": 31.00`, an average per loop).
+fn whole(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f.round() as u64))
+}
+
 /// Visits every node: children are in `Plans` (InitPlans and SubPlans included).
 fn walk(node: &Value, figures: &mut PlanFigures) {
     if let Some(name) = node.get("Relation Name").and_then(Value::as_str) {
         figures.relations_in_plan.insert(name.to_string());
-        let loops = node
-            .get("Actual Loops")
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
+        let loops = node.get("Actual Loops").and_then(whole).unwrap_or(0);
         if loops > 0 {
             figures.relations_scanned.insert(name.to_string());
         }
     }
-    if let Some(removed) = node.get("Subplans Removed").and_then(Value::as_u64) {
+    if let Some(removed) = node.get("Subplans Removed").and_then(whole) {
         figures.subplans_removed += removed;
     }
     if let Some(children) = node.get("Plans").and_then(Value::as_array) {
@@ -184,5 +188,15 @@ mod tests {
             .to_string();
         assert!(err.contains("ANALYZE"), "{err}");
         assert!(parse("not json").is_err());
+    }
+
+    #[test]
+    fn postgresql_18_fractional_row_counts_are_read() {
+        let json = r#"[{"Plan": {"Node Type": "Seq Scan", "Relation Name": "pricing_data_2026_11",
+            "Actual Rows": 31.00, "Actual Loops": 1, "Shared Hit Blocks": 3, "Shared Read Blocks": 0},
+            "Planning Time": 0.05, "Execution Time": 0.02}]"#;
+        let f = parse(json).unwrap();
+        assert_eq!(f.rows, 31);
+        assert!(f.relations_scanned.contains("pricing_data_2026_11"));
     }
 }

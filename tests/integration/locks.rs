@@ -220,6 +220,13 @@ async fn retention_behind_an_open_read_transaction_gives_up_and_finishes_on_the_
 #[tokio::test]
 async fn a_concurrent_detach_interrupted_by_a_reader_is_finalized_on_the_next_run() {
     let db = pricing_db().await;
+    let version: String = db.query_scalar("SHOW server_version_num").await;
+    if version.parse::<i32>().unwrap() < 140000 {
+        // No DETACH CONCURRENTLY before 14: partkeeper detaches plainly there, which
+        // retention_behind_an_open_read_transaction_gives_up_and_finishes_on_the_next_run covers.
+        eprintln!("skipped: PostgreSQL {version} has no DETACH ... CONCURRENTLY");
+        return;
+    }
     let no_default = MONTHLY.replace("default_partition = true", "default_partition = false");
     table_with_old_months(&db, &cli(&db, &no_default)).await;
     let cli = cli(
