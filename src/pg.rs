@@ -17,6 +17,10 @@ use crate::secret::{scrub, SecretUrl};
 pub const BASE_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Floor of `idle_in_transaction_session_timeout` (see [`idle_in_transaction_timeout`]): below it
+/// a scheduling hiccup on a busy host could end a healthy session.
+pub const MIN_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(1);
+
 /// SQLSTATEs worth retrying: the lock could not be had in time, or we lost a deadlock.
 const RETRYABLE: &[&str] = &["55P03", "40P01", "40001"];
 
@@ -51,9 +55,49 @@ pub fn connect_options(
                 "statement_timeout",
                 format!("{}ms", statement_timeout.as_millis()),
             ),
+            (
+                "idle_in_transaction_session_timeout",
+                format!(
+                    "{}ms",
+                    idle_in_transaction_timeout(lock_timeout).as_millis()
+                ),
+            ),
         ])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(5)))
+}
+
+/// Our transactions send their statements back to back, so a session of ours idle inside one is
+/// cut off from us (a stalled network, a frozen client) while it may hold ACCESS EXCLUSIVE on a
+/// partition. The server ends such a session (rolling the step back) after about `lock_timeout`,
+/// the longest we ever let an application wait for us.
+pub fn idle_in_transaction_timeout(lock_timeout: Duration) -> Duration {
+    lock_timeout.max(MIN_IDLE_IN_TRANSACTION)
+}
+
+/// How long to wait for any answer on an open connection. The server cancels a statement at
+/// `statement_timeout` and says so at once; no answer by then plus `connect_timeout` means the
+/// network or the server has stalled, and waiting longer would hang the command.
+pub fn reply_deadline(db: &DatabaseConfig) -> Duration {
+    db.statement_timeout.saturating_add(db.connect_timeout)
+}
+
+/// `op` within `deadline` ([`reply_deadline`]); past it, an I/O error that
+/// [`is_connection_lost`] recognises: the connection must not be used again.
+pub async fn answered<T>(
+    deadline: Duration,
+    op: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    match tokio::time::timeout(deadline, op).await {
+        Ok(result) => result,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no answer from PostgreSQL within {} (statement_timeout + connect_timeout): the network or the server has stalled",
+                humantime::format_duration(deadline)
+            ),
+        ))),
+    }
 }
 
 pub fn db_options(db: &DatabaseConfig) -> Result<PgConnectOptions, ConnectError> {
@@ -247,6 +291,29 @@ mod tests {
         }
         // Attempt 4's floor (0.8 s) is above attempt 1's ceiling (0.3 s).
         assert!(backoff(4) > backoff(1));
+    }
+
+    #[tokio::test]
+    async fn a_round_trip_past_its_deadline_counts_as_a_lost_connection() {
+        let silent = std::future::pending::<Result<(), sqlx::Error>>();
+        let e = answered(Duration::from_millis(10), silent)
+            .await
+            .unwrap_err();
+        assert!(is_connection_lost(&e), "{e}");
+        assert!(
+            describe(&e).contains("no answer from PostgreSQL within 10ms"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_idle_transaction_of_ours_ends_after_lock_timeout_but_never_under_a_second() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            idle_in_transaction_timeout(ms(200)),
+            MIN_IDLE_IN_TRANSACTION
+        );
+        assert_eq!(idle_in_transaction_timeout(ms(3000)), ms(3000));
     }
 
     #[tokio::test]
