@@ -8,6 +8,7 @@ mod calendar;
 mod check;
 mod common;
 mod deploy;
+mod faults;
 mod harness;
 mod identifiers;
 mod locks;
