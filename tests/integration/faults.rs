@@ -7,6 +7,7 @@
 //! [`Proxy`]: crate::common::Proxy
 //! [`Cluster::start`]: crate::common::Cluster::start
 
+mod lock_storm;
 mod network;
 mod server_crash;
 
