@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, Executor, PgConnection};
 
 use crate::catalog::ManagedTable;
 use crate::config::DatabaseConfig;
@@ -180,6 +180,10 @@ pub async fn run_steps(
 
 /// One attempt of one step; returns the rows moved out of a default partition, or the error
 /// with the index of the statement that failed (`None`: BEGIN, SET or COMMIT).
+///
+/// `executor.execute(raw_sql(..))` rather than `raw_sql(..).execute(executor)` (the same call
+/// inside sqlx): the latter's future cannot be proven `Send` for every lifetime, which forbids
+/// running a pass in a spawned task (rust-lang/rust#110338).
 async fn run_step(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
@@ -190,7 +194,7 @@ async fn run_step(
     let mut moved = 0;
     if !step.transactional {
         for (i, s) in step.statements.iter().enumerate() {
-            pg::answered(deadline, sqlx::raw_sql(s).execute(&mut *conn))
+            pg::answered(deadline, conn.execute(sqlx::raw_sql(s)))
                 .await
                 .map_err(|e| (e, Some(i)))?;
         }
@@ -206,7 +210,7 @@ async fn run_step(
     .await
     .map_err(|e| (e, None))?;
     for (i, s) in step.statements.iter().enumerate() {
-        let r = pg::answered(deadline, sqlx::raw_sql(s).execute(&mut *tx))
+        let r = pg::answered(deadline, tx.execute(sqlx::raw_sql(s)))
             .await
             .map_err(|e| (e, Some(i)))?;
         if s.starts_with("WITH moved AS") {

@@ -135,6 +135,81 @@ pub async fn connect_url(
     }
 }
 
+/// A failure told to two audiences (as dropshot does): `external` is short and safe to show on
+/// `/readyz` and `/status` (no URL, user or password); `internal` is the whole story, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub external: String,
+    pub internal: String,
+}
+
+impl Failure {
+    pub fn from_sqlx(e: &sqlx::Error, urls: &[&SecretUrl]) -> Failure {
+        Failure {
+            external: external_reason(e),
+            internal: scrub(&describe(e), urls),
+        }
+    }
+
+    pub fn timeout(what: &str, after: Duration) -> Failure {
+        let text = format!("{what}: no answer within {after:?}");
+        Failure {
+            external: text.clone(),
+            internal: text,
+        }
+    }
+}
+
+/// Like [`connect_url`], for callers that retry on their own and need both audiences' reasons.
+/// `application_name` tells the daemon's sessions apart in `pg_stat_activity`.
+pub async fn try_connect(
+    url: &SecretUrl,
+    application_name: &str,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<PgConnection, Failure> {
+    let opts = connect_options(url, lock_timeout, statement_timeout)
+        .map_err(|e| Failure {
+            external: "the database URL cannot be used".into(),
+            internal: e.to_string(),
+        })?
+        .application_name(application_name);
+    match tokio::time::timeout(connect_timeout, PgConnection::connect_with(&opts)).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(Failure::from_sqlx(&e, &[url])),
+        Err(_) => Err(Failure::timeout("connect", connect_timeout)),
+    }
+}
+
+/// What kind of failure, in a few words that never quote a URL, user name or password.
+pub fn external_reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) => format!("connection failed: {}", io.kind()),
+        sqlx::Error::Tls(_) => "TLS negotiation failed".into(),
+        sqlx::Error::PoolTimedOut => "no connection available in time".into(),
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => "connection closed".into(),
+        sqlx::Error::Protocol(_) => "protocol error (is this a PostgreSQL server?)".into(),
+        sqlx::Error::Database(_) => {
+            let code = sqlstate(e).unwrap_or_default();
+            let what = match code.as_str() {
+                "28P01" | "28000" => "authentication failed",
+                "3D000" => "the database does not exist",
+                "57P01" | "57P02" => "the server is shutting down",
+                "57P03" => "the server is starting up or shutting down",
+                "53300" => "too many connections",
+                "57014" => "the statement was canceled (or timed out)",
+                "55P03" => "a lock was not granted in time",
+                "42501" => "permission denied",
+                c if c.starts_with("08") => "connection failure",
+                _ => "server error",
+            };
+            format!("{what} [SQLSTATE {code}]")
+        }
+        _ => "database error".into(),
+    }
+}
+
 /// A small pool (commands and the daemon need only a few connections).
 pub async fn pool(db: &DatabaseConfig, max: u32) -> Result<PgPool, ConnectError> {
     let opts = db_options(db)?;

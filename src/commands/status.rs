@@ -1,4 +1,5 @@
-//! `partkeeper status`: every partition with bounds, size and estimated rows.
+//! `partkeeper status`: every partition with bounds, size and estimated rows; then replication
+//! lag, from each configured replica's end and from the primary's (`pg_stat_replication`).
 
 use serde::Serialize;
 
@@ -7,6 +8,7 @@ use crate::catalog::{self, Partition};
 use crate::cli::{StatusArgs, StatusFormat};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::replication::{self, ReplicaProbe, ReplicaView, StandbyView};
 
 #[derive(Serialize)]
 struct TableStatus<'a> {
@@ -49,7 +51,23 @@ pub async fn run(cfg: Config, args: StatusArgs) -> Result<i32> {
                 .collect(),
         });
     }
+    let standbys = match replication::standbys(&mut conn).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %crate::pg::describe(&e), "cannot read pg_stat_replication");
+            Vec::new()
+        }
+    };
+    let replicas = futures::future::join_all(
+        cfg.replicas
+            .iter()
+            .cloned()
+            .map(|r| async move { ReplicaProbe::new(r).probe().await }),
+    )
+    .await;
     match args.format {
+        // An array of tables, as before replica lag was added: scripts index it. The daemon's
+        // `/status` has the lag as JSON.
         StatusFormat::Json => {
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())
         }
@@ -75,9 +93,51 @@ pub async fn run(cfg: Config, args: StatusArgs) -> Result<i32> {
                     );
                 }
             }
+            print_replication(&replicas, &standbys);
         }
     }
     Ok(0)
+}
+
+fn print_replication(replicas: &[ReplicaView], standbys: &[StandbyView]) {
+    if replicas.is_empty() && standbys.is_empty() {
+        println!("replicas: none configured, and no standby streams from the primary");
+        return;
+    }
+    if !replicas.is_empty() {
+        println!("replicas (as each one sees itself)");
+        for r in replicas {
+            let state = if !r.up {
+                format!("DOWN ({})", r.error.as_deref().unwrap_or("no answer"))
+            } else if r.in_recovery == Some(false) {
+                "up, NOT a standby (promoted, or the url names a primary)".to_string()
+            } else {
+                format!(
+                    "up, lag {}, {} not replayed",
+                    r.lag_seconds
+                        .map(|s| format!("{s:.1} s"))
+                        .unwrap_or_else(|| "unknown".into()),
+                    human_bytes(r.lag_bytes.unwrap_or(0))
+                )
+            };
+            println!("  {:<24} {:<32} {state}", r.name, r.target);
+        }
+    }
+    if !standbys.is_empty() {
+        println!("standbys (as the primary sees them)");
+        for s in standbys {
+            println!(
+                "  {:<24} {:<32} {}, replay lag {:.1} s, {} not replayed",
+                s.name,
+                s.client_addr.as_deref().unwrap_or("local"),
+                s.state,
+                s.lag_seconds,
+                s.lag_bytes
+                    .map(human_bytes)
+                    .unwrap_or_else(|| "? (grant pg_monitor to see positions)".into()),
+            );
+        }
+    }
 }
 
 pub fn human_bytes(n: i64) -> String {

@@ -7,6 +7,8 @@ mod bench_maintain;
 mod calendar;
 mod check;
 mod common;
+mod daemon;
+mod daemon_bench;
 mod deploy;
 mod faults;
 mod harness;

@@ -1,0 +1,148 @@
+//! Leader election: the instance whose dedicated session holds the session-level advisory lock
+//! [`LEADER_LOCK`] leads, and only the leader runs maintenance.
+//!
+//! Every [`HEARTBEAT`] the session either tries the lock (a follower) or checks in `pg_locks` that
+//! it still holds it (the leader). The server releases a session lock when the session ends, so
+//! a leader that crashes, is killed or loses its connection stops leading at once and a
+//! follower takes over within a heartbeat. Losing the session means losing leadership: this
+//! instance steps down and reconnects with backoff. The check against `pg_locks` (rather than a
+//! bare `SELECT 1`) also catches a pooler that moved us to another server session, which is
+//! why transaction-mode PgBouncer cannot be used (see docs/daemon.md).
+//!
+//! The heartbeat doubles as the readiness probe of the primary (`/readyz`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::oneshot;
+
+use crate::execute::LEADER_LOCK;
+use crate::pg::{self, Failure};
+
+use super::Shared;
+
+/// How often the session checks or tries the lock. It bounds how long a follower takes to
+/// notice that the leader is gone, and how stale `/readyz` can be.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A heartbeat query that takes longer than this counts as a lost session.
+pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Bound on giving the lock back at shutdown.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether this session holds the leader lock (the advisory key split as `pg_locks` shows it).
+const HOLDS_SQL: &str = "
+SELECT EXISTS (
+  SELECT 1 FROM pg_locks
+   WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+     AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = $1)";
+
+/// Runs until `release` fires, then gives the lock back and closes the session.
+pub async fn run(shared: Arc<Shared>, mut release: oneshot::Receiver<()>) {
+    let db = shared.config.database.clone();
+    let mut conn: Option<PgConnection> = None;
+    let mut failures: u32 = 0;
+    loop {
+        let outcome = heartbeat(&shared, &db, &mut conn).await;
+        let pause = match outcome {
+            Ok(()) => {
+                failures = 0;
+                shared.primary_answered(Utc::now());
+                HEARTBEAT
+            }
+            Err(f) => {
+                conn = None;
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(reason = %f.internal, "the primary does not answer; retrying with backoff");
+                }
+                shared.primary_failed(Utc::now(), f.external);
+                if shared.is_leader() {
+                    tracing::error!("lost leadership with the session that held the leader lock; maintenance stops until it is taken again");
+                    shared.set_leader(false);
+                }
+                pg::backoff(failures).min(pg::MAX_BACKOFF)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = &mut release => break,
+        }
+    }
+    if let Some(mut c) = conn.take() {
+        let was_leader = shared.is_leader();
+        shared.set_leader(false);
+        let give_back = async {
+            if was_leader {
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(LEADER_LOCK)
+                    .execute(&mut c)
+                    .await;
+            }
+            let _ = c.close().await;
+        };
+        if tokio::time::timeout(RELEASE_TIMEOUT, give_back)
+            .await
+            .is_err()
+        {
+            tracing::warn!("could not release the leader lock in time; the server releases it when the connection ends");
+        } else if was_leader {
+            tracing::info!("released the leader lock");
+        }
+    }
+}
+
+/// Connects if needed, then tries the lock (follower) or checks that it is still held (leader).
+async fn heartbeat(
+    shared: &Shared,
+    db: &crate::config::DatabaseConfig,
+    conn: &mut Option<PgConnection>,
+) -> Result<(), Failure> {
+    if conn.is_none() {
+        let c = pg::try_connect(
+            &db.url,
+            "partkeeper leader",
+            db.lock_timeout,
+            HEARTBEAT_TIMEOUT,
+            db.connect_timeout,
+        )
+        .await?;
+        *conn = Some(c);
+    }
+    let c = conn.as_mut().expect("connected above");
+    let leading = shared.is_leader();
+    let sql = if leading {
+        HOLDS_SQL
+    } else {
+        "SELECT pg_try_advisory_lock($1)"
+    };
+    let held: bool = match tokio::time::timeout(
+        HEARTBEAT_TIMEOUT,
+        sqlx::query_scalar(sql).bind(LEADER_LOCK).fetch_one(c),
+    )
+    .await
+    {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(Failure::from_sqlx(&e, &[&db.url])),
+        Err(_) => return Err(Failure::timeout("heartbeat", HEARTBEAT_TIMEOUT)),
+    };
+    match (leading, held) {
+        (false, true) => {
+            tracing::info!("took the leader lock: this instance now runs maintenance");
+            shared.set_leader(true);
+        }
+        (true, false) => {
+            tracing::error!(
+                "this session no longer holds the leader lock although it is still connected: \
+                 is a transaction-mode pooler (PgBouncer pool_mode=transaction) between partkeeper \
+                 and PostgreSQL? Connect directly or through a session-mode pool"
+            );
+            shared.set_leader(false);
+            // Start over on a fresh session.
+            *conn = None;
+        }
+        _ => {}
+    }
+    Ok(())
+}

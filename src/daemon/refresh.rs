@@ -1,0 +1,288 @@
+//! The refresh loop: every `schedule.metrics_refresh` it reads the database facts behind
+//! `/metrics` and `/status` (catalog with sizes and row estimates, exact default-partition row
+//! counts, the health verdict of `check::assess`, the standbys the primary sees, each configured
+//! replica's own view) into an immutable [`Snapshot`], and swaps it in behind an `Arc`. Scrapes
+//! read the latest snapshot and never wait for the database.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Connection, PgConnection};
+use tokio::sync::watch;
+
+use crate::catalog;
+use crate::check::{self, TableHealth};
+use crate::config::Config;
+use crate::pg::{self, Failure};
+use crate::replication::{self, LagSeries, ReplicaProbe, ReplicaView, StandbyView};
+
+use super::Shared;
+
+/// Bound on the primary's part of one refresh (catalog, sizes, default-row counts, standbys).
+/// Thousands of partitions take well under a second; a hung network must not freeze the facts
+/// for longer than this.
+pub const PRIMARY_TIMEOUT: Duration = Duration::from_secs(30);
+/// `lock_timeout` of the refresh session. Sizes and the default partition's count need a share
+/// lock on each partition; behind an application's exclusive lock, a refresh gives up after this
+/// and keeps the last facts rather than queueing.
+pub const REFRESH_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the last refresh found. Immutable: a new refresh makes a new one.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Snapshot {
+    /// When the last refresh started; `None` before the first one.
+    pub refreshed_at: Option<DateTime<Utc>>,
+    pub duration_seconds: Option<f64>,
+    /// Whether the last refresh reached the primary.
+    pub primary_up: bool,
+    /// Why it did not (short, safe to show).
+    pub primary_error: Option<String>,
+    /// Why the primary answered but the tables could not be read this time (a lock held for
+    /// longer than [`REFRESH_LOCK_TIMEOUT`], say): `tables` are from `tables_read_at`.
+    pub tables_error: Option<String>,
+    /// When `tables` and `standbys` were read: the last refresh that reached the primary. While
+    /// the primary is unreachable they keep the values read then.
+    pub tables_read_at: Option<DateTime<Utc>>,
+    pub tables: Vec<TableFacts>,
+    pub standbys: Vec<StandbyView>,
+    pub replicas: Vec<ReplicaView>,
+}
+
+impl Snapshot {
+    /// The `replica` series of `/metrics` (see [`replication::lag_series`]).
+    pub fn lag_series(&self) -> Vec<LagSeries> {
+        replication::lag_series(&self.replicas, &self.standbys)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TableFacts {
+    /// `schema.table`, the metric label.
+    pub table: String,
+    /// Why the table could not be read against its policy (missing, not partitioned, ...).
+    pub error: Option<String>,
+    /// Range partitions by lower bound, then the default partition.
+    pub partitions: Vec<PartitionFacts>,
+    pub health: Option<TableHealth>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionFacts {
+    /// `schema.partition`, the metric label.
+    pub name: String,
+    pub bounds: String,
+    pub size_bytes: i64,
+    /// `reltuples`, 0 when the partition was never analyzed.
+    pub rows_estimate: f64,
+    pub default: bool,
+}
+
+/// Keeps the connections between refreshes and the facts of the last good one.
+pub struct Refresher {
+    config: Arc<Config>,
+    conn: Option<PgConnection>,
+    replicas: Vec<ReplicaProbe>,
+    last: Snapshot,
+}
+
+impl Refresher {
+    pub fn new(config: Arc<Config>) -> Refresher {
+        let replicas = config
+            .replicas
+            .iter()
+            .cloned()
+            .map(ReplicaProbe::new)
+            .collect();
+        Refresher {
+            config,
+            conn: None,
+            replicas,
+            last: Snapshot::default(),
+        }
+    }
+
+    /// One refresh. The primary and the replicas are read at the same time; each is bounded.
+    pub async fn refresh(&mut self) -> Snapshot {
+        let started = Instant::now();
+        let now = Utc::now();
+        let config = Arc::clone(&self.config);
+        let (primary, replicas) = futures::join!(
+            read_primary(&config, &mut self.conn, now),
+            futures::future::join_all(self.replicas.iter_mut().map(|r| r.probe())),
+        );
+        let mut snap = Snapshot {
+            refreshed_at: Some(now),
+            duration_seconds: None,
+            primary_up: false,
+            primary_error: None,
+            tables_error: None,
+            tables_read_at: self.last.tables_read_at,
+            tables: self.last.tables.clone(),
+            standbys: self.last.standbys.clone(),
+            replicas,
+        };
+        match primary {
+            Ok((tables, standbys)) => {
+                snap.primary_up = true;
+                snap.tables_read_at = Some(now);
+                snap.tables = tables;
+                snap.standbys = standbys;
+            }
+            Err(Miss::Unreachable(f)) => {
+                self.conn = None;
+                if self.last.primary_up || self.last.refreshed_at.is_none() {
+                    tracing::warn!(reason = %f.internal, "refresh: cannot reach the primary; metrics keep the last facts read and report up 0");
+                }
+                snap.primary_error = Some(f.external);
+            }
+            Err(Miss::Unread(f)) => {
+                snap.primary_up = true;
+                if self.last.tables_error.as_deref() != Some(f.external.as_str()) {
+                    tracing::warn!(reason = %f.internal, "refresh: cannot read the tables; metrics keep the last facts read");
+                }
+                snap.tables_error = Some(f.external);
+            }
+        }
+        snap.duration_seconds = Some(started.elapsed().as_secs_f64());
+        self.last = snap.clone();
+        snap
+    }
+
+    pub async fn close(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+        }
+        for r in &mut self.replicas {
+            r.close().await;
+        }
+    }
+}
+
+/// Why the primary's part of a refresh failed.
+enum Miss {
+    /// No connection, a lost one, or no answer in time: the primary is down for the metrics.
+    Unreachable(Failure),
+    /// The primary answered but the tables could not be read (a lock held too long, a
+    /// permission): the facts of the last refresh are kept.
+    Unread(Failure),
+}
+
+async fn read_primary(
+    config: &Config,
+    slot: &mut Option<PgConnection>,
+    now: DateTime<Utc>,
+) -> Result<(Vec<TableFacts>, Vec<StandbyView>), Miss> {
+    let db = &config.database;
+    let work = async {
+        if slot.is_none() {
+            let conn = pg::try_connect(
+                &db.url,
+                "partkeeper refresh",
+                REFRESH_LOCK_TIMEOUT,
+                PRIMARY_TIMEOUT,
+                db.connect_timeout,
+            )
+            .await
+            .map_err(Miss::Unreachable)?;
+            *slot = Some(conn);
+        }
+        let conn = slot.as_mut().expect("connected above");
+        read_tables(conn, config, now).await.map_err(|e| {
+            let f = Failure::from_sqlx(&e, &[&db.url]);
+            if pg::is_connection_lost(&e) {
+                Miss::Unreachable(f)
+            } else {
+                Miss::Unread(f)
+            }
+        })
+    };
+    match tokio::time::timeout(PRIMARY_TIMEOUT, work).await {
+        Ok(r) => r,
+        Err(_) => Err(Miss::Unreachable(Failure::timeout(
+            "refresh",
+            PRIMARY_TIMEOUT,
+        ))),
+    }
+}
+
+async fn read_tables(
+    conn: &mut PgConnection,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Result<(Vec<TableFacts>, Vec<StandbyView>), sqlx::Error> {
+    let version = pg::server_version(conn).await?;
+    let resolved = catalog::read_managed(conn, &config.tables, true).await?;
+    let defaults: Vec<_> = resolved
+        .iter()
+        .filter_map(|r| r.as_ref().ok()?.default.as_ref().map(|d| d.name.clone()))
+        .collect();
+    let mut counts = catalog::count_rows(conn, &defaults).await?.into_iter();
+    let mut tables = Vec::with_capacity(resolved.len());
+    for (policy, r) in config.tables.iter().zip(resolved) {
+        let label = policy.name.to_string();
+        let t = match r {
+            Ok(t) => t,
+            Err(e) => {
+                tables.push(TableFacts {
+                    table: label,
+                    error: Some(e),
+                    partitions: Vec::new(),
+                    health: None,
+                });
+                continue;
+            }
+        };
+        let default_rows = t.default.as_ref().and_then(|_| counts.next());
+        let health = check::assess(&t, policy, now, version, default_rows);
+        let partitions = t
+            .partitions
+            .iter()
+            .map(|p| (p, false))
+            .chain(t.default.iter().map(|p| (p, true)))
+            .map(|(p, default)| PartitionFacts {
+                name: p.name.to_string(),
+                bounds: p.bound_sql.clone(),
+                size_bytes: p.size_bytes.unwrap_or(0),
+                rows_estimate: p.rows_estimate.max(0.0),
+                default,
+            })
+            .collect();
+        tables.push(TableFacts {
+            table: label,
+            error: None,
+            partitions,
+            health: Some(health),
+        });
+    }
+    let standbys = replication::standbys(conn).await?;
+    Ok((tables, standbys))
+}
+
+/// Refreshes every `metrics_refresh` until shutdown; the first one right away.
+pub async fn run(
+    shared: Arc<Shared>,
+    mut refresher: Refresher,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(shared.config.schedule.metrics_refresh);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        let snap = tokio::select! {
+            s = refresher.refresh() => s,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        tracing::debug!(
+            up = snap.primary_up,
+            duration_ms = snap.duration_seconds.unwrap_or(0.0) * 1000.0,
+            "refreshed"
+        );
+        shared.set_snapshot(snap);
+    }
+    refresher.close().await;
+}

@@ -1,0 +1,240 @@
+//! Scheduled maintenance: a tokio-cron-scheduler job on `schedule.maintenance` in
+//! `schedule.timezone`, plus a pass whenever this instance becomes leader (`run_on_start`).
+//!
+//! A pass runs only on the leader, one at a time (a tick that finds a pass still running is
+//! skipped), on a connection of its own. Its outcome is counted and logged; a failed or even
+//! panicking pass never takes the process down, and the next tick simply tries again: every pass
+//! re-reads the catalog, so there is nothing to resume.
+//!
+//! tokio-cron-scheduler fixes the zone's UTC offset when a job is made, so the supervisor
+//! re-makes the job when the offset changes (daylight saving time).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+use sqlx::Connection;
+use tokio::sync::watch;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use uuid::Uuid;
+
+use crate::maintain::{self, Options, PassReport};
+use crate::pg;
+
+use super::{PassSummary, Shared};
+
+/// How often the supervisor reads the next tick (for `/status` and `/healthz`) and checks the
+/// zone's offset.
+pub const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
+
+/// The scheduler and its one job.
+pub struct Scheduler {
+    sched: JobScheduler,
+    job: Uuid,
+    /// The zone's UTC offset the job was made with.
+    offset: i32,
+}
+
+impl Scheduler {
+    /// Makes the job and starts ticking.
+    pub async fn start(shared: Arc<Shared>) -> Result<Scheduler, JobSchedulerError> {
+        let sched = JobScheduler::new().await?;
+        let tz = shared.config.schedule.timezone;
+        let (job, offset) = add_job(&sched, &shared, tz).await?;
+        sched.start().await?;
+        shared.scheduler_ticking(true);
+        tracing::info!(
+            schedule = %shared.config.schedule.maintenance,
+            timezone = tz.name(),
+            "maintenance scheduled"
+        );
+        Ok(Scheduler { sched, job, offset })
+    }
+
+    /// Keeps `/status` and `/healthz` informed until shutdown, then stops the scheduler.
+    pub async fn supervise(mut self, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+        let tz = shared.config.schedule.timezone;
+        loop {
+            let next = self.sched.next_tick_for_job(self.job).await.ok().flatten();
+            shared.scheduler_checked(Utc::now(), next);
+            let offset = offset_now(tz);
+            if offset != self.offset {
+                match self.rearm(&shared, tz).await {
+                    Ok(()) => tracing::info!(
+                        timezone = tz.name(),
+                        "the UTC offset changed; maintenance rescheduled"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = ?e, "cannot reschedule maintenance after a UTC offset change; retrying")
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+        }
+        shared.scheduler_ticking(false);
+        if let Err(e) = self.sched.shutdown().await {
+            tracing::warn!(error = ?e, "the scheduler did not stop cleanly");
+        }
+    }
+
+    async fn rearm(&mut self, shared: &Arc<Shared>, tz: Tz) -> Result<(), JobSchedulerError> {
+        let (job, offset) = add_job(&self.sched, shared, tz).await?;
+        let old = std::mem::replace(&mut self.job, job);
+        self.offset = offset;
+        self.sched.remove(&old).await
+    }
+}
+
+async fn add_job(
+    sched: &JobScheduler,
+    shared: &Arc<Shared>,
+    tz: Tz,
+) -> Result<(Uuid, i32), JobSchedulerError> {
+    let offset = offset_now(tz);
+    let for_job = Arc::clone(shared);
+    let job = Job::new_async_tz(
+        shared.config.schedule.cron_with_seconds(),
+        tz,
+        move |_id, _sched| {
+            let shared = Arc::clone(&for_job);
+            Box::pin(async move { maintain_now(shared, "schedule").await })
+        },
+    )?;
+    Ok((sched.add(job).await?, offset))
+}
+
+fn offset_now(tz: Tz) -> i32 {
+    tz.offset_from_utc_datetime(&Utc::now().naive_utc())
+        .fix()
+        .local_minus_utc()
+}
+
+/// Runs a pass when this instance leads, is not stopping and has no pass running.
+pub async fn maintain_now(shared: Arc<Shared>, trigger: &'static str) {
+    if shared.is_shutting_down() {
+        return;
+    }
+    if !shared.is_leader() {
+        tracing::debug!(trigger, "not the leader; no maintenance here");
+        return;
+    }
+    let Ok(_one_at_a_time) = shared.pass_lock.try_lock() else {
+        tracing::info!(
+            trigger,
+            "the previous maintenance pass is still running; skipping this one"
+        );
+        return;
+    };
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    shared.pass_started(started_at);
+    // Spawned so that a panic inside the pass is caught here and counted, not fatal, and so
+    // that a shutdown can abort it.
+    let task = tokio::spawn(run_pass(Arc::clone(&shared)));
+    shared.set_pass_task(Some(task.abort_handle()));
+    let outcome = task.await;
+    shared.set_pass_task(None);
+    shared.set_pass_backend(None);
+    let seconds = clock.elapsed().as_secs_f64();
+    let finished_at = Utc::now();
+    let tables: Vec<String> = shared
+        .config
+        .tables
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    let summary = match outcome {
+        Ok(Ok(report)) => {
+            shared.metrics.record_pass(&report, finished_at);
+            log_pass(trigger, &report);
+            PassSummary::from_report(started_at, finished_at, &report)
+        }
+        Ok(Err(error)) => {
+            shared.metrics.record_failed_pass(&tables, seconds);
+            tracing::warn!(trigger, error = %error, duration_ms = (seconds * 1000.0) as u64, "maintenance pass failed; the next one will try again");
+            PassSummary::failed(started_at, finished_at, error)
+        }
+        Err(join) if join.is_cancelled() => {
+            shared.metrics.record_failed_pass(&tables, seconds);
+            tracing::warn!(
+                trigger,
+                "maintenance pass stopped by the shutdown; its open transaction rolls back"
+            );
+            PassSummary::failed(started_at, finished_at, "stopped by the shutdown".into())
+        }
+        Err(join) => {
+            shared.metrics.record_failed_pass(&tables, seconds);
+            tracing::error!(trigger, error = %join, "maintenance pass panicked; the next one will try again");
+            PassSummary::failed(started_at, finished_at, "internal error (panic)".into())
+        }
+    };
+    shared.pass_finished(summary);
+}
+
+/// One pass on a connection of its own; its server pid is published so that a shutdown can
+/// cancel a statement that runs too long.
+async fn run_pass(shared: Arc<Shared>) -> Result<PassReport, String> {
+    let db = &shared.config.database;
+    // Named as `partkeeper maintain` is: the session that runs DDL.
+    let mut conn = pg::try_connect(
+        &db.url,
+        "partkeeper",
+        db.lock_timeout,
+        db.statement_timeout,
+        db.connect_timeout,
+    )
+    .await
+    .map_err(|f| format!("cannot connect to the primary: {}", f.internal))?;
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| pg::describe(&e))?;
+    shared.set_pass_backend(Some(pid));
+    let options = Options {
+        now: Utc::now(),
+        dry_run: false,
+        strict: false,
+        lock_wait: maintain::LOCK_WAIT,
+    };
+    let result = maintain::run_pass(&mut conn, db, &shared.config.tables, &options).await;
+    shared.set_pass_backend(None);
+    let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+    result.map_err(|e| crate::logging::chain(&e))
+}
+
+fn log_pass(trigger: &str, report: &PassReport) {
+    if let Some(why) = &report.skipped {
+        tracing::info!(trigger, "{why}");
+        return;
+    }
+    let actions: usize = report.tables.iter().map(|t| t.actions.len()).sum();
+    let failed: Vec<String> = report
+        .tables
+        .iter()
+        .filter(|t| !t.succeeded())
+        .map(|t| t.table.to_string())
+        .collect();
+    for t in report.tables.iter().filter(|t| t.error.is_some()) {
+        tracing::warn!(table = %t.table, error = t.error.as_deref().unwrap_or_default(), "table not maintained");
+    }
+    if failed.is_empty() {
+        tracing::info!(
+            trigger,
+            tables = report.tables.len(),
+            actions,
+            duration_ms = report.duration_ms,
+            "maintenance pass succeeded"
+        );
+    } else {
+        tracing::warn!(trigger, tables = report.tables.len(), actions, failed = %failed.join(", "), duration_ms = report.duration_ms, "maintenance pass failed for some tables");
+    }
+}
+
+/// When the next scheduled pass is due, if the scheduler knows.
+pub fn describe_next(next: Option<DateTime<Utc>>, tz: Tz) -> Option<String> {
+    next.map(|t| t.with_timezone(&tz).to_rfc3339())
+}
