@@ -10,6 +10,7 @@
 mod lock_storm;
 mod network;
 mod server_crash;
+mod soak;
 
 use std::time::Duration;
 
