@@ -205,7 +205,7 @@ async fn run_step(
         .map_err(|e| (e, None))?;
     pg::answered(
         deadline,
-        pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
+        pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
     )
     .await
     .map_err(|e| (e, None))?;

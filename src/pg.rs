@@ -55,22 +55,17 @@ pub fn connect_options(
                 "statement_timeout",
                 format!("{}ms", statement_timeout.as_millis()),
             ),
-            (
-                "idle_in_transaction_session_timeout",
-                format!(
-                    "{}ms",
-                    idle_in_transaction_timeout(lock_timeout).as_millis()
-                ),
-            ),
         ])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(5)))
 }
 
-/// Our transactions send their statements back to back, so a session of ours idle inside one is
-/// cut off from us (a stalled network, a frozen client) while it may hold ACCESS EXCLUSIVE on a
-/// partition. The server ends such a session (rolling the step back) after about `lock_timeout`,
-/// the longest we ever let an application wait for us.
+/// A maintenance step sends its statements back to back, so a step idle inside its transaction
+/// is cut off from us (a stalled network, a frozen client) while it may hold ACCESS EXCLUSIVE on
+/// a partition. The server ends such a session (rolling the step back) after about
+/// `lock_timeout`, the longest we ever let an application wait for us. Set per step
+/// ([`set_local_step_timeouts`]), not per session: an offline migration sleeps between lock
+/// attempts inside its one long transaction.
 pub fn idle_in_transaction_timeout(lock_timeout: Duration) -> Duration {
     lock_timeout.max(MIN_IDLE_IN_TRANSACTION)
 }
@@ -340,6 +335,28 @@ pub async fn set_local_timeouts(
     )
     .bind(format!("{}ms", lock_timeout.as_millis()))
     .bind(format!("{}ms", statement_timeout.as_millis()))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+/// [`set_local_timeouts`] plus `idle_in_transaction_session_timeout`
+/// ([`idle_in_transaction_timeout`]), for a maintenance step's transaction: one round trip.
+pub async fn set_local_step_timeouts(
+    conn: &mut PgConnection,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true),
+                set_config('idle_in_transaction_session_timeout', $3, true)",
+    )
+    .bind(format!("{}ms", lock_timeout.as_millis()))
+    .bind(format!("{}ms", statement_timeout.as_millis()))
+    .bind(format!(
+        "{}ms",
+        idle_in_transaction_timeout(lock_timeout).as_millis()
+    ))
     .execute(conn)
     .await
     .map(|_| ())
