@@ -156,6 +156,11 @@ fn create_statements(
             .map(|c| quote_ident(c))
             .collect::<Vec<_>>()
             .join(", ");
+        // Writers first: an INSERT already routed to the default partition when the new
+        // partition is attached fails its partition check ("violates partition constraint").
+        // SHARE ROW EXCLUSIVE on the parent waits for in-flight writes (under lock_timeout) and
+        // holds new ones back, reads going on, until the attach commits; they then route anew.
+        s.push(format!("LOCK TABLE {parent} IN SHARE ROW EXCLUSIVE MODE"));
         s.push(format!(
             "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
             default.name.quoted()
@@ -355,7 +360,8 @@ mod tests {
         };
         let s = &render(&create(), &table(true), &tpl).unwrap()[0].statements;
         let pos = |needle: &str| s.iter().position(|x| x.contains(needle)).unwrap();
-        assert!(pos("LOCK TABLE") < pos("DELETE FROM"));
+        assert!(pos("SHARE ROW EXCLUSIVE") < pos("ACCESS EXCLUSIVE"));
+        assert!(pos("ACCESS EXCLUSIVE") < pos("DELETE FROM"));
         assert!(pos("DELETE FROM") < pos("ATTACH PARTITION"));
         assert!(s[pos("DELETE FROM")]
             .contains("\"createdAt\" >= '2026-11-01' AND \"createdAt\" < '2026-12-01'"));

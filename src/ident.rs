@@ -24,7 +24,18 @@ pub enum IdentError {
 }
 
 /// A schema-qualified relation name, stored exactly as PostgreSQL stores it (folded, unquoted).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct QualifiedName {
     pub schema: String,
     pub name: String,

@@ -18,6 +18,7 @@ pub mod ident;
 pub mod logging;
 pub mod maintain;
 pub mod metrics;
+pub mod migrate;
 pub mod pg;
 pub mod plan;
 pub mod replication;

@@ -66,11 +66,15 @@ pub async fn run(cfg: Config, args: StatusArgs) -> Result<i32> {
     )
     .await;
     match args.format {
-        // An array of tables, as before replica lag was added: scripts index it. The daemon's
-        // `/status` has the lag as JSON.
-        StatusFormat::Json => {
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())
-        }
+        StatusFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "tables": out,
+                "replicas": replicas,
+                "standbys": standbys,
+            }))
+            .unwrap_or_default()
+        ),
         StatusFormat::Table => {
             for t in &out {
                 println!(

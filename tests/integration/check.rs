@@ -113,7 +113,7 @@ async fn status_lists_every_partition_with_bounds_size_and_rows() {
     let json = cli.run_async(["status", "--format", "json"]).await;
     json.assert_success();
     let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON on stdout");
-    let parts = v[0]["partitions"].as_array().unwrap();
+    let parts = v["tables"][0]["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), 5);
     let nov = parts
         .iter()
@@ -123,7 +123,8 @@ async fn status_lists_every_partition_with_bounds_size_and_rows() {
     assert!(nov["size_bytes"].as_i64().unwrap() > 8192, "{json}");
     let default = parts.iter().find(|p| p["default"] == true).unwrap();
     assert_eq!(default["name"], "public.pricing_data_default");
-    assert!(v[0]["total_bytes"].as_i64().unwrap() >= nov["size_bytes"].as_i64().unwrap());
+    assert_eq!(v["replicas"], serde_json::json!([]));
+    assert!(v["tables"][0]["total_bytes"].as_i64().unwrap() >= nov["size_bytes"].as_i64().unwrap());
 }
 
 #[tokio::test]

@@ -604,6 +604,13 @@ async fn replica_lag_rises_under_write_load_returns_to_zero_and_a_stopped_replic
             .contains("standbys (as the primary sees them)"),
         "{status}"
     );
+    let json = cli.run_async(["status", "--format", "json"]).await;
+    json.assert_success();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON on stdout");
+    let seen = &v["replicas"][0];
+    assert_eq!(seen["up"], true, "{json}");
+    assert_eq!(seen["lag_seconds"], 0.0, "{json}");
+    assert_eq!(seen["lag_bytes"], 0, "{json}");
 
     replica.stop();
     daemon

@@ -1,0 +1,201 @@
+//! The online backfill: existing rows move to the new table in primary-key order, one batch per
+//! transaction, each batch committed together with its position in the state row. The batch reads
+//! `FOR SHARE` and inserts `ON CONFLICT DO NOTHING` (see the design note in `mod.rs` for why that
+//! and the sync trigger never disagree). A batch that meets a lock is rolled back and retried.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+
+use super::progress::Progress;
+use super::state;
+use super::Blueprint;
+use crate::config::DatabaseConfig;
+use crate::error::Error;
+use crate::ident::quote_ident;
+use crate::pg;
+
+/// Lock wait of a copy batch. Below PostgreSQL's default `deadlock_timeout` (1 s), so that in a
+/// lock cycle with an application transaction the batch gives up first and the application
+/// never sees a deadlock error because of us.
+pub const COPY_LOCK_TIMEOUT: Duration = Duration::from_millis(200);
+/// Consecutive failed attempts of one batch before the copy gives up (the next `run` resumes).
+const MAX_ATTEMPTS: u32 = 60;
+/// After this many consecutive lock failures the batch is halved (down to [`MIN_BATCH`]): a
+/// smaller batch holds fewer row locks and meets fewer writers.
+const HALVE_AFTER: u32 = 3;
+const MIN_BATCH: i64 = 100;
+
+#[derive(Debug, Clone, Default)]
+pub struct CopyOutcome {
+    pub rows_copied: i64,
+    pub rows_filled: i64,
+    pub batches: u64,
+    pub retries: u32,
+}
+
+/// The batch statement. `$1`: text of the last copied primary key (NULL for the first batch),
+/// `$2`: batch size. Returns rows read, rows inserted, NULL keys filled, the batch's last key.
+pub fn batch_sql(b: &Blueprint, first: bool) -> String {
+    let pk_cols: Vec<String> =
+        b.pk.iter()
+            .map(|c| format!("o.{}", quote_ident(c)))
+            .collect();
+    let after = if first {
+        "WHERE $1::text[] IS NULL".to_string()
+    } else {
+        let bound: Vec<String> = b
+            .pk_types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("($1::text[])[{}]::{t}", i + 1))
+            .collect();
+        format!("WHERE ({}) > ({})", pk_cols.join(", "), bound.join(", "))
+    };
+    let order = pk_cols.join(", ");
+    let desc: Vec<String> =
+        b.pk.iter()
+            .map(|c| format!("s.{} DESC", quote_ident(c)))
+            .collect();
+    let last: Vec<String> =
+        b.pk.iter()
+            .map(|c| format!("s.{}::text", quote_ident(c)))
+            .collect();
+    format!(
+        "WITH src AS MATERIALIZED (
+           SELECT o.* FROM {orig} o {after} ORDER BY {order} LIMIT $2 FOR SHARE
+         ), ins AS (
+           INSERT INTO {new} ({cols}){overriding} SELECT {select} FROM src s
+           ON CONFLICT ({conflict}) DO NOTHING RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM src)::int8,
+                (SELECT count(*) FROM ins)::int8,
+                (SELECT count(*) FROM src s WHERE s.{key} IS NULL)::int8,
+                (SELECT ARRAY[{last}] FROM src s ORDER BY {desc} LIMIT 1)",
+        orig = b.original.quoted(),
+        new = b.partitioned.quoted(),
+        cols = Blueprint::list(&b.columns),
+        overriding = b.overriding_clause(),
+        select = b.select_list("s."),
+        conflict = Blueprint::list(&b.new_pk),
+        key = b.key_quoted(),
+        last = last.join(", "),
+        desc = desc.join(", "),
+    )
+}
+
+/// Copies from the saved position to the end of the table.
+pub async fn run(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    b: &Blueprint,
+    mut last_pk: Option<Vec<String>>,
+    batch_size: i64,
+    progress: &mut Progress,
+) -> Result<CopyOutcome, Error> {
+    let mut out = CopyOutcome::default();
+    let first_sql = batch_sql(b, true);
+    let next_sql = batch_sql(b, false);
+    let mut size = batch_size.max(1);
+    loop {
+        let mut attempts = 0;
+        let (read, inserted, filled, last) = loop {
+            match batch(conn, db, b, &first_sql, &next_sql, last_pk.as_deref(), size).await {
+                Ok(r) => break r,
+                Err(e) if pg::is_retryable(&e) && attempts + 1 < MAX_ATTEMPTS => {
+                    attempts += 1;
+                    out.retries += 1;
+                    if attempts % HALVE_AFTER == 0 {
+                        size = (size / 2).max(MIN_BATCH.min(batch_size));
+                    }
+                    let pause = Duration::from_millis(20 * u64::from(attempts.min(25)))
+                        .mul_f64(0.5 + fastrand::f64());
+                    tracing::debug!(attempt = attempts, batch = size, error = %pg::describe(&e), "copy batch met a lock; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) if pg::is_retryable(&e) => {
+                    return Err(Error::Failed(format!(
+                        "the copy could not lock its next batch after {attempts} attempts: application transactions keep the rows locked ({}). Progress is saved; run `migrate run` again",
+                        pg::describe(&e)
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if size < batch_size && attempts == 0 {
+            size = (size * 2).min(batch_size);
+        }
+        out.batches += 1;
+        out.rows_copied += inserted;
+        out.rows_filled += filled;
+        progress.advance(read as u64);
+        match last {
+            Some(l) if read > 0 => last_pk = Some(l),
+            _ => break,
+        }
+        if read < size {
+            // A short batch reached the end; rows inserted since are the trigger's.
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// One batch in its own transaction, with its progress recorded in the same transaction.
+async fn batch(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    b: &Blueprint,
+    first_sql: &str,
+    next_sql: &str,
+    last_pk: Option<&[String]>,
+    size: i64,
+) -> Result<(i64, i64, i64, Option<Vec<String>>), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    pg::set_local_timeouts(&mut tx, COPY_LOCK_TIMEOUT, db.statement_timeout).await?;
+    // A crash loses at most the newest batches together with their recorded positions, which
+    // is safe: the next run copies them again.
+    sqlx::query("SELECT set_config('synchronous_commit', 'off', true)")
+        .execute(&mut *tx)
+        .await?;
+    let row: (i64, i64, i64, Option<Vec<String>>) = match last_pk {
+        None => sqlx::query_as(first_sql).bind(None::<Vec<String>>),
+        Some(pk) => sqlx::query_as(next_sql).bind(pk.to_vec()),
+    }
+    .bind(size)
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some(last) = &row.3 {
+        state::record_batch(&mut tx, &b.original, last, row.1, row.2).await?;
+    }
+    tx.commit().await?;
+    Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migrate::tests::pricing_blueprint;
+
+    #[test]
+    fn batches_walk_the_primary_key_and_lock_what_they_read() {
+        let sql = batch_sql(&pricing_blueprint(None), false);
+        assert!(
+            sql.contains("WHERE (o.\"id\") > (($1::text[])[1]::bigint)"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ORDER BY o.\"id\" LIMIT $2 FOR SHARE"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ON CONFLICT (\"id\", \"date\") DO NOTHING"),
+            "{sql}"
+        );
+        let first = batch_sql(&pricing_blueprint(None), true);
+        assert!(
+            first.contains("WHERE $1::text[] IS NULL ORDER BY"),
+            "{first}"
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! `rollback`: the original plain table returns under its name with every row, including those
+//! written after the swap (the reverse trigger kept it in step), then the partitioned copy and
+//! every helper object are dropped. Before the swap it simply abandons the migration. Idempotent:
+//! each phase picks up where an interrupted rollback stopped.
+
+use sqlx::{Connection, PgConnection};
+
+use super::state::{self, Phase, State};
+use super::{swap, sync, Blueprint, FORWARD_TRIGGER, FORWARD_TRUNCATE_TRIGGER};
+use crate::config::DatabaseConfig;
+use crate::error::Error;
+use crate::pg;
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    NothingToDo,
+    /// The migration was still copying; it was abandoned.
+    Abandoned,
+    /// The original is back; the lock was held this long.
+    SwappedBack {
+        lock_held_ms: u128,
+    },
+    /// An earlier rollback had swapped back; its clean-up is now done.
+    CleanedUp,
+}
+
+pub async fn run(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    state: Option<State>,
+) -> Result<Outcome, Error> {
+    let Some(state) = state else {
+        return Ok(Outcome::NothingToDo);
+    };
+    let b = &state.blueprint;
+    match state.phase {
+        Phase::Copying => {
+            cleanup(conn, db, b, true).await?;
+            Ok(Outcome::Abandoned)
+        }
+        Phase::Swapped => {
+            let out = swap::back(conn, db, b).await?;
+            cleanup(conn, db, b, false).await?;
+            Ok(Outcome::SwappedBack {
+                lock_held_ms: out.lock_held.as_millis(),
+            })
+        }
+        Phase::RolledBack => {
+            cleanup(conn, db, b, false).await?;
+            Ok(Outcome::CleanedUp)
+        }
+    }
+}
+
+/// Drops the partitioned copy, the sync functions and the state row in one transaction. With
+/// `forward_triggers`, the forward triggers on the original go too (a rollback before the swap).
+pub async fn cleanup(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    b: &Blueprint,
+    forward_triggers: bool,
+) -> Result<(), Error> {
+    let mut statements = Vec::new();
+    if forward_triggers {
+        statements.extend(sync::drop_triggers(
+            &b.original,
+            [FORWARD_TRIGGER, FORWARD_TRUNCATE_TRIGGER],
+        ));
+    }
+    statements.push(format!("DROP TABLE IF EXISTS {}", b.partitioned.quoted()));
+    statements.extend(drop_functions(b));
+    let mut waits = 0;
+    loop {
+        let attempt = async {
+            let mut tx = conn.begin().await?;
+            pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout).await?;
+            for s in &statements {
+                sqlx::raw_sql(s).execute(&mut *tx).await?;
+            }
+            state::remove(&mut tx, &b.original).await?;
+            tx.commit().await
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) if pg::is_retryable(&e) && waits + 1 < db.lock_retries.max(1) => {
+                waits += 1;
+                tokio::time::sleep(pg::backoff(waits)).await;
+            }
+            Err(e) if pg::is_retryable(&e) => {
+                return Err(Error::Failed(format!(
+                    "could not lock {} to drop the migration's objects within lock_timeout; run the command again ({})",
+                    b.original,
+                    pg::describe(&e)
+                )))
+            }
+            Err(e) => {
+                return Err(Error::Failed(format!(
+                    "could not drop the migration's objects: {}. If another object now depends on {}, drop that first",
+                    pg::describe(&e),
+                    b.partitioned
+                )))
+            }
+        }
+    }
+}
+
+pub fn drop_functions(b: &Blueprint) -> Vec<String> {
+    vec![
+        format!("DROP FUNCTION IF EXISTS {}()", b.forward_function.quoted()),
+        format!("DROP FUNCTION IF EXISTS {}()", b.reverse_function.quoted()),
+    ]
+}

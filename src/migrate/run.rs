@@ -1,0 +1,508 @@
+//! `migrate run`, step by step: preflight, build, copy, give out-of-range rows their partitions,
+//! swap, ANALYZE — each step resumable from the state row. Also `--offline`: the same build and
+//! swap around one locked `INSERT ... SELECT`, all in one transaction.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::{Connection, PgConnection};
+
+use super::build::{self, Keys};
+use super::inventory::{self, DataFacts, Inventory};
+use super::plan::{self, Preflight};
+use super::progress::Progress;
+use super::state::{self, Phase, State};
+use super::{copy, swap, sync, Blueprint, Mode};
+use crate::bounds::KeyType;
+use crate::catalog;
+use crate::config::{DatabaseConfig, TablePolicy};
+use crate::coverage;
+use crate::ddl;
+use crate::error::Error;
+use crate::ident::derived_name;
+use crate::plan::{Action, Clock};
+
+/// What `plan` and `run` know before changing anything.
+pub struct Prepared {
+    pub inventory: Inventory,
+    pub facts: Option<DataFacts>,
+    pub preflight: Preflight,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub resumed: bool,
+    pub rows_copied: i64,
+    pub rows_filled: i64,
+    pub partitions: usize,
+    pub extra_partitions: usize,
+    pub copy_secs: f64,
+    pub total_secs: f64,
+    pub lock_held: Duration,
+    pub lock_waits: u32,
+    pub copy_retries: u32,
+}
+
+pub enum Outcome {
+    /// The table is partitioned and no migration is recorded.
+    AlreadyPartitioned,
+    /// The recorded migration has swapped already.
+    AlreadySwapped,
+    /// A rollback swapped back but did not finish cleaning up.
+    RolledBack,
+    Blocked(Box<Prepared>),
+    Migrated(Summary),
+}
+
+/// Reads the inventory and the data facts and judges them. Changes nothing.
+pub async fn prepare(
+    conn: &mut PgConnection,
+    policy: &TablePolicy,
+    opts: &plan::Options,
+) -> Result<Prepared, Error> {
+    let inv = inventory::read(conn, &policy.name, &policy.column).await?;
+    if !inv.exists {
+        return Err(Error::Mismatch(format!(
+            "table {} does not exist; check tables[].name (and the database in database.url)",
+            policy.name
+        )));
+    }
+    let key_type = inv
+        .column(&policy.column)
+        .and_then(|c| KeyType::from_pg_type(&c.type_name));
+    let mut facts = None;
+    if let (Some(kt), "r") = (key_type, inv.relkind.as_str()) {
+        if let Some(fill) = &opts.fill {
+            inventory::check_fill(conn, &policy.name, fill, kt.sql_name())
+                .await
+                .map_err(|e| {
+                    Error::Usage(format!(
+                        "--fill-null-with {fill}: {e}. Give an SQL expression over the columns of {}, e.g. '\"createdAt\"::date'",
+                        policy.name
+                    ))
+                })?;
+        }
+        facts = Some(
+            inventory::read_data(
+                conn,
+                &inv,
+                &policy.column,
+                kt.sql_name(),
+                opts.fill.as_deref(),
+            )
+            .await?,
+        );
+    }
+    let first = plan::judge(&inv, facts.as_ref(), policy, opts, &[]);
+    let mut wanted = plan::names_to_create(&policy.name, &inv);
+    wanted.extend(first.partitions.iter().map(|p| p.name.clone()));
+    wanted.push(
+        policy
+            .name
+            .sibling(derived_name(&policy.name.name, "default")),
+    );
+    let taken = catalog::existing_relations(conn, &wanted).await?;
+    let preflight = plan::judge(&inv, facts.as_ref(), policy, opts, &taken);
+    Ok(Prepared {
+        inventory: inv,
+        facts,
+        preflight,
+    })
+}
+
+pub struct Options {
+    pub mode: Mode,
+    pub batch_size: i64,
+    pub fill: Option<String>,
+    pub now: DateTime<Utc>,
+}
+
+pub async fn run(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    policy: &TablePolicy,
+    opts: &Options,
+) -> Result<Outcome, Error> {
+    let started = Instant::now();
+    let existing = state::load(conn, &policy.name).await?;
+    let mut summary = Summary::default();
+    let state = match existing {
+        Some(s) if s.phase == Phase::Swapped => {
+            if !s.analyzed {
+                analyze(conn, &s.blueprint).await?;
+            }
+            return Ok(Outcome::AlreadySwapped);
+        }
+        Some(s) if s.phase == Phase::RolledBack => return Ok(Outcome::RolledBack),
+        Some(s) => {
+            if opts.mode == Mode::Offline {
+                tracing::warn!(
+                    "an online migration of {} is in progress; it continues online",
+                    policy.name
+                );
+            }
+            summary.resumed = true;
+            s
+        }
+        None => {
+            let prepared = prepare(
+                conn,
+                policy,
+                &plan::Options {
+                    fill: opts.fill.clone(),
+                    mode: opts.mode,
+                    now: opts.now,
+                },
+            )
+            .await?;
+            if prepared.inventory.relkind == "p" && prepared.preflight.blocked() {
+                return Ok(Outcome::AlreadyPartitioned);
+            }
+            if prepared.preflight.blocked() {
+                return Ok(Outcome::Blocked(Box::new(prepared)));
+            }
+            let Some(bp) = prepared.preflight.blueprint.clone() else {
+                return Ok(Outcome::Blocked(Box::new(prepared)));
+            };
+            summary.partitions = prepared.preflight.partitions.len();
+            if opts.mode == Mode::Offline {
+                return offline(conn, db, policy, &prepared, &bp, summary, started).await;
+            }
+            build_online(conn, db, &prepared, &bp).await?;
+            state::load(conn, &policy.name)
+                .await?
+                .ok_or_else(|| Error::Failed("the state row vanished after the build".into()))?
+        }
+    };
+    let bp = state.blueprint.clone();
+    let key_type = KeyType::from_pg_type(&bp.key_sql_type)
+        .ok_or_else(|| Error::Failed(format!("unknown key type {}", bp.key_sql_type)))?;
+
+    if !state.copy_done {
+        let copy_started = Instant::now();
+        let total: f64 = sqlx::query_scalar(
+            "SELECT GREATEST(reltuples, 0)::float8 FROM pg_class WHERE oid = to_regclass($1)",
+        )
+        .bind(bp.original.quoted())
+        .fetch_one(&mut *conn)
+        .await?;
+        let mut progress = Progress::new(total as u64, state.rows_copied.max(0) as u64);
+        let out = copy::run(
+            conn,
+            db,
+            &bp,
+            state.last_pk.clone(),
+            opts.batch_size,
+            &mut progress,
+        )
+        .await?;
+        progress.finish();
+        state::mark_copy_done(conn, &bp.original).await?;
+        summary.copy_secs = copy_started.elapsed().as_secs_f64();
+        summary.copy_retries = out.retries;
+    }
+    let after = state::load(conn, &bp.original).await?;
+    if let Some(s) = &after {
+        summary.rows_copied = s.rows_copied;
+        summary.rows_filled = s.rows_filled;
+    }
+
+    // The swap reads the original's grants, policies and RLS as they are now.
+    let inv = inventory::read(conn, &bp.original, &bp.key).await?;
+    loop {
+        match swap::online(conn, db, &inv, &bp).await? {
+            swap::Attempt::Done(out) => {
+                summary.lock_held = out.lock_held;
+                summary.lock_waits = out.lock_waits;
+                break;
+            }
+            swap::Attempt::DefaultHasRows => {
+                summary.extra_partitions += cover_default_rows(
+                    conn,
+                    db,
+                    policy,
+                    &inv,
+                    &bp,
+                    key_type,
+                    Within::OwnTransactions,
+                )
+                .await?;
+            }
+        }
+    }
+    tracing::info!(table = %bp.original, lock_held_ms = summary.lock_held.as_millis() as u64, "swapped");
+    analyze(conn, &bp).await?;
+    summary.total_secs = started.elapsed().as_secs_f64();
+    Ok(Outcome::Migrated(summary))
+}
+
+/// The build transaction: new table, partitions, sync functions, state row, and last the forward
+/// triggers (the only statement that waits for the application's writers), then commit.
+async fn build_online(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    prepared: &Prepared,
+    bp: &Blueprint,
+) -> Result<(), Error> {
+    let inv = &prepared.inventory;
+    let key_type = prepared
+        .preflight
+        .key_type
+        .ok_or_else(|| Error::Failed("no key type".into()))?;
+    let mut statements = build::parent_statements(inv, bp, Keys::WithTable);
+    statements.extend(
+        build::partition_statements(inv, bp, key_type, &prepared.preflight.partitions)
+            .map_err(Error::Failed)?,
+    );
+    statements.push(sync::forward_function(bp));
+    statements.push(sync::reverse_function(bp));
+    let triggers = sync::forward_triggers(bp, &bp.original);
+    let mut waits = 0;
+    loop {
+        let attempt = async {
+            let mut tx = conn.begin().await?;
+            crate::pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout).await?;
+            state::ensure_schema(&mut tx).await?;
+            build::run(&mut tx, &statements).await?;
+            state::insert(&mut tx, Phase::Copying, Mode::Online, bp).await?;
+            build::run(&mut tx, &triggers).await?;
+            tx.commit().await
+        };
+        match attempt.await {
+            Ok(()) => {
+                tracing::info!(table = %bp.original, partitions = prepared.preflight.partitions.len(), "built {}", bp.partitioned);
+                return Ok(());
+            }
+            Err(e) if crate::pg::is_retryable(&e) && waits + 1 < db.lock_retries.max(1) => {
+                waits += 1;
+                let pause = crate::pg::backoff(waits);
+                tracing::info!(attempt = waits, ?pause, error = %crate::pg::describe(&e), "build: lock not granted in time; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) if crate::pg::is_retryable(&e) => {
+                return Err(Error::Failed(format!(
+                    "could not add the sync trigger to {} within lock_timeout: a long transaction holds the table. Nothing was changed; run again",
+                    bp.original
+                )))
+            }
+            Err(e) => {
+                return Err(Error::Failed(format!(
+                    "building {} failed, nothing was changed: {}",
+                    bp.partitioned,
+                    crate::pg::describe(&e)
+                )))
+            }
+        }
+    }
+}
+
+/// Gives the rows that landed in the default partition partitions of their own (moving them as
+/// maintenance does). `Within::CallersTransaction` runs the statements in the caller's
+/// transaction (offline); `Within::OwnTransactions` goes through the executor, one partition per
+/// transaction with lock-timeout retries (online). Returns the number of partitions created.
+async fn cover_default_rows(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    policy: &TablePolicy,
+    inv: &Inventory,
+    bp: &Blueprint,
+    key_type: KeyType,
+    within: Within,
+) -> Result<usize, Error> {
+    let epoch = if key_type == KeyType::TimestampTz {
+        "extract(epoch FROM {})::float8"
+    } else {
+        "extract(epoch FROM ({})::timestamp)::float8"
+    };
+    let k = bp.key_quoted();
+    let (lo, hi): (Option<f64>, Option<f64>) = sqlx::query_as(&format!(
+        "SELECT {}, {} FROM {}",
+        epoch.replace("{}", &format!("min({k})")),
+        epoch.replace("{}", &format!("max({k})")),
+        bp.default_partition.quoted()
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
+    let (Some(lo), Some(hi)) = (lo, hi) else {
+        return Ok(0);
+    };
+    let mut scoped = policy.clone();
+    scoped.name = bp.partitioned.clone();
+    let rows = catalog::read(conn, &[(bp.partitioned.clone(), bp.key.clone())], false).await?;
+    let table = catalog::resolve(&rows[0], &scoped).map_err(Error::Failed)?;
+    let clock = Clock::new(policy, key_type, Utc::now());
+    let to_utc = |s: f64| DateTime::<Utc>::from_timestamp(s.floor() as i64, 0).unwrap_or_default();
+    let mut start = crate::calendar::period_start(to_utc(lo), clock.interval, clock.tz);
+    let end = crate::calendar::add_periods(
+        crate::calendar::period_start(to_utc(hi), clock.interval, clock.tz),
+        clock.interval,
+        1,
+        clock.tz,
+    );
+    let ranges: Vec<coverage::Range> = table.partitions.iter().map(|p| (p.from, p.to)).collect();
+    let mut actions = Vec::new();
+    while start < end {
+        let next = crate::calendar::add_periods(start, clock.interval, 1, clock.tz);
+        for (i, (from, to)) in coverage::uncovered(&ranges, start, next)
+            .into_iter()
+            .enumerate()
+        {
+            let suffix = if i == 0 {
+                clock.suffix(start)
+            } else {
+                format!("{}_{}", clock.suffix(start), i + 1)
+            };
+            actions.push(Action::Create {
+                partition: bp
+                    .original
+                    .sibling(derived_name(&bp.original.name, &suffix)),
+                from,
+                to,
+            });
+        }
+        if actions.len() > plan::MAX_PARTITIONS || next <= start {
+            return Err(Error::Failed(format!(
+                "rows written during the migration have {} values far outside the table's range (more than {} new partitions would be needed); fix them in {} or set default_partition = true, then run again",
+                bp.key,
+                plan::MAX_PARTITIONS,
+                bp.original
+            )));
+        }
+        start = next;
+    }
+    let tpl = build::template(inv, bp);
+    for action in &actions {
+        let mut steps =
+            ddl::render(action, &table, &tpl).map_err(|e| Error::Failed(e.to_string()))?;
+        // Writers reach the new table through the forward trigger. One that routed its row to
+        // the default partition just before the new partition is attached would fail on the
+        // default's changed constraint; holding the original's writers back for the moment of
+        // the move (reads go on) keeps that race away from the application.
+        for step in steps.iter_mut().filter(|s| s.transactional) {
+            step.statements.insert(
+                0,
+                format!("LOCK TABLE {} IN EXCLUSIVE MODE", bp.original.quoted()),
+            );
+        }
+        if within == Within::CallersTransaction {
+            for step in &steps {
+                build::run(conn, &step.statements).await?;
+            }
+        } else {
+            crate::execute::run_steps(conn, db, &steps)
+                .await
+                .map_err(|e| Error::Failed(e.to_string()))?;
+        }
+        tracing::info!(partition = %action.partition(), "created a partition for rows written during the migration");
+    }
+    Ok(actions.len())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Within {
+    CallersTransaction,
+    OwnTransactions,
+}
+
+/// `--offline`: one transaction from build to swap; writers wait, readers go on until the swap.
+async fn offline(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    policy: &TablePolicy,
+    prepared: &Prepared,
+    bp: &Blueprint,
+    mut summary: Summary,
+    started: Instant,
+) -> Result<Outcome, Error> {
+    let inv = &prepared.inventory;
+    let key_type = prepared
+        .preflight
+        .key_type
+        .ok_or_else(|| Error::Failed("no key type".into()))?;
+    let mut statements = build::parent_statements(inv, bp, Keys::Later);
+    statements.extend(
+        build::partition_statements(inv, bp, key_type, &prepared.preflight.partitions)
+            .map_err(Error::Failed)?,
+    );
+    statements.push(sync::reverse_function(bp));
+    let mut tx = conn.begin().await?;
+    crate::pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout).await?;
+    state::ensure_schema(&mut tx).await?;
+    build::run(&mut tx, &statements).await?;
+    swap::lock_with_savepoint(
+        &mut tx,
+        db,
+        &format!("LOCK TABLE {} IN SHARE MODE", bp.original.quoted()),
+    )
+    .await?;
+    let copy_started = Instant::now();
+    let copied = sqlx::raw_sql(&format!(
+        "INSERT INTO {} ({}){} SELECT {} FROM {} o",
+        bp.partitioned.quoted(),
+        Blueprint::list(&bp.columns),
+        bp.overriding_clause(),
+        bp.select_list("o."),
+        bp.original.quoted()
+    ))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if !bp.keep_default && swap::default_has_rows(&mut tx, bp).await? {
+        summary.extra_partitions += cover_default_rows(
+            &mut tx,
+            db,
+            policy,
+            inv,
+            bp,
+            key_type,
+            Within::CallersTransaction,
+        )
+        .await?;
+    }
+    build::run(&mut tx, &build::key_statements(inv, bp)).await?;
+    summary.copy_secs = copy_started.elapsed().as_secs_f64();
+    let out = swap::offline(&mut tx, db, inv, bp).await?;
+    state::insert(&mut tx, Phase::Swapped, Mode::Offline, bp).await?;
+    let swap_done = Instant::now();
+    tx.commit().await?;
+    summary.lock_held = out.lock_held + swap_done.elapsed();
+    summary.lock_waits = out.lock_waits;
+    summary.rows_copied = copied as i64;
+    summary.rows_filled = prepared.facts.as_ref().map_or(0, |f| f.null_keys);
+    analyze(conn, bp).await?;
+    summary.total_secs = started.elapsed().as_secs_f64();
+    Ok(Outcome::Migrated(summary))
+}
+
+/// After the swap: autovacuum back on for the partitions it was paused on, then ANALYZE. Neither
+/// blocks the application's reads or writes; both are idempotent (a resumed run repeats them).
+async fn analyze(conn: &mut PgConnection, bp: &Blueprint) -> Result<(), Error> {
+    if bp.pause_autovacuum {
+        let paused: Vec<String> = sqlx::query_scalar(
+            "SELECT format('%I.%I', n.nspname, c.relname)
+               FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE i.inhparent = to_regclass($1) AND 'autovacuum_enabled=false' = ANY (c.reloptions)",
+        )
+        .bind(bp.original.quoted())
+        .fetch_all(&mut *conn)
+        .await?;
+        for p in paused {
+            sqlx::raw_sql(&format!("ALTER TABLE {p} RESET (autovacuum_enabled)"))
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    sqlx::raw_sql(&format!("ANALYZE {}", bp.original.quoted()))
+        .execute(&mut *conn)
+        .await?;
+    state::mark_analyzed(conn, &bp.original).await?;
+    Ok(())
+}
+
+/// For the state-less commands: the recorded migration of the policy's table.
+pub async fn load_state(
+    conn: &mut PgConnection,
+    policy: &TablePolicy,
+) -> Result<Option<State>, Error> {
+    Ok(state::load(conn, &policy.name).await?)
+}

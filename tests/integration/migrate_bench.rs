@@ -1,0 +1,290 @@
+//! Migration benchmark (ignored by default; it takes minutes):
+//!
+//! ```sh
+//! PARTKEEPER_BENCH_ROWS=10000000 cargo test --release --test integration migrate_bench -- --ignored --nocapture
+//! ```
+//!
+//! The runbook's `pricing_data`, one row per property per day from three years back to two
+//! months ahead, in a throwaway cluster. Figures, all from the same run and cluster:
+//! a bare `INSERT INTO <partitioned, indexed> SELECT * FROM <plain>` (the floor any copy pays),
+//! `migrate run --offline`, `migrate run` online with a single-row writer measuring its latency
+//! (p50/p99/max, and the same writer before the migration as the baseline), and the swap's lock
+//! hold time over 10 online runs of a smaller table with the same partition layout.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, PgConnection};
+
+use crate::common::{Cli, Cluster};
+
+const SCHEMA: &str = r#"
+CREATE TABLE pricing_data (id bigserial PRIMARY KEY, "propertyId" text NOT NULL, date date,
+  price numeric(10,2) NOT NULL, "minPrice" numeric(10,2), "maxPrice" numeric(10,2),
+  occupancy real, "demandScore" real, source text,
+  "createdAt" timestamptz NOT NULL DEFAULT now(), "updatedAt" timestamptz NOT NULL DEFAULT now());
+"#;
+const INDEXES: &str = r#"
+CREATE INDEX idx_pricing_data_property_date ON pricing_data ("propertyId", date);
+CREATE INDEX idx_pricing_data_date ON pricing_data (date);
+"#;
+/// Days from three years back to two months ahead.
+const DAYS: i64 = 3 * 365 + 61;
+
+fn config(url: &str) -> String {
+    format!(
+        "[database]\nurl = \"{url}\"\nlock_timeout = \"2s\"\nstatement_timeout = \"2h\"\n\n\
+         [[tables]]\nname = \"public.pricing_data\"\ncolumn = \"date\"\ninterval = \"1 month\"\npremake = 3\ndefault_partition = false\n"
+    )
+}
+
+async fn load(cluster: &Cluster, db: &str, rows: i64) {
+    let properties = (rows / DAYS).max(1);
+    cluster.exec(db, SCHEMA).await;
+    cluster
+        .exec(
+            db,
+            &format!(
+                r#"INSERT INTO pricing_data ("propertyId", date, price, "minPrice", "maxPrice", occupancy, "demandScore", source, "createdAt", "updatedAt")
+                   SELECT 'prop-' || p, current_date - {back} + d, 50 + (p * 7 + d) % 400, 40, 600,
+                          ((p + d) % 100) / 100.0, ((p * d) % 1000) / 100.0, 'pricelabs',
+                          now() - make_interval(days => {back} - d), now()
+                     FROM generate_series(0, {last}) d, generate_series(1, {properties}) p"#,
+                back = 3 * 365,
+                last = DAYS - 1,
+            ),
+        )
+        .await;
+    cluster.exec(db, INDEXES).await;
+    cluster.exec(db, "VACUUM ANALYZE pricing_data").await;
+}
+
+async fn copy_db(cluster: &Cluster, from: &str, to: &str) {
+    cluster
+        .exec(
+            "postgres",
+            &format!("CREATE DATABASE {to} TEMPLATE {from} STRATEGY FILE_COPY"),
+        )
+        .await;
+}
+
+async fn drop_db(cluster: &Cluster, name: &str) {
+    cluster
+        .exec(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .await;
+}
+
+/// Single-row writes (an UPDATE of a random row and an INSERT) until `stop`; returns latencies.
+async fn latency_writer(
+    opts: sqlx::postgres::PgConnectOptions,
+    max_id: i64,
+    stop: Arc<AtomicBool>,
+) -> (Vec<Duration>, Vec<String>) {
+    let mut c = PgConnection::connect_with(&opts).await.unwrap();
+    let (mut lat, mut errors) = (Vec::new(), Vec::new());
+    let mut rng = fastrand::Rng::with_seed(1);
+    while !stop.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let r = if rng.bool() {
+            sqlx::query(
+                "UPDATE pricing_data SET price = price + 1, \"updatedAt\" = now() WHERE id = $1",
+            )
+            .bind(rng.i64(1..max_id))
+            .execute(&mut c)
+            .await
+        } else {
+            sqlx::query(r#"INSERT INTO pricing_data ("propertyId", date, price) VALUES ('bench', current_date, 1)"#)
+                .execute(&mut c)
+                .await
+        };
+        lat.push(t.elapsed());
+        if let Err(e) = r {
+            errors.push(e.to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (lat, errors)
+}
+
+fn percentile(lat: &mut [Duration], p: f64) -> Duration {
+    if lat.is_empty() {
+        return Duration::ZERO;
+    }
+    lat.sort();
+    lat[((lat.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn show(label: &str, lat: &mut [Duration]) {
+    println!(
+        "  {label}: {} writes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        lat.len(),
+        percentile(lat, 0.50).as_secs_f64() * 1e3,
+        percentile(lat, 0.99).as_secs_f64() * 1e3,
+        lat.iter().max().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+}
+
+/// "swap held its locks N ms" from `migrate run` output.
+fn swap_ms(stdout: &str) -> Option<u64> {
+    let rest = stdout.split("swap held its locks ").nth(1)?;
+    rest.split(' ').next()?.parse().ok()
+}
+
+#[tokio::test]
+#[ignore = "benchmark: minutes of work; run with --ignored --nocapture"]
+async fn migrate_bench() {
+    let rows: i64 = std::env::var("PARTKEEPER_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let cluster = Cluster::builder()
+        .setting("shared_buffers", "1GB")
+        .setting("maintenance_work_mem", "512MB")
+        .setting("work_mem", "64MB")
+        .setting("max_wal_size", "3GB")
+        .setting("checkpoint_timeout", "30min")
+        .setting("synchronous_commit", "on")
+        .start();
+    println!(
+        "\n== migrate benchmark: ~{rows} rows, PostgreSQL cluster on port {} ==",
+        cluster.port()
+    );
+
+    let t = Instant::now();
+    cluster.exec("postgres", "CREATE DATABASE base").await;
+    load(&cluster, "base", rows).await;
+    let size: String = cluster
+        .query_scalar(
+            "base",
+            "SELECT pg_size_pretty(pg_total_relation_size('pricing_data'))",
+        )
+        .await;
+    let count: i64 = cluster
+        .query_scalar("base", "SELECT count(*) FROM pricing_data")
+        .await;
+    println!(
+        "load: {count} rows, {size} with indexes, in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // Baseline: partitioned table with the same partitions and indexes, one INSERT ... SELECT.
+    copy_db(&cluster, "base", "baseline").await;
+    cluster
+        .exec(
+            "baseline",
+            r#"CREATE TABLE p (LIKE pricing_data INCLUDING DEFAULTS) PARTITION BY RANGE (date);
+               DO $$ DECLARE m date; BEGIN
+                 FOR m IN SELECT generate_series(date_trunc('month', current_date - 3 * 365),
+                                                 date_trunc('month', current_date) + interval '3 months', interval '1 month')::date LOOP
+                   EXECUTE format('CREATE TABLE %I PARTITION OF p FOR VALUES FROM (%L) TO (%L)',
+                                  'p_' || to_char(m, 'YYYY_MM'), m, (m + interval '1 month')::date);
+                 END LOOP; END $$;
+               ALTER TABLE p ADD PRIMARY KEY (id, date);
+               CREATE INDEX ON p ("propertyId", date);
+               CREATE INDEX ON p (date);"#,
+        )
+        .await;
+    let t = Instant::now();
+    cluster
+        .exec("baseline", "INSERT INTO p SELECT * FROM pricing_data")
+        .await;
+    let baseline = t.elapsed();
+    drop_db(&cluster, "baseline").await;
+    println!(
+        "baseline INSERT INTO <partitioned, indexed> SELECT * FROM <plain>: {:.1} s",
+        baseline.as_secs_f64()
+    );
+
+    // Offline.
+    copy_db(&cluster, "base", "offline").await;
+    let cli = Cli::new()
+        .config(&config(&cluster.url("offline")))
+        .timeout(Duration::from_secs(7200));
+    let t = Instant::now();
+    let out = cli
+        .run_async([
+            "migrate",
+            "run",
+            "--offline",
+            "--table",
+            "public.pricing_data",
+        ])
+        .await;
+    let offline = t.elapsed();
+    out.assert_success();
+    print!("  {}", out.stdout.lines().next().unwrap_or_default());
+    println!();
+    println!(
+        "migrate run --offline: {:.1} s wall ({:.2}x the baseline), swap lock {} ms",
+        offline.as_secs_f64(),
+        offline.as_secs_f64() / baseline.as_secs_f64(),
+        swap_ms(&out.stdout).unwrap_or(0)
+    );
+    drop_db(&cluster, "offline").await;
+
+    // Online, with a single-row writer; its latency before the migration is the baseline.
+    copy_db(&cluster, "base", "online").await;
+    let max_id: i64 = cluster
+        .query_scalar("online", "SELECT max(id) FROM pricing_data")
+        .await;
+    let opts = cluster.connect_options("online");
+    let stop = Arc::new(AtomicBool::new(false));
+    let before = tokio::spawn(latency_writer(opts.clone(), max_id, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut quiet, _) = before.await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = tokio::spawn(latency_writer(opts, max_id, stop.clone()));
+    let cli = Cli::new()
+        .config(&config(&cluster.url("online")))
+        .timeout(Duration::from_secs(7200));
+    let t = Instant::now();
+    let out = cli
+        .run_async(["migrate", "run", "--table", "public.pricing_data"])
+        .await;
+    let online = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    out.assert_success();
+    println!("  {}", out.stdout.lines().next().unwrap_or_default());
+    let (mut busy, errors) = during.await.unwrap();
+    println!(
+        "migrate run (online): {:.1} s wall ({:.2}x the baseline), swap lock {} ms; writer errors: {}",
+        online.as_secs_f64(),
+        online.as_secs_f64() / baseline.as_secs_f64(),
+        swap_ms(&out.stdout).unwrap_or(0),
+        errors.len()
+    );
+    show("writer before the migration", &mut quiet);
+    show("writer during the online migration", &mut busy);
+    let v = Instant::now();
+    cli.run_async(["migrate", "verify", "--table", "public.pricing_data"])
+        .await
+        .assert_success();
+    println!("migrate verify: {:.1} s", v.elapsed().as_secs_f64());
+    drop_db(&cluster, "online").await;
+
+    // Swap lock hold: 10 online runs of a smaller table with the same 3-years-plus partitions.
+    cluster.exec("postgres", "CREATE DATABASE small").await;
+    load(&cluster, "small", 200_000).await;
+    let mut held = Vec::new();
+    for i in 0..10 {
+        let name = format!("swap{i}");
+        copy_db(&cluster, "small", &name).await;
+        let cli = Cli::new().config(&config(&cluster.url(&name)));
+        let out = cli
+            .run_async(["migrate", "run", "--table", "public.pricing_data"])
+            .await;
+        out.assert_success();
+        held.push(swap_ms(&out.stdout).unwrap_or(0));
+        drop_db(&cluster, &name).await;
+    }
+    held.sort();
+    println!(
+        "swap lock hold over 10 runs (40 partitions, 3 indexes): min {} ms, median {} ms, max {} ms ({held:?})",
+        held[0], held[5], held[9]
+    );
+}
