@@ -8,6 +8,7 @@
 //! [`Cluster::start`]: crate::common::Cluster::start
 
 mod lock_storm;
+mod migrate_crash;
 mod network;
 mod server_crash;
 mod soak;
