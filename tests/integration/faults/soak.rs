@@ -1,12 +1,18 @@
 //! Soak benchmark (ignored by default): the daemon with a one-second maintenance schedule and a
 //! one-second metrics refresh, scraped ten times a second, for `SOAK_SECONDS` (default 600).
 //! Every [`SAMPLE_EVERY`] it samples the daemon's resident memory (`VmRSS`), its open files
-//! (`/proc/<pid>/fd`) and its server connections (`pg_stat_activity`), then prints each series
+//! (`/proc/<pid>/fd`) and its server connections (`pg_stat_activity`, every session named
+//! `partkeeper...`), then prints each series
 //! (start, min, max, end) and whether it stayed flat.
 //!
 //! ```text
 //! SOAK_SECONDS=180 cargo test --test integration faults::soak -- --ignored --nocapture
 //! ```
+//!
+//! 10 minutes on the 2-core CI machine (debug build, 2026-11-26): 6,001 scrapes, none failed,
+//! slowest 26 ms; 601 passes; VmRSS 21,776 KiB at start, 23,068 after 5 s, 23,284 at the end
+//! (+216 KiB over the last 595 s, flat for the last 4 minutes); 14-15 open files; 2 sessions
+//! (`partkeeper leader`, `partkeeper refresh`) plus the pass's own while one runs.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +29,15 @@ const WARM_UP_SHARE: f64 = 0.2;
 const RSS_GROWTH_SHARE: f64 = 0.10;
 /// ...or by at most this much (allocators keep a little slack).
 const RSS_GROWTH_KIB: i64 = 4 * 1024;
+
+/// The daemon's sessions: `partkeeper` (a pass), `partkeeper leader`, `partkeeper refresh`...
+const CONNECTIONS: &str = "SELECT count(*) FROM pg_stat_activity
+  WHERE application_name LIKE 'partkeeper%' AND application_name <> 'partkeeper-harness'
+    AND datname = current_database()";
+const CONNECTION_NAMES: &str =
+    "SELECT COALESCE(string_agg(application_name, ', ' ORDER BY application_name), 'none')
+  FROM pg_stat_activity WHERE application_name LIKE 'partkeeper%' AND application_name <> 'partkeeper-harness'
+    AND datname = current_database()";
 
 /// One series of samples.
 struct Series {
@@ -119,18 +134,17 @@ async fn the_daemon_scraped_ten_times_a_second_with_a_one_second_schedule_stays_
     let mut rss = Series::new("resident memory", "KiB");
     let mut fds = Series::new("open files", "");
     let mut conns = Series::new("server connections", "");
+    let mut sessions: Vec<String> = Vec::new();
     let mut sample = tokio::time::interval(SAMPLE_EVERY);
     while Instant::now() < until {
         sample.tick().await;
         rss.values.push(vm_rss_kib(pid));
         fds.values.push(open_files(pid));
-        conns.values.push(
-            db.query_scalar::<i64>(
-                "SELECT count(*) FROM pg_stat_activity
-                  WHERE application_name = 'partkeeper' AND datname = current_database()",
-            )
-            .await,
-        );
+        conns.values.push(db.query_scalar::<i64>(CONNECTIONS).await);
+        let names: String = db.query_scalar(CONNECTION_NAMES).await;
+        if !sessions.contains(&names) {
+            sessions.push(names);
+        }
     }
     let (scrapes, failed, slowest) = scraper.await.unwrap();
     let metrics = http_get(port, "/metrics")
@@ -158,8 +172,11 @@ async fn the_daemon_scraped_ten_times_a_second_with_a_one_second_schedule_stays_
         conns.summary(conns_flat),
     );
     println!(
-        "series (every {SAMPLE_EVERY:?}):\n  rss KiB {:?}\n  fds {:?}\n  connections {:?}",
-        rss.values, fds.values, conns.values
+        "sessions seen: {}\nseries (every {SAMPLE_EVERY:?}):\n  rss KiB {:?}\n  fds {:?}\n  connections {:?}",
+        sessions.join(" | "),
+        rss.values,
+        fds.values,
+        conns.values
     );
     drop(daemon);
     assert_eq!(failed, 0, "some scrapes failed or answered non-200");
