@@ -65,7 +65,9 @@ pub struct Partition {
 /// The catalog query. `{DETACH}` is `i.inhdetachpending` on PostgreSQL 14+ and `false` before
 /// (the column does not exist there). Partitions come back as parallel arrays: measured about
 /// 3x cheaper than building JSON objects per partition (4,400 partitions: 36 ms against 104 ms
-/// on a loaded 2-core machine); `pg_get_expr` is then most of what is left.
+/// on a loaded 2-core machine). `pg_get_expr(relpartbound, 0)`: a bound holds only constants, so
+/// no relation is looked up for it — in a fresh session (every CLI run) that spares loading 4,400
+/// relcache entries (cold, 100 tables x 44 partitions: 43 ms -> 20 ms with JIT off).
 const CATALOG_SQL: &str = r#"
 WITH wanted AS (
   SELECT w.schema, w.name, w.col, w.ord
@@ -97,7 +99,7 @@ LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
 LEFT JOIN LATERAL (
   SELECT array_agg(pn.nspname::text) AS schemas,
          array_agg(p.relname::text) AS names,
-         array_agg(pg_get_expr(p.relpartbound, p.oid)) AS bounds,
+         array_agg(pg_get_expr(p.relpartbound, 0)) AS bounds,
          array_agg(p.reltuples::float8) AS tuples,
          array_agg(CASE WHEN $4 THEN pg_total_relation_size(p.oid) END) AS sizes,
          array_agg({DETACH}) AS detach

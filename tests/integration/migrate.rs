@@ -478,14 +478,24 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
         "--batch-size",
         "500",
     ];
-    // How long an uninterrupted run takes here, to spread the kills over it.
+    // How long an uninterrupted run takes here (on an identical copy), to spread the kills over
+    // it whatever the machine's speed: fixed delays stop landing when the code gets faster.
+    let whole = {
+        let (twin, twin_cli) = pricing_data(20_000, 0, false).await;
+        let started = Instant::now();
+        twin_cli.run_async(args).await.assert_success();
+        drop(twin);
+        started.elapsed()
+    };
     let mut rng = fastrand::Rng::with_seed(7);
     let mut kills = 0;
     let mut seen = std::collections::BTreeSet::new();
     for round in 0..10 {
         let started = Instant::now();
         let mut child = cli.spawn(args);
-        let delay = Duration::from_millis(rng.u64(0..=100 + round * 60));
+        // Early rounds aim at the start (building), later ones anywhere in a whole run.
+        let reach = 0.3 + 0.1 * round as f64;
+        let delay = whole.mul_f64(rng.f64() * reach.min(1.0));
         tokio::time::sleep(delay).await;
         if child.is_running() {
             child.kill();
