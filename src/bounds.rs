@@ -963,6 +963,30 @@ mod tests {
         }
 
         #[test]
+        fn parse_never_panics_on_out_of_range_fields(
+            y in "[0-9]{1,7}", mo in "[0-9]{1,3}", d in "[0-9]{1,3}",
+            h in "[0-9]{1,3}", mi in "[0-9]{1,3}", sec in "[0-9]{1,3}",
+            frac in "(\\.[0-9]{0,12})?",
+            off in "([+-][0-9]{1,4}(:[0-9]{1,3}){0,2})?",
+            era in "( BC| AD)?",
+            key in prop::sample::select(KEYS.to_vec()),
+        ) {
+            for literal in [
+                format!("{y}-{mo}-{d}{era}"),
+                format!("{y}-{mo}-{d} {h}:{mi}:{sec}{frac}{era}"),
+                format!("{y}-{mo}-{d} {h}:{mi}:{sec}{frac}{off}{era}"),
+            ] {
+                let expr = format!("FOR VALUES FROM ('{literal}') TO (MAXVALUE)");
+                // What parses is a real instant, which renders back without panicking either.
+                if let Ok(PartitionBound::Range { from: BoundValue::Value(t), .. }) =
+                    parse_partition_bound(&expr, key)
+                {
+                    let _ = render_literal(t, key);
+                }
+            }
+        }
+
+        #[test]
         fn key_type_names_never_panic(s in ".{0,40}") {
             let _ = KeyType::from_pg_type(&s);
         }

@@ -269,7 +269,16 @@ pub fn parse_str(text: &str, env: &HashMap<String, String>) -> Result<Config, Co
     let raw: RawConfig = builder
         .build()
         .and_then(|c| c.try_deserialize())
-        .map_err(|e| ConfigError::Parse(explain_parse_error(&e.to_string())))?;
+        .map_err(|e| {
+            let msg = match toml::from_str::<toml::Table>(text) {
+                // The config crate loses the position of some TOML errors ("number too large
+                // to fit in target type"); the toml crate's message shows the line, key and all.
+                Err(located) => located.to_string(),
+                Ok(_) => explain_parse_error(&e.to_string()),
+            };
+            // A line quoted back may hold a connection string that did not parse as a URL.
+            ConfigError::Parse(crate::secret::mask_passwords(msg.trim_end()))
+        })?;
     validate(raw)
 }
 
@@ -297,6 +306,20 @@ pub fn resolve_path(path: Option<&Path>, env: &HashMap<String, String>) -> PathB
 
 /// serde says "unknown field `premak`, expected one of ..."; add what to do about it.
 fn explain_parse_error(msg: &str) -> String {
+    // The config crate writes `tables[0]premake`; everything else says `tables[0].premake`.
+    let mut dotted = String::with_capacity(msg.len());
+    let mut chars = msg.chars().peekable();
+    while let Some(c) = chars.next() {
+        dotted.push(c);
+        if c == ']'
+            && chars
+                .peek()
+                .is_some_and(|n| n.is_ascii_alphabetic() || *n == '_')
+        {
+            dotted.push('.');
+        }
+    }
+    let msg = dotted.as_str();
     if msg.contains("unknown field") {
         format!("{msg}. Unknown keys are refused so that a typo is not silently ignored: fix or remove the key")
     } else if msg.contains("missing field") {
@@ -785,6 +808,26 @@ default_partition = true
     }
 
     #[test]
+    fn type_errors_name_the_key_as_the_other_messages_do() {
+        let msg = problems(&GOOD.replace("premake = 3", "premake = \"three\""));
+        assert!(msg.contains("`tables[0].premake`"), "{msg}");
+        let msg = problems(&GOOD.replace("premake = 3", "premake = 123456789012345678901234"));
+        assert!(msg.contains("premake = 123456789012345678901234"), "{msg}");
+        assert!(msg.contains("line 24"), "{msg}");
+    }
+
+    #[test]
+    fn a_url_line_toml_cannot_read_is_quoted_without_its_password() {
+        let msg = problems(&GOOD.replace(
+            "url = \"postgres://partkeeper:s3cret@localhost:5432/app\"",
+            "url = \"postgres://partkeeper:s3cret@localhost:5432/app",
+        ));
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(!msg.contains("s3cret"), "{msg}");
+        assert!(msg.contains("postgres://partkeeper:***@localhost"), "{msg}");
+    }
+
+    #[test]
     fn all_problems_are_reported_at_once() {
         let msg = problems(
             &GOOD
@@ -897,5 +940,205 @@ default_partition = true
             .unwrap_err()
             .to_string();
         assert!(err.contains("public.pricing_data"), "{err}");
+    }
+
+    mod props {
+        //! Fuzzing by property (`cargo fuzz` needs a nightly toolchain): parsing never panics,
+        //! and when one key is wrong the error names it.
+        use super::*;
+        use proptest::prelude::*;
+
+        /// GOOD as data: (section header, [(key, value as TOML)]).
+        const DOC: &[(&str, &[(&str, &str)])] = &[
+            (
+                "[database]",
+                &[
+                    ("url", "\"postgres://partkeeper:s3cret@localhost:5432/app\""),
+                    ("lock_timeout", "\"3s\""),
+                    ("statement_timeout", "\"10min\""),
+                    ("connect_timeout", "\"10s\""),
+                    ("lock_retries", "5"),
+                ],
+            ),
+            (
+                "[[replicas]]",
+                &[
+                    ("name", "\"replica-1\""),
+                    ("url", "\"postgres://partkeeper:s3cret@replica-1:5432/app\""),
+                ],
+            ),
+            ("[server]", &[("listen", "\"0.0.0.0:9790\"")]),
+            (
+                "[schedule]",
+                &[
+                    ("maintenance", "\"0 2 * * *\""),
+                    ("timezone", "\"UTC\""),
+                    ("run_on_start", "true"),
+                    ("metrics_refresh", "\"30s\""),
+                ],
+            ),
+            (
+                "[[tables]]",
+                &[
+                    ("name", "\"public.pricing_data\""),
+                    ("column", "\"date\""),
+                    ("interval", "\"1 month\""),
+                    ("premake", "3"),
+                    ("retention", "\"36 months\""),
+                    ("retention_mode", "\"drop\""),
+                    ("default_partition", "true"),
+                    ("timezone", "\"UTC\""),
+                ],
+            ),
+        ];
+
+        /// Every (section, key) of DOC, as indexes.
+        fn keys() -> Vec<(usize, usize)> {
+            DOC.iter()
+                .enumerate()
+                .flat_map(|(s, (_, ks))| (0..ks.len()).map(move |k| (s, k)))
+                .collect()
+        }
+
+        /// DOC with key `(section, key)` given `value` (or left out when `None`), plus `extra`
+        /// (an unknown key) at the end of that section.
+        fn render(at: (usize, usize), value: Option<&str>, extra: Option<&str>) -> String {
+            let mut out = String::new();
+            for (s, (header, ks)) in DOC.iter().enumerate() {
+                out.push_str(header);
+                out.push('\n');
+                for (k, (key, good)) in ks.iter().enumerate() {
+                    match ((s, k) == at, value) {
+                        (false, _) => out.push_str(&format!("{key} = {good}\n")),
+                        (true, Some(v)) => out.push_str(&format!("{key} = {v}\n")),
+                        (true, None) => {}
+                    }
+                }
+                if let (true, Some(x)) = (s == at.0, extra) {
+                    out.push_str(&format!("{x} = 1\n"));
+                }
+            }
+            out
+        }
+
+        /// Any TOML value, weighted towards near misses of what the keys expect.
+        fn toml_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>().prop_map(|s| toml::Value::String(s).to_string()),
+                "-?[0-9]{0,4} ?(ms|s|sec|min|h|day|days|week|weeks|month|months|year|years|fortnight)?"
+                    .prop_map(|s| toml::Value::String(s).to_string()),
+                "[0-9*/,-]{1,4}( [0-9*/,-]{1,4}){0,7}".prop_map(|s| toml::Value::String(s).to_string()),
+                "[a-zA-Z_/+-]{0,20}".prop_map(|s| toml::Value::String(s).to_string()),
+                "[\"a-zA-Z_. ;]{0,30}".prop_map(|s| toml::Value::String(s).to_string()),
+                "[a-z]{0,8}://[a-z:@/0-9.]{0,30}".prop_map(|s| toml::Value::String(s).to_string()),
+                any::<i64>().prop_map(|i| i.to_string()),
+                "[1-9][0-9]{19,30}",
+                any::<f64>().prop_map(|f| toml::Value::Float(f).to_string()),
+                "[0-9]{1,3}e[0-9]{3,4}",
+                any::<bool>().prop_map(|b| b.to_string()),
+                Just("[]".to_string()),
+                Just("[1, \"a\"]".to_string()),
+                Just("{ a = 1 }".to_string()),
+                Just("1979-05-27T07:32:00Z".to_string()),
+            ]
+        }
+
+        /// Environment maps: known overrides with any value, and arbitrary names.
+        fn env_map() -> impl Strategy<Value = HashMap<String, String>> {
+            let name = prop_oneof![
+                Just("DATABASE_URL".to_string()),
+                Just("PARTKEEPER__DATABASE__LOCK_TIMEOUT".to_string()),
+                Just("PARTKEEPER__DATABASE__LOCK_RETRIES".to_string()),
+                Just("PARTKEEPER__SERVER__LISTEN".to_string()),
+                Just("PARTKEEPER__SCHEDULE__RUN_ON_START".to_string()),
+                Just("PARTKEEPER__SCHEDULE__MAINTENANCE".to_string()),
+                "PARTKEEPER__[A-Z_]{0,24}",
+                "PARTKEEPER(_{0,3}[A-Z0-9]{0,6}){0,4}",
+                ".{0,20}",
+            ];
+            prop::collection::hash_map(name, ".{0,40}", 0..6)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn parsing_never_panics_on_arbitrary_text_and_environment(text in ".{0,400}", env in env_map()) {
+                let _ = parse_str(&text, &env);
+            }
+
+            #[test]
+            fn parsing_never_panics_on_toml_shaped_garbage(
+                lines in prop::collection::vec(
+                    (prop_oneof![Just("".to_string()), "\\[{1,2}[a-z_.]{0,12}\\]{1,2}".prop_map(|h| format!("{h}\n"))],
+                     "[a-z_\"]{0,14}", toml_value()),
+                    0..12,
+                ),
+                env in env_map(),
+            ) {
+                let text: String = lines.iter().map(|(h, k, v)| format!("{h}{k} = {v}\n")).collect();
+                let _ = parse_str(&text, &env);
+            }
+
+            #[test]
+            fn a_wrong_value_gets_an_error_that_names_its_key(
+                at in prop::sample::select(keys()),
+                value in prop::option::weighted(0.9, toml_value()),
+            ) {
+                let (header, ks) = DOC[at.0];
+                let key = ks[at.1].0;
+                let text = render(at, value.as_deref(), None);
+                if let Err(e) = parse_str(&text, &HashMap::new()) {
+                    let msg = e.to_string();
+                    prop_assert!(msg.contains(key), "{} {} = {:?}: {}", header, key, value, msg);
+                    prop_assert!(!msg.contains("s3cret"), "{}", msg);
+                }
+            }
+
+            #[test]
+            fn an_unknown_key_is_named_in_the_error(
+                at in prop::sample::select(keys()),
+                extra in "[a-z][a-z_]{0,12}",
+            ) {
+                let known: Vec<&str> = DOC[at.0].1.iter().map(|(k, _)| *k).collect();
+                prop_assume!(!known.contains(&extra.as_str()));
+                let msg = match parse_str(&render(at, Some(DOC[at.0].1[at.1].1), Some(&extra)), &HashMap::new()) {
+                    Ok(_) => return Err(TestCaseError::fail(format!("`{extra}` was accepted"))),
+                    Err(e) => e.to_string(),
+                };
+                prop_assert!(msg.contains(&format!("`{extra}`")), "{}", msg);
+            }
+
+            #[test]
+            fn a_broken_url_line_never_shows_its_password(
+                cut in 0usize..60,
+                tail in "[ \"#=\\[\\]a-z0-9]{0,12}",
+            ) {
+                let good = "\"postgres://partkeeper:s3cret@localhost:5432/app\"";
+                let broken = format!("{}{tail}", &good[..cut.min(good.len())]);
+                let text = render((0, 0), Some(&broken), None);
+                if let Err(e) = parse_str(&text, &HashMap::new()) {
+                    let msg = e.to_string();
+                    prop_assert!(!msg.contains("s3cret"), "{}", msg);
+                }
+            }
+
+            #[test]
+            fn a_wrong_environment_override_gets_an_error_that_names_its_key(
+                at in prop::sample::select(keys()),
+                value in ".{0,30}",
+            ) {
+                let (header, ks) = DOC[at.0];
+                prop_assume!(!header.starts_with("[["));
+                let section = header.trim_matches(|c| c == '[' || c == ']');
+                let key = ks[at.1].0;
+                let var = format!("PARTKEEPER__{}__{}", section.to_uppercase(), key.to_uppercase());
+                let env: HashMap<String, String> = [(var.clone(), value.clone())].into();
+                if let Err(e) = parse_str(&render(at, Some(ks[at.1].1), None), &env) {
+                    let msg = e.to_string();
+                    prop_assert!(msg.contains(key), "{}={:?}: {}", var, value, msg);
+                }
+            }
+        }
     }
 }

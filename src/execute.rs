@@ -37,6 +37,9 @@ pub enum ExecError {
     },
     #[error("`{statement}` failed: {reason}")]
     Statement { statement: String, reason: String },
+    /// The server went away, or stopped answering, in the middle of the step.
+    #[error("lost the connection to PostgreSQL during `{statement}`: {reason}. The server rolls back the unfinished step; the next run picks up from here")]
+    ConnectionLost { statement: String, reason: String },
 }
 
 /// Reads what a new partition must inherit from its parent (and from the newest partition).
@@ -158,6 +161,11 @@ pub async fn run_steps(
                         attempts: waits,
                         lock_timeout: db.lock_timeout,
                     }
+                } else if pg::is_connection_lost(&e) {
+                    ExecError::ConnectionLost {
+                        statement: first_line(&statement),
+                        reason: pg::describe(&e),
+                    }
                 } else {
                     ExecError::Statement {
                         statement: first_line(&statement),
@@ -181,29 +189,37 @@ async fn run_step(
     db: &DatabaseConfig,
     step: &Step,
 ) -> Result<u64, (sqlx::Error, Option<usize>)> {
+    // Every round trip is bounded on our side too: a stalled network never hangs the pass.
+    let deadline = pg::reply_deadline(db);
     let mut moved = 0;
     if !step.transactional {
         for (i, s) in step.statements.iter().enumerate() {
-            conn.execute(sqlx::raw_sql(s))
+            pg::answered(deadline, conn.execute(sqlx::raw_sql(s)))
                 .await
                 .map_err(|e| (e, Some(i)))?;
         }
         return Ok(0);
     }
-    let mut tx = conn.begin().await.map_err(|e| (e, None))?;
-    pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout)
+    let mut tx = pg::answered(deadline, conn.begin())
         .await
         .map_err(|e| (e, None))?;
+    pg::answered(
+        deadline,
+        pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
+    )
+    .await
+    .map_err(|e| (e, None))?;
     for (i, s) in step.statements.iter().enumerate() {
-        let r = tx
-            .execute(sqlx::raw_sql(s))
+        let r = pg::answered(deadline, tx.execute(sqlx::raw_sql(s)))
             .await
             .map_err(|e| (e, Some(i)))?;
         if s.starts_with("WITH moved AS") {
             moved += r.rows_affected();
         }
     }
-    tx.commit().await.map_err(|e| (e, None))?;
+    pg::answered(deadline, tx.commit())
+        .await
+        .map_err(|e| (e, None))?;
     Ok(moved)
 }
 

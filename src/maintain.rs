@@ -80,7 +80,14 @@ pub async fn run_pass(
     opts: &Options,
 ) -> Result<PassReport, Error> {
     let started = Instant::now();
-    if !opts.dry_run && !execute::acquire_maintenance_lock(conn, opts.lock_wait).await? {
+    let deadline = crate::pg::reply_deadline(db);
+    if !opts.dry_run
+        && !crate::pg::answered(
+            deadline + opts.lock_wait,
+            execute::acquire_maintenance_lock(conn, opts.lock_wait),
+        )
+        .await?
+    {
         return Ok(PassReport {
             tables: Vec::new(),
             skipped: Some(
@@ -91,10 +98,11 @@ pub async fn run_pass(
             duration_ms: started.elapsed().as_millis() as u64,
         });
     }
-    let result = pass_locked(conn, db, policies, opts).await;
-    if !opts.dry_run {
-        // If the connection is gone the server has released the lock already.
-        let _ = execute::release_maintenance_lock(conn).await;
+    let mut lost = false;
+    let result = pass_locked(conn, db, policies, opts, &mut lost).await;
+    // A lost connection took the lock with it; a stalled one would only make us wait again.
+    if !opts.dry_run && !lost {
+        let _ = crate::pg::answered(deadline, execute::release_maintenance_lock(conn)).await;
     }
     let tables = result?;
     Ok(PassReport {
@@ -110,9 +118,19 @@ async fn pass_locked(
     db: &DatabaseConfig,
     policies: &[TablePolicy],
     opts: &Options,
+    connection_lost: &mut bool,
 ) -> Result<Vec<TableReport>, Error> {
-    let version = crate::pg::server_version(conn).await?;
-    let resolved = catalog::read_managed(conn, policies, false).await?;
+    let deadline = crate::pg::reply_deadline(db);
+    let mut lost = |e: sqlx::Error| {
+        *connection_lost = crate::pg::is_connection_lost(&e);
+        Error::from(e)
+    };
+    let version = crate::pg::answered(deadline, crate::pg::server_version(conn))
+        .await
+        .map_err(&mut lost)?;
+    let resolved = crate::pg::answered(deadline, catalog::read_managed(conn, policies, false))
+        .await
+        .map_err(&mut lost)?;
     if opts.strict {
         let problems: Vec<String> = resolved
             .iter()
@@ -129,7 +147,20 @@ async fn pass_locked(
     for (policy, table) in policies.iter().zip(resolved) {
         let started = Instant::now();
         let mut report = match table {
-            Ok(table) => maintain_table(conn, db, &table, policy, version, opts).await,
+            // A lost (or stalled) connection fails every later table too, each after its own
+            // wait: say so once instead.
+            _ if *connection_lost => TableReport {
+                table: policy.name.clone(),
+                actions: Vec::new(),
+                notes: Vec::new(),
+                error: Some("not attempted: the connection to PostgreSQL was lost earlier in this pass; the next run will do it".into()),
+                duration_ms: 0,
+            },
+            Ok(table) => {
+                let (report, lost) = maintain_table(conn, db, &table, policy, version, opts).await;
+                *connection_lost = lost;
+                report
+            }
             Err(e) => TableReport {
                 table: policy.name.clone(),
                 actions: Vec::new(),
@@ -144,6 +175,7 @@ async fn pass_locked(
     Ok(reports)
 }
 
+/// One table's actions; the flag says the connection was lost, so the pass must stop.
 async fn maintain_table(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
@@ -151,7 +183,8 @@ async fn maintain_table(
     policy: &TablePolicy,
     version: i32,
     opts: &Options,
-) -> TableReport {
+) -> (TableReport, bool) {
+    let deadline = crate::pg::reply_deadline(db);
     let plan = plan::plan(table, policy, opts.now, version);
     let mut report = TableReport {
         table: table.name.clone(),
@@ -161,7 +194,7 @@ async fn maintain_table(
         duration_ms: 0,
     };
     if plan.actions.is_empty() {
-        return report;
+        return (report, false);
     }
     // Name collisions are found before any DDL runs.
     let new_names: Vec<QualifiedName> = plan
@@ -169,24 +202,24 @@ async fn maintain_table(
         .iter()
         .filter_map(|a| a.creates().cloned())
         .collect();
-    match catalog::existing_relations(conn, &new_names).await {
+    match crate::pg::answered(deadline, catalog::existing_relations(conn, &new_names)).await {
         Ok(taken) if !taken.is_empty() => {
             report.error = Some(format!(
                 "cannot create {}: a relation with that name already exists but is not a partition covering that range; rename or drop it, or attach it yourself",
                 taken.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             ));
-            return report;
+            return (report, false);
         }
         Ok(_) => {}
         Err(e) => {
             report.error = Some(crate::pg::describe(&e));
-            return report;
+            return (report, crate::pg::is_connection_lost(&e));
         }
     }
     let template = if new_names.is_empty() {
         ddl::Template::default()
     } else {
-        match execute::read_template(conn, table).await {
+        match crate::pg::answered(deadline, execute::read_template(conn, table)).await {
             Ok(t) => t,
             Err(e) => {
                 report.error = Some(format!(
@@ -194,7 +227,7 @@ async fn maintain_table(
                     table.name,
                     crate::pg::describe(&e)
                 ));
-                return report;
+                return (report, crate::pg::is_connection_lost(&e));
             }
         }
     };
@@ -204,6 +237,7 @@ async fn maintain_table(
         let rendered = ddl::render(&action, table, &template);
         let steps = rendered.as_ref().cloned().unwrap_or_default();
         let mut locked_out = false;
+        let mut lost = false;
         let (error, lock_waits, rows_moved) = if let Err(e) = &rendered {
             (Some(format!("cannot render the SQL: {e}")), 0, 0)
         } else if opts.dry_run {
@@ -213,6 +247,7 @@ async fn maintain_table(
                 Ok(o) => (None, o.lock_waits, o.rows_moved),
                 Err(e) => {
                     locked_out = matches!(e, execute::ExecError::LockTimeout { .. });
+                    lost = matches!(e, execute::ExecError::ConnectionLost { .. });
                     (Some(e.to_string()), 0, 0)
                 }
             }
@@ -245,6 +280,14 @@ async fn maintain_table(
             ));
             break;
         }
+        if lost {
+            if left > 0 {
+                report.error = Some(format!(
+                    "{left} more action(s) left for the next run: the connection is gone"
+                ));
+            }
+            return (report, true);
+        }
     }
-    report
+    (report, false)
 }

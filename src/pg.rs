@@ -17,6 +17,10 @@ use crate::secret::{scrub, SecretUrl};
 pub const BASE_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// Floor of `idle_in_transaction_session_timeout` (see [`idle_in_transaction_timeout`]): below it
+/// a scheduling hiccup on a busy host could end a healthy session.
+pub const MIN_IDLE_IN_TRANSACTION: Duration = Duration::from_secs(1);
+
 /// SQLSTATEs worth retrying: the lock could not be had in time, or we lost a deadlock.
 const RETRYABLE: &[&str] = &["55P03", "40P01", "40001"];
 
@@ -57,6 +61,41 @@ pub fn connect_options(
         ])
         .log_statements(tracing::log::LevelFilter::Trace)
         .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(5)))
+}
+
+/// A maintenance step sends its statements back to back, so a step idle inside its transaction
+/// is cut off from us (a stalled network, a frozen client) while it may hold ACCESS EXCLUSIVE on
+/// a partition. The server ends such a session (rolling the step back) after about
+/// `lock_timeout`, the longest we ever let an application wait for us. Set per step
+/// ([`set_local_step_timeouts`]), not per session: an offline migration sleeps between lock
+/// attempts inside its one long transaction.
+pub fn idle_in_transaction_timeout(lock_timeout: Duration) -> Duration {
+    lock_timeout.max(MIN_IDLE_IN_TRANSACTION)
+}
+
+/// How long to wait for any answer on an open connection. The server cancels a statement at
+/// `statement_timeout` and says so at once; no answer by then plus `connect_timeout` means the
+/// network or the server has stalled, and waiting longer would hang the command.
+pub fn reply_deadline(db: &DatabaseConfig) -> Duration {
+    db.statement_timeout.saturating_add(db.connect_timeout)
+}
+
+/// `op` within `deadline` ([`reply_deadline`]); past it, an I/O error that
+/// [`is_connection_lost`] recognises: the connection must not be used again.
+pub async fn answered<T>(
+    deadline: Duration,
+    op: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    match tokio::time::timeout(deadline, op).await {
+        Ok(result) => result,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "no answer from PostgreSQL within {} (statement_timeout + connect_timeout): the network or the server has stalled",
+                humantime::format_duration(deadline)
+            ),
+        ))),
+    }
 }
 
 pub fn db_options(db: &DatabaseConfig) -> Result<PgConnectOptions, ConnectError> {
@@ -304,6 +343,28 @@ pub async fn set_local_timeouts(
     .map(|_| ())
 }
 
+/// [`set_local_timeouts`] plus `idle_in_transaction_session_timeout`
+/// ([`idle_in_transaction_timeout`]), for a maintenance step's transaction: one round trip.
+pub async fn set_local_step_timeouts(
+    conn: &mut PgConnection,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true),
+                set_config('idle_in_transaction_session_timeout', $3, true)",
+    )
+    .bind(format!("{}ms", lock_timeout.as_millis()))
+    .bind(format!("{}ms", statement_timeout.as_millis()))
+    .bind(format!(
+        "{}ms",
+        idle_in_transaction_timeout(lock_timeout).as_millis()
+    ))
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
 /// `server_version_num`, e.g. 150004.
 pub async fn server_version(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
     let v: String = sqlx::query_scalar("SELECT current_setting('server_version_num')")
@@ -325,6 +386,29 @@ mod tests {
         }
         // Attempt 4's floor (0.8 s) is above attempt 1's ceiling (0.3 s).
         assert!(backoff(4) > backoff(1));
+    }
+
+    #[tokio::test]
+    async fn a_round_trip_past_its_deadline_counts_as_a_lost_connection() {
+        let silent = std::future::pending::<Result<(), sqlx::Error>>();
+        let e = answered(Duration::from_millis(10), silent)
+            .await
+            .unwrap_err();
+        assert!(is_connection_lost(&e), "{e}");
+        assert!(
+            describe(&e).contains("no answer from PostgreSQL within 10ms"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_idle_transaction_of_ours_ends_after_lock_timeout_but_never_under_a_second() {
+        let ms = Duration::from_millis;
+        assert_eq!(
+            idle_in_transaction_timeout(ms(200)),
+            MIN_IDLE_IN_TRANSACTION
+        );
+        assert_eq!(idle_in_transaction_timeout(ms(3000)), ms(3000));
     }
 
     #[tokio::test]

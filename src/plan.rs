@@ -276,13 +276,19 @@ mod tests {
                     from,
                     to,
                 } => t.partitions.push(part(&partition.name, *from, *to)),
-                Action::Drop { partition, .. } | Action::Detach { partition, .. } => {
+                Action::Drop { partition, .. }
+                | Action::Detach { partition, .. }
+                | Action::FinalizeDetach { partition, .. } => {
                     t.partitions.retain(|x| &x.name != partition)
                 }
-                _ => {}
+                Action::CreateDefault { partition } => {
+                    let mut d = part(&partition.name, at(2000, 1, 1), at(2000, 1, 2));
+                    (d.from, d.to) = (BoundValue::MinValue, BoundValue::MaxValue);
+                    t.default = Some(d);
+                }
             }
         }
-        t.partitions.sort_by(|a, b| a.from.cmp(&b.from));
+        t.partitions.sort_by_key(|p| p.from);
     }
 
     fn names(p: &TablePlan) -> Vec<String> {
@@ -492,6 +498,143 @@ mod tests {
     mod props {
         use super::*;
         use proptest::prelude::*;
+
+        /// Hand-made partitions already in the table: cut points at random instants (midnight
+        /// for date keys) within five years of `now`, each piece between two of them kept or not
+        /// (gaps), neighbours sometimes merged (wide legacy partitions), the first sometimes
+        /// reaching down to MINVALUE and the last up to MAXVALUE. Never overlapping, as the
+        /// catalog guarantees.
+        fn existing(now: DateTime<Utc>, key: KeyType) -> impl Strategy<Value = Vec<Partition>> {
+            let five_years = 5 * 366 * 86400i64;
+            (
+                prop::collection::vec(-five_years..five_years, 2..14),
+                prop::collection::vec(0u8..4, 14),
+                any::<bool>(),
+                any::<bool>(),
+            )
+                .prop_map(move |(offsets, kinds, from_min, to_max)| {
+                    let mut cuts: Vec<DateTime<Utc>> = offsets
+                        .iter()
+                        .map(|o| {
+                            let t = now + chrono::Duration::seconds(*o);
+                            match key {
+                                KeyType::Date => {
+                                    t.date_naive().and_time(chrono::NaiveTime::MIN).and_utc()
+                                }
+                                _ => t,
+                            }
+                        })
+                        .collect();
+                    cuts.sort();
+                    cuts.dedup();
+                    let mut parts: Vec<Partition> = Vec::new();
+                    for (i, w) in cuts.windows(2).enumerate() {
+                        // 0: gap; 1: extend the previous partition if it ends here (wide); else own.
+                        match kinds[i] {
+                            0 => {}
+                            1 if parts
+                                .last()
+                                .is_some_and(|p| p.to == BoundValue::Value(w[0])) =>
+                            {
+                                parts.last_mut().unwrap().to = BoundValue::Value(w[1]);
+                            }
+                            _ => parts.push(part(&format!("hand_{i}"), w[0], w[1])),
+                        }
+                    }
+                    if let (true, Some(first)) = (from_min, parts.first_mut()) {
+                        first.from = BoundValue::MinValue;
+                    }
+                    if let (true, Some(last)) = (to_max, parts.last_mut()) {
+                        last.to = BoundValue::MaxValue;
+                    }
+                    parts
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn from_any_existing_partitions_a_plan_keeps_the_default_and_the_window_and_converges(
+                iv in intervals(),
+                premake in 0u32..6,
+                ret in prop::option::of(1u32..40),
+                detach in any::<bool>(),
+                (now, key, mut parts) in (
+                    946_684_800i64..4_102_444_800i64,
+                    prop_oneof![Just(KeyType::Date), Just(KeyType::Timestamp), Just(KeyType::TimestampTz)],
+                )
+                    .prop_flat_map(|(secs, key)| {
+                        let now = DateTime::from_timestamp(secs, 0).unwrap();
+                        (Just(now), Just(key), existing(now, key))
+                    }),
+                tz in prop_oneof![Just("UTC"), Just("Europe/Paris"), Just("America/Sao_Paulo"), Just("Asia/Kolkata")],
+                (has_default, wants_default) in (any::<bool>(), any::<bool>()),
+                pending in any::<prop::sample::Index>(),
+            ) {
+                let mut pol = policy(iv, premake, None);
+                pol.retention = ret.map(|r| Retention::parse(&format!("{r} months")).unwrap());
+                pol.retention_mode = if detach { RetentionMode::Detach } else { RetentionMode::Drop };
+                pol.timezone = tz.parse().unwrap();
+                pol.default_partition = wants_default;
+                let clock = Clock::new(&pol, key, now);
+                // An interrupted DETACH CONCURRENTLY, on a partition behind the current period
+                // (in the window the planner would fill its range only on the next pass).
+                if let Some(i) = (!parts.is_empty()).then(|| pending.index(parts.len())) {
+                    if parts[i].to <= BoundValue::Value(clock.current) {
+                        parts[i].detach_pending = true;
+                    }
+                }
+                let mut t = table(key, parts);
+                let default_name = QualifiedName::new("public", "pricing_data_default");
+                if has_default {
+                    let mut d = part("pricing_data_default", now, now);
+                    (d.from, d.to) = (BoundValue::MinValue, BoundValue::MaxValue);
+                    t.default = Some(d);
+                }
+                let before = t.partitions.clone();
+                let cutoff = pol.retention.map(|r| calendar::retention_cutoff(clock.now, r, clock.interval, clock.tz));
+
+                let p = plan(&t, &pol, now, 150000);
+                let mut created = std::collections::BTreeSet::new();
+                for a in &p.actions {
+                    match a {
+                        Action::Drop { partition, .. } | Action::Detach { partition, .. } => {
+                            prop_assert_ne!(partition, &default_name, "the default partition is never removed");
+                            let old = before.iter().find(|x| &x.name == partition).unwrap();
+                            let c = cutoff.expect("without retention nothing is removed");
+                            prop_assert!(old.to <= BoundValue::Value(c), "{} ends after the cutoff {}", partition, c);
+                        }
+                        Action::FinalizeDetach { partition, then_drop } => {
+                            prop_assert_ne!(partition, &default_name);
+                            let old = before.iter().find(|x| &x.name == partition).unwrap();
+                            prop_assert!(old.detach_pending);
+                            if *then_drop {
+                                prop_assert!(old.to <= BoundValue::Value(cutoff.unwrap()));
+                            }
+                        }
+                        Action::Create { partition, from, to } => {
+                            prop_assert!(from < to);
+                            prop_assert!(created.insert(partition.clone()), "{} twice in one plan", partition);
+                        }
+                        Action::CreateDefault { partition } => {
+                            prop_assert!(!has_default && wants_default);
+                            prop_assert!(created.insert(partition.clone()));
+                        }
+                    }
+                }
+                apply(&mut t, &p);
+                prop_assert_eq!(t.default.is_some(), has_default || wants_default);
+                let ranges: Vec<_> = t.partitions.iter().map(|p| (p.from, p.to)).collect();
+                prop_assert!(coverage::overlaps(&ranges).is_empty(), "{:?}", ranges);
+                prop_assert!(
+                    coverage::uncovered(&ranges, clock.current, clock.period(premake as i32 + 1)).is_empty(),
+                    "gaps in [current, current + premake]: {:?}", ranges
+                );
+                let again = plan(&t, &pol, now, 150000);
+                prop_assert!(again.actions.is_empty(), "not idempotent: {:?}", again.actions);
+            }
+        }
 
         fn intervals() -> impl Strategy<Value = &'static str> {
             prop_oneof![

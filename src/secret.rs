@@ -91,6 +91,60 @@ pub fn scrub(text: &str, urls: &[&SecretUrl]) -> String {
     out
 }
 
+/// Masks what looks like a password in connection strings quoted inside `text` (a TOML error
+/// echoes the line it failed on, URL and all, when that URL could not even be read):
+/// `scheme://user:secret@host` and `password=secret` (or `sslpassword=`) become `***`.
+pub fn mask_passwords(text: &str) -> String {
+    let ends_value = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '&');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let authority_len = tail
+            .find(|c: char| ends_value(c) || matches!(c, '/' | '?' | '#'))
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_len];
+        // The password runs from the first `:` of the user info to the `@`; in a string cut
+        // short before its `@`, whatever follows a `:` and is not a port number.
+        let secret = match authority.rfind('@') {
+            Some(at) => authority[..at].find(':').map(|colon| (colon + 1, at)),
+            None if authority.starts_with('[') => None,
+            None => authority
+                .find(':')
+                .filter(|colon| !authority[colon + 1..].chars().all(|c| c.is_ascii_digit()))
+                .map(|colon| (colon + 1, authority.len())),
+        };
+        match secret {
+            Some((from, to)) => {
+                out.push_str(&authority[..from]);
+                out.push_str("***");
+                out.push_str(&authority[to..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[authority_len..];
+    }
+    out.push_str(rest);
+    for param in SECRET_PARAMS {
+        let key = format!("{param}=");
+        let mut masked = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(i) = rest.to_ascii_lowercase().find(&key) {
+            let (head, tail) = rest.split_at(i + key.len());
+            masked.push_str(head);
+            let end = tail.find(ends_value).unwrap_or(tail.len());
+            if end > 0 {
+                masked.push_str("***");
+            }
+            rest = &tail[end..];
+        }
+        masked.push_str(rest);
+        out = masked;
+    }
+    out
+}
+
 impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SecretUrl({})", self.redacted())
@@ -137,6 +191,44 @@ mod tests {
         assert!(!err.contains("hunter2"), "{err}");
         let err = SecretUrl::parse("hunter2 not a url").unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn passwords_in_quoted_connection_strings_are_masked() {
+        let line =
+            "2 | url = \"postgres://app:hunter2@db:5432/x?sslpassword=x2&sslmode=require\" x";
+        let masked = mask_passwords(line);
+        assert_eq!(
+            masked,
+            "2 | url = \"postgres://app:***@db:5432/x?sslpassword=***&sslmode=require\" x"
+        );
+        // Unterminated, no password, several URLs, password= in a key/value connection string.
+        assert_eq!(mask_passwords("\"postgres://a:b@c"), "\"postgres://a:***@c");
+        assert_eq!(mask_passwords("postgres://a@c/d ok"), "postgres://a@c/d ok");
+        assert_eq!(mask_passwords("\"postgres://a:hunt"), "\"postgres://a:***");
+        assert_eq!(mask_passwords("postgres://h:5432/d"), "postgres://h:5432/d");
+        assert_eq!(
+            mask_passwords("x://u:p@h y://v:q@i"),
+            "x://u:***@h y://v:***@i"
+        );
+        assert_eq!(
+            mask_passwords("host=h Password=hunter2 dbname=d"),
+            "host=h Password=*** dbname=d"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn masking_never_panics_and_removes_the_password(
+            before in ".{0,20}",
+            password in "[a-zA-Z0-9!$%^*()_+-]{2,20}",
+            after in "[ \"/?#].{0,20}",
+        ) {
+            let _ = mask_passwords(&before);
+            let text = format!("{before}postgres://user:{password}@host:5432/db{after}");
+            let masked = mask_passwords(&text);
+            proptest::prop_assert!(masked.contains("postgres://user:***@host:5432/db"), "{}", masked);
+        }
     }
 
     #[test]

@@ -10,8 +10,10 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
     let policies = cfg.select_tables(args.table.as_deref())?;
     let now = super::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
     let mut conn = super::connect(&cfg).await?;
-    let version = crate::pg::server_version(&mut conn).await?;
-    let resolved = catalog::read_managed(&mut conn, &policies, false).await?;
+    let deadline = crate::pg::reply_deadline(&cfg.database);
+    let version = crate::pg::answered(deadline, crate::pg::server_version(&mut conn)).await?;
+    let resolved =
+        crate::pg::answered(deadline, catalog::read_managed(&mut conn, &policies, false)).await?;
     let mut mismatches = Vec::new();
     let mut tables = Vec::new();
     for r in resolved {
@@ -30,7 +32,9 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
         .iter()
         .filter_map(|t| t.default.as_ref().map(|d| d.name.clone()))
         .collect();
-    let mut counts = catalog::count_rows(&mut conn, &defaults).await?.into_iter();
+    let mut counts = crate::pg::answered(deadline, catalog::count_rows(&mut conn, &defaults))
+        .await?
+        .into_iter();
     let health: Vec<TableHealth> = tables
         .iter()
         .zip(&policies)

@@ -11,6 +11,7 @@ mod daemon;
 mod daemon_bench;
 mod demo;
 mod deploy;
+mod faults;
 mod harness;
 mod identifiers;
 mod locks;

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod database;
 pub mod eventually;
 pub mod fixtures;
+pub mod proxy;
 pub mod replica;
 pub mod server;
 
@@ -18,6 +19,7 @@ pub use cli::{Cli, Daemon, Output};
 pub use cluster::{shared, Builder, Cluster};
 pub use database::TestDb;
 pub use eventually::{eventually, PATIENCE};
+pub use proxy::Proxy;
 pub use server::{pg_bin_dir, pg_major};
 
 use std::future::Future;

@@ -1,0 +1,171 @@
+//! Fault tests (issue 7): the server crashing under `maintain` (and `migrate run`), the network
+//! stalling or cutting between `partkeeper` and the server (through [`Proxy`]), and lock storms
+//! on a managed table. Each group is a module below; what they share is here.
+//!
+//! The crash tests start private clusters ([`Cluster::start`]); the others use the shared one.
+//!
+//! [`Proxy`]: crate::common::Proxy
+//! [`Cluster::start`]: crate::common::Cluster::start
+
+mod lock_storm;
+mod migrate_crash;
+mod network;
+mod server_crash;
+mod soak;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::fixtures::{self, PRICING_DATA};
+use crate::common::{eventually, Cli, Cluster, Daemon, TestDb, PATIENCE};
+
+/// A fresh database on `cluster` holding the runbook's empty `pricing_data`.
+async fn pricing_db_on(cluster: &Cluster) -> TestDb {
+    let db = cluster.create_database().await;
+    db.exec(PRICING_DATA).await;
+    db
+}
+
+/// The fixtures' configuration for `db` and `tables` with `lock_timeout` replaced.
+fn config_with_lock_timeout(db: &TestDb, tables: &str, lock_timeout: &str) -> String {
+    fixtures::config(db, tables).replace(
+        "lock_timeout = \"1s\"",
+        &format!("lock_timeout = \"{lock_timeout}\""),
+    )
+}
+
+/// A CLI for `db` and `tables` whose DDL waits up to `lock_timeout` for a lock.
+fn cli_with_lock_timeout(db: &TestDb, tables: &str, lock_timeout: &str) -> Cli {
+    Cli::new().config(&config_with_lock_timeout(db, tables, lock_timeout))
+}
+
+/// Row count and sum of ids of `pricing_data`: a cheap fingerprint of "no row lost or doubled".
+async fn rows_fingerprint(db: &TestDb) -> (i64, i64) {
+    let count: i64 = db.query_scalar("SELECT count(*) FROM pricing_data").await;
+    let sum: i64 = db
+        .query_scalar("SELECT COALESCE(sum(id), 0)::bigint FROM pricing_data")
+        .await;
+    (count, sum)
+}
+
+/// Tables named like partitions of `pricing_data` that are not attached to it: what a create
+/// that was cut short would leave if its steps were not one transaction.
+async fn unattached_partition_tables(db: &TestDb) -> Vec<String> {
+    let mut conn = db.connect().await;
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relname LIKE 'pricing\\_data\\_%'
+            AND c.relkind = 'r' AND NOT c.relispartition
+          ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("list unattached pricing_data_* tables")
+}
+
+/// Whether a `partkeeper` session on the server is in `state` (an SQL condition on
+/// `pg_stat_activity`), e.g. `wait_event_type = 'Lock'`.
+async fn partkeeper_session(db: &TestDb, state: &str) -> bool {
+    db.try_query_scalar::<bool>(&format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                         WHERE application_name = 'partkeeper' AND datname = current_database()
+                           AND {state})"
+    ))
+    .await
+    .unwrap_or(false)
+}
+
+/// How long a `partkeeper` command may take to notice that the server is gone and exit.
+const NOTICE_CRASH: Duration = Duration::from_secs(20);
+
+/// How long one HTTP request to a daemon may take before it counts as no answer.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A daemon configuration for `url`: HTTP on a free port of 127.0.0.1, maintenance on cron
+/// `schedule`, the catalog re-read every `refresh`, `pricing_data` monthly with a default.
+fn daemon_config(url: &str, schedule: &str, refresh: &str) -> String {
+    format!(
+        r#"
+[database]
+url = "{url}"
+connect_timeout = "2s"
+statement_timeout = "5s"
+lock_timeout = "1s"
+
+[server]
+listen = "127.0.0.1:0"
+
+[schedule]
+maintenance = "{schedule}"
+timezone = "UTC"
+run_on_start = true
+metrics_refresh = "{refresh}"
+{}"#,
+        fixtures::MONTHLY
+    )
+}
+
+/// A `partkeeper run` and the HTTP port it listens on (read from its log).
+struct RunningDaemon {
+    daemon: Daemon,
+    port: u16,
+}
+
+impl RunningDaemon {
+    async fn start(config: &str) -> RunningDaemon {
+        let daemon = Cli::new().config(config).spawn(["run"]);
+        let port = std::cell::Cell::new(None);
+        {
+            let (d, port) = (&daemon, &port);
+            eventually(PATIENCE, "the daemon to log its listening address", || {
+                port.set(listen_port(&d.stderr()));
+                async move { port.get().is_some() }
+            })
+            .await;
+        }
+        let port = port.get().expect("checked above");
+        RunningDaemon { daemon, port }
+    }
+
+    fn pid(&self) -> i32 {
+        self.daemon.pid().as_raw()
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.port, path).await
+    }
+}
+
+fn listen_port(log: &str) -> Option<u16> {
+    let at = log.find("listen=127.0.0.1:")? + "listen=127.0.0.1:".len();
+    log[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .ok()
+}
+
+/// A plain HTTP/1.0 GET: status and body, `None` when there is no answer within
+/// [`HTTP_TIMEOUT`].
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_within(port, path, HTTP_TIMEOUT).await
+}
+
+async fn http_get_within(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
+    let exchange = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.ok()?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.to_string()))
+    };
+    tokio::time::timeout(timeout, exchange).await.ok().flatten()
+}
