@@ -247,6 +247,14 @@ impl Config {
 
 /// Parses configuration text with the given environment (pure: tests pass a map).
 pub fn parse_str(text: &str, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    // The file alone, strictly typed first: the config crate below converts loosely
+    // (`premake = 3.5` became 3, `run_on_start = 7` true) and loses positions; the toml crate
+    // refuses wrong types and names the line. A quoted line may hold a connection string.
+    if let Err(e) = toml::from_str::<RawConfig>(text) {
+        return Err(ConfigError::Parse(crate::secret::mask_passwords(
+            explain_parse_error(e.to_string().trim_end()).as_str(),
+        )));
+    }
     let overrides: HashMap<String, String> = env
         .iter()
         .filter(|(k, _)| k.starts_with("PARTKEEPER__"))
@@ -809,8 +817,12 @@ default_partition = true
 
     #[test]
     fn type_errors_name_the_key_as_the_other_messages_do() {
+        // The file's own type errors quote the line, the key and the column.
         let msg = problems(&GOOD.replace("premake = 3", "premake = \"three\""));
-        assert!(msg.contains("`tables[0].premake`"), "{msg}");
+        assert!(
+            msg.contains("premake = \"three\"") && msg.contains("line 24"),
+            "{msg}"
+        );
         let msg = problems(&GOOD.replace("premake = 3", "premake = 123456789012345678901234"));
         assert!(msg.contains("premake = 123456789012345678901234"), "{msg}");
         assert!(msg.contains("line 24"), "{msg}");
@@ -825,6 +837,22 @@ default_partition = true
         assert!(msg.contains("line 3"), "{msg}");
         assert!(!msg.contains("s3cret"), "{msg}");
         assert!(msg.contains("postgres://partkeeper:***@localhost"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_types_in_the_file_are_errors_not_conversions() {
+        for (from, to) in [
+            ("premake = 3", "premake = 3.5"),
+            ("run_on_start = true", "run_on_start = 7"),
+            ("name = \"public.pricing_data\"", "name = 1"),
+            ("lock_timeout = \"3s\"", "lock_timeout = 3"),
+        ] {
+            assert!(GOOD.contains(from), "{from}");
+            let msg = problems(&GOOD.replacen(from, to, 1));
+            let key = to.split(' ').next().unwrap();
+            assert!(msg.contains(key) && msg.contains("line"), "{to}: {msg}");
+            assert!(!msg.contains("s3cret"), "{msg}");
+        }
     }
 
     #[test]
