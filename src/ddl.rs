@@ -264,7 +264,7 @@ fn publications(tpl: &Template, partition: &QualifiedName) -> Vec<String> {
 }
 
 /// Privilege keywords from `aclexplode` — a fixed set, checked so nothing else is spliced.
-fn is_privilege(p: &str) -> bool {
+pub fn is_privilege(p: &str) -> bool {
     matches!(
         p,
         "SELECT"

@@ -231,7 +231,7 @@ pub fn grant_statements(inv: &Inventory, to: &QualifiedName) -> Vec<String> {
     let mut s: Vec<String> = inv
         .grants
         .iter()
-        .filter(|g| is_privilege(&g.privilege))
+        .filter(|g| crate::ddl::is_privilege(&g.privilege))
         .map(|g| {
             format!(
                 "GRANT {} ON {} TO {}{}",
@@ -249,7 +249,7 @@ pub fn grant_statements(inv: &Inventory, to: &QualifiedName) -> Vec<String> {
     s.extend(
         inv.column_grants
             .iter()
-            .filter(|g| is_privilege(&g.grant.privilege))
+            .filter(|g| crate::ddl::is_privilege(&g.grant.privilege))
             .map(|g| {
                 format!(
                     "GRANT {} ({}) ON {} TO {}{}",
@@ -266,20 +266,6 @@ pub fn grant_statements(inv: &Inventory, to: &QualifiedName) -> Vec<String> {
             }),
     );
     s
-}
-
-fn is_privilege(p: &str) -> bool {
-    matches!(
-        p,
-        "SELECT"
-            | "INSERT"
-            | "UPDATE"
-            | "DELETE"
-            | "TRUNCATE"
-            | "REFERENCES"
-            | "TRIGGER"
-            | "MAINTAIN"
-    )
 }
 
 /// The new table as maintenance sees it (for the DDL renderer).

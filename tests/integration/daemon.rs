@@ -10,15 +10,11 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use partkeeper::execute::LEADER_LOCK;
 
-use crate::common::{eventually, shared, Cli, Cluster, Daemon, TestDb, PATIENCE};
+use crate::common::http::RunningDaemon as Running;
+use crate::common::{eventually, shared, Cli, Cluster, TestDb, PATIENCE};
 
-/// How long one HTTP request to a daemon may take before it counts as no answer.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// "Within a few seconds": readiness must notice a stopped primary this fast (heartbeat 1 s).
 const NOTICE: Duration = Duration::from_secs(8);
 
@@ -59,32 +55,7 @@ const OFTEN: &str = "*/2 * * * * *";
 /// Once a year: only the run-on-start pass happens during a test.
 const RARELY: &str = "0 0 1 1 *";
 
-/// A daemon and the HTTP port it listens on.
-struct Running {
-    daemon: Daemon,
-    port: u16,
-}
-
 impl Running {
-    async fn start(toml: &str) -> Running {
-        let daemon = Cli::new().config(toml).spawn(["run"]);
-        let port = std::cell::Cell::new(None);
-        {
-            let (d, port) = (&daemon, &port);
-            eventually(PATIENCE, "the daemon to log its listening address", || {
-                port.set(listen_port(&d.stderr()));
-                async move { port.get().is_some() }
-            })
-            .await;
-        }
-        let port = port.get().expect("checked above");
-        Running { daemon, port }
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.port, path).await
-    }
-
     /// Waits until `/metrics` satisfies `f`; returns that scrape.
     async fn metrics_until(&self, what: &str, f: impl Fn(&Metrics) -> bool) -> Metrics {
         let last = RefCell::new(None);
@@ -121,36 +92,6 @@ impl Running {
         .await;
         body.into_inner()
     }
-}
-
-fn listen_port(log: &str) -> Option<u16> {
-    let at = log.find("listen=127.0.0.1:")? + "listen=127.0.0.1:".len();
-    log[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()
-}
-
-/// A plain HTTP/1.0 GET (no client library needed): status and body, `None` on no answer.
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let code = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, body.to_string()))
-    };
-    tokio::time::timeout(HTTP_TIMEOUT, exchange)
-        .await
-        .ok()
-        .flatten()
 }
 
 /// A parsed scrape: samples by name, and the `# TYPE` of each family.

@@ -16,9 +16,6 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use crate::common::{eventually, Cli, Cluster, Daemon, PATIENCE};
 
 const PARTITIONS: i64 = 4_000;
@@ -144,21 +141,7 @@ fn parse_ms(v: &str) -> f64 {
 }
 
 async fn get(port: u16, path: &str) -> Option<String> {
-    let exchange = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        head.contains(" 200 ").then(|| body.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(60), exchange)
-        .await
-        .ok()
-        .flatten()
+    crate::common::http::http_ok_body(port, path, Duration::from_secs(60)).await
 }
 
 fn gauge(text: &str, series: &str) -> Option<f64> {

@@ -4,23 +4,10 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use crate::common::{eventually, Cli};
 
 async fn get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut body))
-        .await
-        .ok()?
-        .ok()?;
-    let ok = body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200");
-    ok.then_some(body)
+    crate::common::http::http_ok_body(port, path, Duration::from_secs(5)).await
 }
 
 #[tokio::test]

@@ -15,11 +15,9 @@ mod soak;
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use crate::common::fixtures::{self, PRICING_DATA};
-use crate::common::{eventually, Cli, Cluster, Daemon, TestDb, PATIENCE};
+pub(crate) use crate::common::http::{http_get, http_get_within, RunningDaemon};
+use crate::common::{Cli, Cluster, TestDb};
 
 /// A fresh database on `cluster` holding the runbook's empty `pricing_data`.
 async fn pricing_db_on(cluster: &Cluster) -> TestDb {
@@ -81,7 +79,6 @@ async fn partkeeper_session(db: &TestDb, state: &str) -> bool {
 const NOTICE_CRASH: Duration = Duration::from_secs(20);
 
 /// How long one HTTP request to a daemon may take before it counts as no answer.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A daemon configuration for `url`: HTTP on a free port of 127.0.0.1, maintenance on cron
 /// `schedule`, the catalog re-read every `refresh`, `pricing_data` monthly with a default.
@@ -105,67 +102,4 @@ metrics_refresh = "{refresh}"
 {}"#,
         fixtures::MONTHLY
     )
-}
-
-/// A `partkeeper run` and the HTTP port it listens on (read from its log).
-struct RunningDaemon {
-    daemon: Daemon,
-    port: u16,
-}
-
-impl RunningDaemon {
-    async fn start(config: &str) -> RunningDaemon {
-        let daemon = Cli::new().config(config).spawn(["run"]);
-        let port = std::cell::Cell::new(None);
-        {
-            let (d, port) = (&daemon, &port);
-            eventually(PATIENCE, "the daemon to log its listening address", || {
-                port.set(listen_port(&d.stderr()));
-                async move { port.get().is_some() }
-            })
-            .await;
-        }
-        let port = port.get().expect("checked above");
-        RunningDaemon { daemon, port }
-    }
-
-    fn pid(&self) -> i32 {
-        self.daemon.pid().as_raw()
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.port, path).await
-    }
-}
-
-fn listen_port(log: &str) -> Option<u16> {
-    let at = log.find("listen=127.0.0.1:")? + "listen=127.0.0.1:".len();
-    log[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .ok()
-}
-
-/// A plain HTTP/1.0 GET: status and body, `None` when there is no answer within
-/// [`HTTP_TIMEOUT`].
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    http_get_within(port, path, HTTP_TIMEOUT).await
-}
-
-async fn http_get_within(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.ok()?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let code = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, body.to_string()))
-    };
-    tokio::time::timeout(timeout, exchange).await.ok().flatten()
 }

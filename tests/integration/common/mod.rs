@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod database;
 pub mod eventually;
 pub mod fixtures;
+pub mod http;
 pub mod proxy;
 pub mod replica;
 pub mod server;
