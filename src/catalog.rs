@@ -267,7 +267,7 @@ pub fn resolve(row: &TableRow, policy: &TablePolicy) -> Result<ManagedTable, Str
         }
     };
     if key != policy.column {
-        let has_column = row.columns.iter().any(|c| *c == policy.column);
+        let has_column = row.columns.contains(&policy.column);
         return Err(format!(
             "tables[].column for {shown} is {:?}, but the table is partitioned by {:?}{}; set column = '{}'",
             policy.column,

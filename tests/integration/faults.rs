@@ -78,8 +78,6 @@ async fn partkeeper_session(db: &TestDb, state: &str) -> bool {
 /// How long a `partkeeper` command may take to notice that the server is gone and exit.
 const NOTICE_CRASH: Duration = Duration::from_secs(20);
 
-/// How long one HTTP request to a daemon may take before it counts as no answer.
-
 /// A daemon configuration for `url`: HTTP on a free port of 127.0.0.1, maintenance on cron
 /// `schedule`, the catalog re-read every `refresh`, `pricing_data` monthly with a default.
 fn daemon_config(url: &str, schedule: &str, refresh: &str) -> String {

@@ -67,7 +67,7 @@ async fn inserts_into_ranges_being_created_never_fail_and_are_never_lost() {
     for w in writers {
         w.await.unwrap();
     }
-    let errors = errors.lock().unwrap();
+    let errors = errors.lock().unwrap().clone();
     assert_eq!(
         failed.load(Ordering::Relaxed),
         0,
