@@ -9,6 +9,7 @@ use crate::migrate::plan::{self, Preflight};
 use crate::migrate::run::{self as migrate_run, Outcome, Prepared};
 use crate::migrate::state::{self, Phase};
 use crate::migrate::{finalize, rollback, verify, Mode};
+use crate::pg;
 
 pub async fn run(cfg: Config, args: MigrateArgs) -> Result<i32> {
     let policy = cfg
@@ -25,11 +26,19 @@ pub async fn run(cfg: Config, args: MigrateArgs) -> Result<i32> {
         Mode::Online
     };
     let mut conn = super::connect(&cfg).await?;
+    // Every round trip is bounded on our side too (as in maintain): a stalled network fails the
+    // command (exit 1) instead of hanging it; the state row keeps the migration resumable.
+    let deadline = pg::reply_deadline(&cfg.database);
     match args.step {
-        MigrateStep::Plan => plan_step(&mut conn, &policy, &args, mode).await,
-        MigrateStep::Verify => verify_step(&mut conn, &policy).await,
+        MigrateStep::Plan => plan_step(&mut conn, &cfg, &policy, &args, mode).await,
+        MigrateStep::Verify => verify_step(&mut conn, deadline, &policy).await,
         step => {
-            if !state::lock(&mut conn, &policy.name, state::LOCK_WAIT).await? {
+            if !pg::answered(
+                deadline + state::LOCK_WAIT,
+                state::lock(&mut conn, &policy.name, state::LOCK_WAIT),
+            )
+            .await?
+            {
                 return Err(Error::Failed(format!(
                     "another `partkeeper migrate` is working on {} (it holds the migration lock); wait for it to finish",
                     policy.name
@@ -38,7 +47,7 @@ pub async fn run(cfg: Config, args: MigrateArgs) -> Result<i32> {
             match step {
                 MigrateStep::Run => run_step(&mut conn, &cfg, &policy, &args, mode).await,
                 MigrateStep::Rollback => {
-                    let s = state::load(&mut conn, &policy.name).await?;
+                    let s = pg::answered(deadline, state::load(&mut conn, &policy.name)).await?;
                     match rollback::run(&mut conn, &cfg.database, s).await? {
                         rollback::Outcome::NothingToDo => {
                             println!("{}: no migration in progress; nothing to roll back", policy.name)
@@ -59,7 +68,7 @@ pub async fn run(cfg: Config, args: MigrateArgs) -> Result<i32> {
                     Ok(0)
                 }
                 MigrateStep::Finalize => {
-                    let s = state::load(&mut conn, &policy.name).await?;
+                    let s = pg::answered(deadline, state::load(&mut conn, &policy.name)).await?;
                     match finalize::run(&mut conn, &cfg.database, s).await? {
                         finalize::Outcome::NothingToDo => println!(
                             "{}: no migration to finalize; nothing to do",
@@ -84,11 +93,13 @@ pub async fn run(cfg: Config, args: MigrateArgs) -> Result<i32> {
 
 async fn plan_step(
     conn: &mut sqlx::PgConnection,
+    cfg: &Config,
     policy: &TablePolicy,
     args: &MigrateArgs,
     mode: Mode,
 ) -> Result<i32> {
-    if let Some(s) = state::load(conn, &policy.name).await? {
+    let deadline = pg::reply_deadline(&cfg.database);
+    if let Some(s) = pg::answered(deadline, state::load(conn, &policy.name)).await? {
         println!(
             "{}: a migration is recorded, phase {}; `migrate run` continues it, `migrate rollback` undoes it",
             policy.name,
@@ -98,6 +109,7 @@ async fn plan_step(
     }
     let prepared = migrate_run::prepare(
         conn,
+        &cfg.database,
         policy,
         &plan::Options {
             fill: args.fill_null_with.clone(),
@@ -318,8 +330,12 @@ async fn run_step(
     }
 }
 
-async fn verify_step(conn: &mut sqlx::PgConnection, policy: &TablePolicy) -> Result<i32> {
-    let Some(s) = state::load(conn, &policy.name).await? else {
+async fn verify_step(
+    conn: &mut sqlx::PgConnection,
+    deadline: std::time::Duration,
+    policy: &TablePolicy,
+) -> Result<i32> {
+    let Some(s) = pg::answered(deadline, state::load(conn, &policy.name)).await? else {
         return Err(Error::Usage(format!(
             "{}: no migration is recorded, so there is nothing to compare (after `finalize` the backup is gone)",
             policy.name
@@ -338,9 +354,13 @@ async fn verify_step(conn: &mut sqlx::PgConnection, policy: &TablePolicy) -> Res
     };
     let mut scoped = policy.clone();
     scoped.name = partitioned.clone();
-    let rows = crate::catalog::read(conn, &[(partitioned.clone(), b.key.clone())], false).await?;
+    let rows = pg::answered(
+        deadline,
+        crate::catalog::read(conn, &[(partitioned.clone(), b.key.clone())], false),
+    )
+    .await?;
     let managed = crate::catalog::resolve(&rows[0], &scoped).map_err(Error::Failed)?;
-    let report = verify::compare(conn, b, &partitioned, &plain, &managed).await?;
+    let report = verify::compare(conn, deadline, b, &partitioned, &plain, &managed).await?;
     let differing = report.differing();
     let total: i64 = report.periods.iter().map(|p| p.partitioned.rows).sum();
     for p in &report.periods {

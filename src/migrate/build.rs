@@ -344,11 +344,16 @@ pub fn partition_statements(
     Ok(s)
 }
 
-/// Runs `statements` in order on `conn` (inside the caller's transaction).
-pub async fn run(conn: &mut PgConnection, statements: &[String]) -> Result<(), sqlx::Error> {
+/// Runs `statements` in order on `conn` (inside the caller's transaction), each answered within
+/// `deadline` ([`crate::pg::reply_deadline`]).
+pub async fn run(
+    conn: &mut PgConnection,
+    statements: &[String],
+    deadline: std::time::Duration,
+) -> Result<(), sqlx::Error> {
     for st in statements {
         tracing::debug!(sql = %st, "build");
-        sqlx::raw_sql(st).execute(&mut *conn).await?;
+        crate::pg::answered(deadline, sqlx::raw_sql(st).execute(&mut *conn)).await?;
     }
     Ok(())
 }

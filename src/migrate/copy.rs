@@ -119,6 +119,12 @@ pub async fn run(
                         pg::describe(&e)
                     )))
                 }
+                Err(e) if pg::is_connection_lost(&e) => {
+                    return Err(Error::Failed(format!(
+                        "the copy lost its connection to PostgreSQL: {}. The unfinished batch is rolled back and the progress before it is saved; run `migrate run` again",
+                        pg::describe(&e)
+                    )))
+                }
                 Err(e) => return Err(e.into()),
             }
         };
@@ -151,24 +157,39 @@ async fn batch(
     last_pk: Option<&[String]>,
     size: i64,
 ) -> Result<(i64, i64, i64, Option<Vec<String>>), sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    pg::set_local_timeouts(&mut tx, COPY_LOCK_TIMEOUT, db.statement_timeout).await?;
+    // Every round trip within the deadline: a stalled network fails the batch (it is rolled back,
+    // its position not recorded) instead of hanging. A batch holds row locks on the original and
+    // the new table's locks; a stalled session of ours is ended by the server after a second
+    // (idle_in_transaction_session_timeout, from the batch's lock timeout).
+    let deadline = pg::reply_deadline(db);
+    let mut tx = pg::answered(deadline, conn.begin()).await?;
+    pg::answered(
+        deadline,
+        pg::set_local_step_timeouts(&mut tx, COPY_LOCK_TIMEOUT, db.statement_timeout),
+    )
+    .await?;
     // A crash loses at most the newest batches together with their recorded positions, which
     // is safe: the next run copies them again.
-    sqlx::query("SELECT set_config('synchronous_commit', 'off', true)")
-        .execute(&mut *tx)
-        .await?;
-    let row: (i64, i64, i64, Option<Vec<String>>) = match last_pk {
+    pg::answered(
+        deadline,
+        sqlx::query("SELECT set_config('synchronous_commit', 'off', true)").execute(&mut *tx),
+    )
+    .await?;
+    let query = match last_pk {
         None => sqlx::query_as(first_sql).bind(None::<Vec<String>>),
         Some(pk) => sqlx::query_as(next_sql).bind(pk.to_vec()),
     }
-    .bind(size)
-    .fetch_one(&mut *tx)
-    .await?;
+    .bind(size);
+    let row: (i64, i64, i64, Option<Vec<String>>) =
+        pg::answered(deadline, query.fetch_one(&mut *tx)).await?;
     if let Some(last) = &row.3 {
-        state::record_batch(&mut tx, &b.original, last, row.1, row.2).await?;
+        pg::answered(
+            deadline,
+            state::record_batch(&mut tx, &b.original, last, row.1, row.2),
+        )
+        .await?;
     }
-    tx.commit().await?;
+    pg::answered(deadline, tx.commit()).await?;
     Ok(row)
 }
 

@@ -40,16 +40,23 @@ pub async fn run(
             let mut statements = sync::drop_triggers(&b.original, [REVERSE_TRIGGER, REVERSE_TRUNCATE_TRIGGER]);
             statements.push(format!("DROP TABLE IF EXISTS {}", b.backup.quoted()));
             statements.extend(rollback::drop_functions(b));
+            // Every round trip within the deadline; a stalled session holding the locks is ended by
+            // the server (idle_in_transaction_session_timeout).
+            let deadline = pg::reply_deadline(db);
             let mut waits = 0;
             loop {
                 let attempt = async {
-                    let mut tx = conn.begin().await?;
-                    pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout).await?;
+                    let mut tx = pg::answered(deadline, conn.begin()).await?;
+                    pg::answered(
+                        deadline,
+                        pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
+                    )
+                    .await?;
                     for s in &statements {
-                        sqlx::raw_sql(s).execute(&mut *tx).await?;
+                        pg::answered(deadline, sqlx::raw_sql(s).execute(&mut *tx)).await?;
                     }
-                    state::remove(&mut tx, &b.original).await?;
-                    tx.commit().await
+                    pg::answered(deadline, state::remove(&mut tx, &b.original)).await?;
+                    pg::answered(deadline, tx.commit()).await
                 };
                 match attempt.await {
                     Ok(()) => return Ok(Outcome::Finalized),

@@ -500,6 +500,7 @@ pub async fn read_policies(conn: &mut PgConnection, oid: i64) -> Result<Vec<Poli
 /// exists.
 pub async fn read_data(
     conn: &mut PgConnection,
+    deadline: std::time::Duration,
     inv: &Inventory,
     key: &str,
     key_sql_type: &str,
@@ -514,20 +515,26 @@ pub async fn read_data(
             format!("extract(epoch FROM ({expr})::timestamp)::float8")
         }
     };
-    let null_keys: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE {k} IS NULL"))
-        .fetch_one(&mut *conn)
-        .await?;
+    let null_keys: i64 = crate::pg::answered(
+        deadline,
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE {k} IS NULL"))
+            .fetch_one(&mut *conn),
+    )
+    .await?;
     let (min_key, max_key, min_key_text, max_key_text): (
         Option<f64>,
         Option<f64>,
         Option<String>,
         Option<String>,
-    ) = sqlx::query_as(&format!(
-        "SELECT {}, {}, lo::text, hi::text FROM (SELECT min({k}) AS lo, max({k}) AS hi FROM {t}) s",
-        epoch("lo"),
-        epoch("hi")
-    ))
-    .fetch_one(&mut *conn)
+    ) = crate::pg::answered(
+        deadline,
+        sqlx::query_as(&format!(
+            "SELECT {}, {}, lo::text, hi::text FROM (SELECT min({k}) AS lo, max({k}) AS hi FROM {t}) s",
+            epoch("lo"),
+            epoch("hi")
+        ))
+        .fetch_one(&mut *conn),
+    )
     .await?;
     let mut facts = DataFacts {
         null_keys,
@@ -539,13 +546,16 @@ pub async fn read_data(
     };
     if let (Some(fill), true) = (fill, null_keys > 0) {
         let filled = format!("({fill})::{key_sql_type}");
-        let (lo, hi, still_null): (Option<f64>, Option<f64>, i64) = sqlx::query_as(&format!(
-            "SELECT {}, {}, count(*) FILTER (WHERE f IS NULL)
-               FROM (SELECT {filled} AS f FROM {t} WHERE {k} IS NULL) s",
-            epoch("min(f)"),
-            epoch("max(f)")
-        ))
-        .fetch_one(&mut *conn)
+        let (lo, hi, still_null): (Option<f64>, Option<f64>, i64) = crate::pg::answered(
+            deadline,
+            sqlx::query_as(&format!(
+                "SELECT {}, {}, count(*) FILTER (WHERE f IS NULL)
+                   FROM (SELECT {filled} AS f FROM {t} WHERE {k} IS NULL) s",
+                epoch("min(f)"),
+                epoch("max(f)")
+            ))
+            .fetch_one(&mut *conn),
+        )
         .await?;
         facts.min_fill = lo;
         facts.max_fill = hi;
@@ -558,18 +568,19 @@ pub async fn read_data(
 /// type, without reading rows. The error is the server's message.
 pub async fn check_fill(
     conn: &mut PgConnection,
+    deadline: std::time::Duration,
     table: &QualifiedName,
     fill: &str,
     key_sql_type: &str,
 ) -> Result<(), String> {
-    sqlx::raw_sql(&format!(
+    let sql = format!(
         "SELECT ({fill})::{key_sql_type} FROM {} LIMIT 0",
         table.quoted()
-    ))
-    .execute(conn)
-    .await
-    .map(|_| ())
-    .map_err(|e| crate::pg::describe(&e))
+    );
+    crate::pg::answered(deadline, sqlx::raw_sql(&sql).execute(conn))
+        .await
+        .map(|_| ())
+        .map_err(|e| crate::pg::describe(&e))
 }
 
 /// Free space beside the data directory, when the server runs on this machine and the setting is

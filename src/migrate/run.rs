@@ -20,6 +20,7 @@ use crate::coverage;
 use crate::ddl;
 use crate::error::Error;
 use crate::ident::derived_name;
+use crate::pg;
 use crate::plan::{Action, Clock};
 
 /// What `plan` and `run` know before changing anything.
@@ -57,10 +58,17 @@ pub enum Outcome {
 /// Reads the inventory and the data facts and judges them. Changes nothing.
 pub async fn prepare(
     conn: &mut PgConnection,
+    db: &DatabaseConfig,
     policy: &TablePolicy,
     opts: &plan::Options,
 ) -> Result<Prepared, Error> {
-    let inv = inventory::read(conn, &policy.name, &policy.column).await?;
+    // Catalog reads (cheap) under one deadline each, the row scans each under their own.
+    let deadline = pg::reply_deadline(db);
+    let inv = pg::answered(
+        deadline,
+        inventory::read(conn, &policy.name, &policy.column),
+    )
+    .await?;
     if !inv.exists {
         return Err(Error::Mismatch(format!(
             "table {} does not exist; check tables[].name (and the database in database.url)",
@@ -73,7 +81,7 @@ pub async fn prepare(
     let mut facts = None;
     if let (Some(kt), "r") = (key_type, inv.relkind.as_str()) {
         if let Some(fill) = &opts.fill {
-            inventory::check_fill(conn, &policy.name, fill, kt.sql_name())
+            inventory::check_fill(conn, deadline, &policy.name, fill, kt.sql_name())
                 .await
                 .map_err(|e| {
                     Error::Usage(format!(
@@ -85,6 +93,7 @@ pub async fn prepare(
         facts = Some(
             inventory::read_data(
                 conn,
+                deadline,
                 &inv,
                 &policy.column,
                 kt.sql_name(),
@@ -101,7 +110,7 @@ pub async fn prepare(
             .name
             .sibling(derived_name(&policy.name.name, "default")),
     );
-    let taken = catalog::existing_relations(conn, &wanted).await?;
+    let taken = pg::answered(deadline, catalog::existing_relations(conn, &wanted)).await?;
     let preflight = plan::judge(&inv, facts.as_ref(), policy, opts, &taken);
     Ok(Prepared {
         inventory: inv,
@@ -124,12 +133,13 @@ pub async fn run(
     opts: &Options,
 ) -> Result<Outcome, Error> {
     let started = Instant::now();
-    let existing = state::load(conn, &policy.name).await?;
+    let deadline = pg::reply_deadline(db);
+    let existing = pg::answered(deadline, state::load(conn, &policy.name)).await?;
     let mut summary = Summary::default();
     let state = match existing {
         Some(s) if s.phase == Phase::Swapped => {
             if !s.analyzed {
-                analyze(conn, &s.blueprint).await?;
+                analyze(conn, deadline, &s.blueprint).await?;
             }
             return Ok(Outcome::AlreadySwapped);
         }
@@ -147,6 +157,7 @@ pub async fn run(
         None => {
             let prepared = prepare(
                 conn,
+                db,
                 policy,
                 &plan::Options {
                     fill: opts.fill.clone(),
@@ -169,7 +180,7 @@ pub async fn run(
                 return offline(conn, db, policy, &prepared, &bp, summary, started).await;
             }
             build_online(conn, db, &prepared, &bp).await?;
-            state::load(conn, &policy.name)
+            pg::answered(deadline, state::load(conn, &policy.name))
                 .await?
                 .ok_or_else(|| Error::Failed("the state row vanished after the build".into()))?
         }
@@ -180,11 +191,14 @@ pub async fn run(
 
     if !state.copy_done {
         let copy_started = Instant::now();
-        let total: f64 = sqlx::query_scalar(
-            "SELECT GREATEST(reltuples, 0)::float8 FROM pg_class WHERE oid = to_regclass($1)",
+        let total: f64 = pg::answered(
+            deadline,
+            sqlx::query_scalar(
+                "SELECT GREATEST(reltuples, 0)::float8 FROM pg_class WHERE oid = to_regclass($1)",
+            )
+            .bind(bp.original.quoted())
+            .fetch_one(&mut *conn),
         )
-        .bind(bp.original.quoted())
-        .fetch_one(&mut *conn)
         .await?;
         let mut progress = Progress::new(total as u64, state.rows_copied.max(0) as u64);
         let out = copy::run(
@@ -197,18 +211,18 @@ pub async fn run(
         )
         .await?;
         progress.finish();
-        state::mark_copy_done(conn, &bp.original).await?;
+        pg::answered(deadline, state::mark_copy_done(conn, &bp.original)).await?;
         summary.copy_secs = copy_started.elapsed().as_secs_f64();
         summary.copy_retries = out.retries;
     }
-    let after = state::load(conn, &bp.original).await?;
+    let after = pg::answered(deadline, state::load(conn, &bp.original)).await?;
     if let Some(s) = &after {
         summary.rows_copied = s.rows_copied;
         summary.rows_filled = s.rows_filled;
     }
 
     // The swap reads the original's grants, policies and RLS as they are now.
-    let inv = inventory::read(conn, &bp.original, &bp.key).await?;
+    let inv = pg::answered(deadline, inventory::read(conn, &bp.original, &bp.key)).await?;
     loop {
         match swap::online(conn, db, &inv, &bp).await? {
             swap::Attempt::Done(out) => {
@@ -231,7 +245,7 @@ pub async fn run(
         }
     }
     tracing::info!(table = %bp.original, lock_held_ms = summary.lock_held.as_millis() as u64, "swapped");
-    analyze(conn, &bp).await?;
+    analyze(conn, deadline, &bp).await?;
     summary.total_secs = started.elapsed().as_secs_f64();
     Ok(Outcome::Migrated(summary))
 }
@@ -257,16 +271,27 @@ async fn build_online(
     statements.push(sync::forward_function(bp));
     statements.push(sync::reverse_function(bp));
     let triggers = sync::forward_triggers(bp, &bp.original);
+    // Every round trip within the deadline; the server ends a stalled session of ours that
+    // holds the original's lock (idle_in_transaction_session_timeout, about lock_timeout).
+    let deadline = pg::reply_deadline(db);
     let mut waits = 0;
     loop {
         let attempt = async {
-            let mut tx = conn.begin().await?;
-            crate::pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout).await?;
-            state::ensure_schema(&mut tx).await?;
-            build::run(&mut tx, &statements).await?;
-            state::insert(&mut tx, Phase::Copying, Mode::Online, bp).await?;
-            build::run(&mut tx, &triggers).await?;
-            tx.commit().await
+            let mut tx = pg::answered(deadline, conn.begin()).await?;
+            pg::answered(
+                deadline,
+                pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
+            )
+            .await?;
+            pg::answered(deadline, state::ensure_schema(&mut tx)).await?;
+            build::run(&mut tx, &statements, deadline).await?;
+            pg::answered(
+                deadline,
+                state::insert(&mut tx, Phase::Copying, Mode::Online, bp),
+            )
+            .await?;
+            build::run(&mut tx, &triggers, deadline).await?;
+            pg::answered(deadline, tx.commit()).await
         };
         match attempt.await {
             Ok(()) => {
@@ -315,20 +340,28 @@ async fn cover_default_rows(
         "extract(epoch FROM ({})::timestamp)::float8"
     };
     let k = bp.key_quoted();
-    let (lo, hi): (Option<f64>, Option<f64>) = sqlx::query_as(&format!(
-        "SELECT {}, {} FROM {}",
-        epoch.replace("{}", &format!("min({k})")),
-        epoch.replace("{}", &format!("max({k})")),
-        bp.default_partition.quoted()
-    ))
-    .fetch_one(&mut *conn)
+    let deadline = pg::reply_deadline(db);
+    let (lo, hi): (Option<f64>, Option<f64>) = pg::answered(
+        deadline,
+        sqlx::query_as(&format!(
+            "SELECT {}, {} FROM {}",
+            epoch.replace("{}", &format!("min({k})")),
+            epoch.replace("{}", &format!("max({k})")),
+            bp.default_partition.quoted()
+        ))
+        .fetch_one(&mut *conn),
+    )
     .await?;
     let (Some(lo), Some(hi)) = (lo, hi) else {
         return Ok(0);
     };
     let mut scoped = policy.clone();
     scoped.name = bp.partitioned.clone();
-    let rows = catalog::read(conn, &[(bp.partitioned.clone(), bp.key.clone())], false).await?;
+    let rows = pg::answered(
+        deadline,
+        catalog::read(conn, &[(bp.partitioned.clone(), bp.key.clone())], false),
+    )
+    .await?;
     let table = catalog::resolve(&rows[0], &scoped).map_err(Error::Failed)?;
     let clock = Clock::new(policy, key_type, Utc::now());
     let to_utc = |s: f64| DateTime::<Utc>::from_timestamp(s.floor() as i64, 0).unwrap_or_default();
@@ -386,7 +419,7 @@ async fn cover_default_rows(
         }
         if within == Within::CallersTransaction {
             for step in &steps {
-                build::run(conn, &step.statements).await?;
+                build::run(conn, &step.statements, deadline).await?;
             }
         } else {
             crate::execute::run_steps(conn, db, &steps)
@@ -425,10 +458,19 @@ async fn offline(
             .map_err(Error::Failed)?,
     );
     statements.push(sync::reverse_function(bp));
-    let mut tx = conn.begin().await?;
-    crate::pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout).await?;
-    state::ensure_schema(&mut tx).await?;
-    build::run(&mut tx, &statements).await?;
+    // Every round trip within the deadline, but no idle_in_transaction_session_timeout: this one
+    // long transaction deliberately sleeps between lock attempts (swap::lock_with_savepoint) and
+    // would be ended, its copy thrown away. A stalled network here fails the command; the
+    // server keeps the session (and its SHARE lock) until TCP keepalive notices the dead peer.
+    let deadline = pg::reply_deadline(db);
+    let mut tx = pg::answered(deadline, conn.begin()).await?;
+    pg::answered(
+        deadline,
+        pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
+    )
+    .await?;
+    pg::answered(deadline, state::ensure_schema(&mut tx)).await?;
+    build::run(&mut tx, &statements, deadline).await?;
     swap::lock_with_savepoint(
         &mut tx,
         db,
@@ -436,18 +478,18 @@ async fn offline(
     )
     .await?;
     let copy_started = Instant::now();
-    let copied = sqlx::raw_sql(&format!(
+    let copy = format!(
         "INSERT INTO {} ({}){} SELECT {} FROM {} o",
         bp.partitioned.quoted(),
         Blueprint::list(&bp.columns),
         bp.overriding_clause(),
         bp.select_list("o."),
         bp.original.quoted()
-    ))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if !bp.keep_default && swap::default_has_rows(&mut tx, bp).await? {
+    );
+    let copied = pg::answered(deadline, sqlx::raw_sql(&copy).execute(&mut *tx))
+        .await?
+        .rows_affected();
+    if !bp.keep_default && pg::answered(deadline, swap::default_has_rows(&mut tx, bp)).await? {
         summary.extra_partitions += cover_default_rows(
             &mut tx,
             db,
@@ -459,43 +501,48 @@ async fn offline(
         )
         .await?;
     }
-    build::run(&mut tx, &build::key_statements(inv, bp)).await?;
+    build::run(&mut tx, &build::key_statements(inv, bp), deadline).await?;
     summary.copy_secs = copy_started.elapsed().as_secs_f64();
     let out = swap::offline(&mut tx, db, inv, bp).await?;
-    state::insert(&mut tx, Phase::Swapped, Mode::Offline, bp).await?;
+    pg::answered(
+        deadline,
+        state::insert(&mut tx, Phase::Swapped, Mode::Offline, bp),
+    )
+    .await?;
     let swap_done = Instant::now();
-    tx.commit().await?;
+    pg::answered(deadline, tx.commit()).await?;
     summary.lock_held = out.lock_held + swap_done.elapsed();
     summary.lock_waits = out.lock_waits;
     summary.rows_copied = copied as i64;
     summary.rows_filled = prepared.facts.as_ref().map_or(0, |f| f.null_keys);
-    analyze(conn, bp).await?;
+    analyze(conn, deadline, bp).await?;
     summary.total_secs = started.elapsed().as_secs_f64();
     Ok(Outcome::Migrated(summary))
 }
 
 /// After the swap: autovacuum back on for the partitions it was paused on, then ANALYZE. Neither
 /// blocks the application's reads or writes; both are idempotent (a resumed run repeats them).
-async fn analyze(conn: &mut PgConnection, bp: &Blueprint) -> Result<(), Error> {
+async fn analyze(conn: &mut PgConnection, deadline: Duration, bp: &Blueprint) -> Result<(), Error> {
     if bp.pause_autovacuum {
-        let paused: Vec<String> = sqlx::query_scalar(
-            "SELECT format('%I.%I', n.nspname, c.relname)
-               FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE i.inhparent = to_regclass($1) AND 'autovacuum_enabled=false' = ANY (c.reloptions)",
+        let paused: Vec<String> = pg::answered(
+            deadline,
+            sqlx::query_scalar(
+                "SELECT format('%I.%I', n.nspname, c.relname)
+                   FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE i.inhparent = to_regclass($1) AND 'autovacuum_enabled=false' = ANY (c.reloptions)",
+            )
+            .bind(bp.original.quoted())
+            .fetch_all(&mut *conn),
         )
-        .bind(bp.original.quoted())
-        .fetch_all(&mut *conn)
         .await?;
         for p in paused {
-            sqlx::raw_sql(&format!("ALTER TABLE {p} RESET (autovacuum_enabled)"))
-                .execute(&mut *conn)
-                .await?;
+            let reset = format!("ALTER TABLE {p} RESET (autovacuum_enabled)");
+            pg::answered(deadline, sqlx::raw_sql(&reset).execute(&mut *conn)).await?;
         }
     }
-    sqlx::raw_sql(&format!("ANALYZE {}", bp.original.quoted()))
-        .execute(&mut *conn)
-        .await?;
-    state::mark_analyzed(conn, &bp.original).await?;
+    let analyze = format!("ANALYZE {}", bp.original.quoted());
+    pg::answered(deadline, sqlx::raw_sql(&analyze).execute(&mut *conn)).await?;
+    pg::answered(deadline, state::mark_analyzed(conn, &bp.original)).await?;
     Ok(())
 }
 

@@ -268,10 +268,14 @@ async fn views_of(
         .collect())
 }
 
-async fn run_all(conn: &mut PgConnection, statements: &[String]) -> Result<(), sqlx::Error> {
+async fn run_all(
+    conn: &mut PgConnection,
+    statements: &[String],
+    deadline: Duration,
+) -> Result<(), sqlx::Error> {
     for st in statements {
         tracing::debug!(sql = %st, "swap");
-        sqlx::raw_sql(st).execute(&mut *conn).await?;
+        pg::answered(deadline, sqlx::raw_sql(st).execute(&mut *conn)).await?;
     }
     Ok(())
 }
@@ -285,7 +289,7 @@ pub async fn online(
 ) -> Result<Attempt, Error> {
     let mut waits = 0;
     loop {
-        cancel_autovacuum(conn, &[&b.original, &b.partitioned]).await;
+        cancel_autovacuum(conn, db, &[&b.original, &b.partitioned]).await;
         match online_attempt(conn, db, inv, b).await {
             Ok(Some(held)) => {
                 return Ok(Attempt::Done(SwapOutcome {
@@ -316,9 +320,13 @@ pub async fn online(
 /// does once a lock request has waited `deadlock_timeout` — but before the swap queues up, so the
 /// application's writers do not wait behind it meanwhile. Needs superuser (or, on recent
 /// servers, pg_signal_autovacuum_worker); without it nothing happens and the lock wait does it.
-async fn cancel_autovacuum(conn: &mut PgConnection, tables: &[&QualifiedName]) {
+async fn cancel_autovacuum(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    tables: &[&QualifiedName],
+) {
     let names: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
-    let result = sqlx::query_scalar::<_, i64>(
+    let query = sqlx::query_scalar::<_, i64>(
         "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM (
            SELECT DISTINCT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
             WHERE a.backend_type = 'autovacuum worker' AND l.locktype = 'relation'
@@ -328,9 +336,8 @@ async fn cancel_autovacuum(conn: &mut PgConnection, tables: &[&QualifiedName]) {
                                   WHERE i.inhparent IN (SELECT to_regclass(n) FROM unnest($1::text[]) n))) w",
     )
     .bind(&names)
-    .fetch_one(&mut *conn)
-    .await;
-    match result {
+    .fetch_one(&mut *conn);
+    match pg::answered(pg::reply_deadline(db), query).await {
         Ok(n) if n > 0 => tracing::info!(
             workers = n,
             "cancelled autovacuum on the tables before the swap"
@@ -348,23 +355,33 @@ async fn online_attempt(
     inv: &Inventory,
     b: &Blueprint,
 ) -> Result<Option<Duration>, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout).await?;
-    sqlx::raw_sql(&format!(
+    // Every round trip within the deadline; a stalled session of ours that holds the locks is
+    // ended by the server after about lock_timeout (idle_in_transaction_session_timeout).
+    let deadline = pg::reply_deadline(db);
+    let mut tx = pg::answered(deadline, conn.begin()).await?;
+    pg::answered(
+        deadline,
+        pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
+    )
+    .await?;
+    let lock = format!(
         "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
         b.original.quoted(),
         b.partitioned.quoted()
-    ))
-    .execute(&mut *tx)
-    .await?;
+    );
+    pg::answered(deadline, sqlx::raw_sql(&lock).execute(&mut *tx)).await?;
     let locked = Instant::now();
-    if !b.keep_default && default_has_rows(&mut tx, b).await? {
+    if !b.keep_default && pg::answered(deadline, default_has_rows(&mut tx, b)).await? {
         return Ok(None);
     }
-    let views = views_of(&mut tx, &b.original).await?;
-    run_all(&mut tx, &forward_statements(inv, b, &views, true)).await?;
-    state::set_phase(&mut tx, &b.original, Phase::Swapped).await?;
-    tx.commit().await?;
+    let views = pg::answered(deadline, views_of(&mut tx, &b.original)).await?;
+    run_all(&mut tx, &forward_statements(inv, b, &views, true), deadline).await?;
+    pg::answered(
+        deadline,
+        state::set_phase(&mut tx, &b.original, Phase::Swapped),
+    )
+    .await?;
+    pg::answered(deadline, tx.commit()).await?;
     Ok(Some(locked.elapsed()))
 }
 
@@ -395,8 +412,9 @@ pub async fn offline(
     )
     .await?;
     let locked = Instant::now();
-    let views = views_of(conn, &b.original).await?;
-    run_all(conn, &forward_statements(inv, b, &views, false)).await?;
+    let deadline = pg::reply_deadline(db);
+    let views = pg::answered(deadline, views_of(conn, &b.original)).await?;
+    run_all(conn, &forward_statements(inv, b, &views, false), deadline).await?;
     Ok(SwapOutcome {
         lock_held: locked.elapsed(),
         lock_waits: waits,
@@ -410,22 +428,29 @@ pub async fn lock_with_savepoint(
     db: &DatabaseConfig,
     lock: &str,
 ) -> Result<u32, Error> {
+    let deadline = pg::reply_deadline(db);
     let mut waits = 0;
     loop {
-        sqlx::raw_sql("SAVEPOINT partkeeper_lock")
-            .execute(&mut *conn)
-            .await?;
-        match sqlx::raw_sql(lock).execute(&mut *conn).await {
+        pg::answered(
+            deadline,
+            sqlx::raw_sql("SAVEPOINT partkeeper_lock").execute(&mut *conn),
+        )
+        .await?;
+        match pg::answered(deadline, sqlx::raw_sql(lock).execute(&mut *conn)).await {
             Ok(_) => {
-                sqlx::raw_sql("RELEASE SAVEPOINT partkeeper_lock")
-                    .execute(&mut *conn)
-                    .await?;
+                pg::answered(
+                    deadline,
+                    sqlx::raw_sql("RELEASE SAVEPOINT partkeeper_lock").execute(&mut *conn),
+                )
+                .await?;
                 return Ok(waits);
             }
             Err(e) if pg::is_retryable(&e) && waits + 1 < db.lock_retries.max(1) => {
-                sqlx::raw_sql("ROLLBACK TO SAVEPOINT partkeeper_lock")
-                    .execute(&mut *conn)
-                    .await?;
+                pg::answered(
+                    deadline,
+                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT partkeeper_lock").execute(&mut *conn),
+                )
+                .await?;
                 waits += 1;
                 let pause = pg::backoff(waits);
                 tracing::info!(attempt = waits, ?pause, "lock not granted in time; retrying");
@@ -481,27 +506,39 @@ async fn back_attempt(
     db: &DatabaseConfig,
     b: &Blueprint,
 ) -> Result<Duration, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout).await?;
-    sqlx::raw_sql(&format!(
+    // As in the forward swap: every round trip within the deadline, the idle session ended.
+    let deadline = pg::reply_deadline(db);
+    let mut tx = pg::answered(deadline, conn.begin()).await?;
+    pg::answered(
+        deadline,
+        pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
+    )
+    .await?;
+    let lock = format!(
         "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
         b.original.quoted(),
         b.backup.quoted()
-    ))
-    .execute(&mut *tx)
-    .await?;
+    );
+    pg::answered(deadline, sqlx::raw_sql(&lock).execute(&mut *tx)).await?;
     let locked = Instant::now();
-    let views = views_of(&mut tx, &b.original).await?;
-    let published: Vec<String> = sqlx::query_scalar(
-        "SELECT p.pubname::text FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-          WHERE pr.prrelid = to_regclass($1)",
+    let views = pg::answered(deadline, views_of(&mut tx, &b.original)).await?;
+    let published: Vec<String> = pg::answered(
+        deadline,
+        sqlx::query_scalar(
+            "SELECT p.pubname::text FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+              WHERE pr.prrelid = to_regclass($1)",
+        )
+        .bind(b.original.quoted())
+        .fetch_all(&mut *tx),
     )
-    .bind(b.original.quoted())
-    .fetch_all(&mut *tx)
     .await?;
-    run_all(&mut tx, &back_statements(b, &views, &published)).await?;
-    state::set_phase(&mut tx, &b.original, Phase::RolledBack).await?;
-    tx.commit().await?;
+    run_all(&mut tx, &back_statements(b, &views, &published), deadline).await?;
+    pg::answered(
+        deadline,
+        state::set_phase(&mut tx, &b.original, Phase::RolledBack),
+    )
+    .await?;
+    pg::answered(deadline, tx.commit()).await?;
     Ok(locked.elapsed())
 }
 

@@ -111,29 +111,36 @@ fn sums_sql(b: &Blueprint, table: &QualifiedName) -> String {
 /// Compares `partitioned` and `plain` in one snapshot.
 pub async fn compare(
     conn: &mut PgConnection,
+    deadline: std::time::Duration,
     b: &Blueprint,
     partitioned: &QualifiedName,
     plain: &QualifiedName,
     managed: &ManagedTable,
 ) -> Result<Report, crate::error::Error> {
     let (thresholds, labels) = buckets(managed).map_err(crate::error::Error::Failed)?;
-    let mut tx = conn.begin().await?;
-    sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    // Each round trip within `deadline` ([`crate::pg::reply_deadline`]).
+    let mut tx = crate::pg::answered(deadline, conn.begin()).await?;
+    crate::pg::answered(
+        deadline,
+        sqlx::raw_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx),
+    )
+    .await?;
     let mut sides = Vec::new();
     for t in [partitioned, plain] {
-        let rows: Vec<(i32, i64, String)> = sqlx::query_as(&sums_sql(b, t))
-            .bind(&thresholds)
-            .fetch_all(&mut *tx)
-            .await?;
+        let sql = sums_sql(b, t);
+        let rows: Vec<(i32, i64, String)> = crate::pg::answered(
+            deadline,
+            sqlx::query_as(&sql).bind(&thresholds).fetch_all(&mut *tx),
+        )
+        .await?;
         sides.push(
             rows.into_iter()
                 .map(|(bucket, rows, checksum)| (bucket, PeriodSum { rows, checksum }))
                 .collect::<BTreeMap<i32, PeriodSum>>(),
         );
     }
-    tx.commit().await?;
+    crate::pg::answered(deadline, tx.commit()).await?;
     let empty = PeriodSum {
         rows: 0,
         checksum: "0".into(),

@@ -415,3 +415,126 @@ async fn a_scheduled_pass_caught_by_a_stalled_network_fails_in_time_and_the_next
     );
     println!("a pass caught by the stall failed {gave_up:?} after it began");
 }
+
+/// The runbook's `pricing_data` before a migration: a plain table.
+const PLAIN_PRICING_DATA: &str = r#"
+CREATE TABLE pricing_data (id bigserial PRIMARY KEY, "propertyId" text NOT NULL, date date NOT NULL,
+  price numeric(10,2) NOT NULL, "createdAt" timestamptz NOT NULL DEFAULT now());
+CREATE INDEX idx_pricing_data_property_date ON pricing_data ("propertyId", date);
+"#;
+
+const MIGRATE_ROWS: i64 = 20_000;
+
+const MIGRATE_RUN: [&str; 6] = [
+    "migrate",
+    "run",
+    "--table",
+    "public.pricing_data",
+    "--batch-size",
+    "100",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_run_stalled_in_the_middle_of_the_copy_fails_within_its_timeouts_and_run_again_finishes(
+) {
+    let db = crate::common::shared().create_database().await;
+    db.exec(PLAIN_PRICING_DATA).await;
+    db.exec(&format!(
+        r#"INSERT INTO pricing_data ("propertyId", date, price)
+           SELECT 'p' || (g % 50), current_date - 400 + (g % 460), (g % 500) + 0.25
+             FROM generate_series(1, {MIGRATE_ROWS}) g;
+           ANALYZE pricing_data;"#
+    ))
+    .await;
+    let proxy = Proxy::start(db_port(&db));
+    let cli = cli_through(&proxy, &db);
+
+    // An application transaction has locked a row in the middle of the table, so the copy
+    // waits for it, retrying, with the rows before it locked FOR SHARE. The network stalls
+    // while the copy waits; then the transaction ends, so the server finishes the batch (or its
+    // lock wait times out) and answers into the stalled network: our session sits idle in its
+    // transaction, holding those row locks.
+    let mut row_lock = hold(
+        &db,
+        &format!(
+            "SELECT * FROM pricing_data WHERE id = {} FOR UPDATE",
+            MIGRATE_ROWS / 2
+        ),
+    )
+    .await;
+    let migrate = cli.spawn(MIGRATE_RUN);
+    let copying = Instant::now();
+    while !partkeeper_session(&db, "wait_event_type = 'Lock'").await {
+        assert!(
+            copying.elapsed() < PATIENCE,
+            "the copy never waited for the row"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.stall();
+    let stalled = Instant::now();
+    sqlx::raw_sql("COMMIT")
+        .execute(&mut row_lock)
+        .await
+        .unwrap();
+    let copy_done: bool = db
+        .query_scalar("SELECT copy_done FROM partkeeper.migrations")
+        .await;
+    assert!(!copy_done, "the stall must come in the middle of the copy");
+    let last: i64 = db
+        .query_scalar("SELECT COALESCE(last_pk[1]::int8, 0) FROM partkeeper.migrations")
+        .await;
+
+    // The application writes: a new row, and the row after the copy's saved position, which a
+    // stalled batch holds FOR SHARE. Neither waits for long: the server ends a stalled batch's
+    // session after idle_in_transaction_session_timeout.
+    let mut app = db.connect().await;
+    let writes = async {
+        sqlx::raw_sql(&format!(
+            "INSERT INTO pricing_data (\"propertyId\", date, price) VALUES ('app', current_date, 1);
+             UPDATE pricing_data SET price = price + 1 WHERE id = {}",
+            last + 1
+        ))
+        .execute(&mut app)
+        .await
+    };
+    // Well before migrate gives up (7 s), whose exit would also end the session: the server
+    // must end it first, after 1 s (a batch's idle_in_transaction_session_timeout).
+    let app_patience = Duration::from_secs(4);
+    tokio::time::timeout(app_patience, writes)
+        .await
+        .unwrap_or_else(|_| {
+            panic!("the application waited more than {app_patience:?} behind a stalled copy")
+        })
+        .expect("the application's writes");
+    let app_waited = stalled.elapsed();
+
+    let out = migrate
+        .wait(STATEMENT_TIMEOUT + CONNECT_TIMEOUT + SLACK)
+        .await;
+    let took = stalled.elapsed();
+    out.assert_code(1);
+    assert!(
+        took < STATEMENT_TIMEOUT + CONNECT_TIMEOUT + SLACK,
+        "migrate took {took:?} to give up: {out}"
+    );
+    let said = out.to_string();
+    assert!(
+        said.contains("no answer from PostgreSQL within 7s")
+            && said.contains("run `migrate run` again"),
+        "the message should say the server stopped answering and what to do: {out}"
+    );
+    println!(
+        "stalled copy: application waited {app_waited:?}, migrate gave up after {took:?}\n{out}"
+    );
+
+    proxy.resume();
+    let out = cli.run_async(MIGRATE_RUN).await;
+    out.assert_success();
+    assert!(out.stdout.contains("migrated (resumed)"), "{out}");
+    cli.run_async(["migrate", "verify", "--table", "public.pricing_data"])
+        .await
+        .assert_success();
+    let rows: i64 = db.query_scalar("SELECT count(*) FROM pricing_data").await;
+    assert_eq!(rows, MIGRATE_ROWS + 1, "every row, and the application's");
+}
