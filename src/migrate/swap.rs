@@ -349,14 +349,16 @@ async fn cancel_autovacuum(
     }
 }
 
-async fn online_attempt(
-    conn: &mut PgConnection,
+/// Opens a swap transaction (either direction): every round trip within the reply deadline, the
+/// step timeouts set (so the server ends a stalled session of ours that holds the locks after
+/// about lock_timeout), and both tables locked ACCESS EXCLUSIVE. Returns the transaction, the
+/// deadline for its later round trips, and when the locks were granted.
+async fn begin_locked<'c>(
+    conn: &'c mut PgConnection,
     db: &DatabaseConfig,
-    inv: &Inventory,
-    b: &Blueprint,
-) -> Result<Option<Duration>, sqlx::Error> {
-    // Every round trip within the deadline; a stalled session of ours that holds the locks is
-    // ended by the server after about lock_timeout (idle_in_transaction_session_timeout).
+    first: &QualifiedName,
+    second: &QualifiedName,
+) -> Result<(sqlx::Transaction<'c, sqlx::Postgres>, Duration, Instant), sqlx::Error> {
     let deadline = pg::reply_deadline(db);
     let mut tx = pg::answered(deadline, conn.begin()).await?;
     pg::answered(
@@ -366,11 +368,20 @@ async fn online_attempt(
     .await?;
     let lock = format!(
         "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
-        b.original.quoted(),
-        b.partitioned.quoted()
+        first.quoted(),
+        second.quoted()
     );
     pg::answered(deadline, sqlx::raw_sql(&lock).execute(&mut *tx)).await?;
-    let locked = Instant::now();
+    Ok((tx, deadline, Instant::now()))
+}
+
+async fn online_attempt(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    inv: &Inventory,
+    b: &Blueprint,
+) -> Result<Option<Duration>, sqlx::Error> {
+    let (mut tx, deadline, locked) = begin_locked(conn, db, &b.original, &b.partitioned).await?;
     if !b.keep_default && pg::answered(deadline, default_has_rows(&mut tx, b)).await? {
         return Ok(None);
     }
@@ -506,21 +517,7 @@ async fn back_attempt(
     db: &DatabaseConfig,
     b: &Blueprint,
 ) -> Result<Duration, sqlx::Error> {
-    // As in the forward swap: every round trip within the deadline, the idle session ended.
-    let deadline = pg::reply_deadline(db);
-    let mut tx = pg::answered(deadline, conn.begin()).await?;
-    pg::answered(
-        deadline,
-        pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
-    )
-    .await?;
-    let lock = format!(
-        "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
-        b.original.quoted(),
-        b.backup.quoted()
-    );
-    pg::answered(deadline, sqlx::raw_sql(&lock).execute(&mut *tx)).await?;
-    let locked = Instant::now();
+    let (mut tx, deadline, locked) = begin_locked(conn, db, &b.original, &b.backup).await?;
     let views = pg::answered(deadline, views_of(&mut tx, &b.original)).await?;
     let published: Vec<String> = pg::answered(
         deadline,
