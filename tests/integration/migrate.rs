@@ -493,9 +493,15 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
     for round in 0..10 {
         let started = Instant::now();
         let mut child = cli.spawn(args);
-        // Early rounds aim at the start (building), later ones anywhere in a whole run.
-        let reach = 0.3 + 0.1 * round as f64;
-        let delay = whole.mul_f64(rng.f64() * reach.min(1.0));
+        // The first three rounds kill within the first fifth of a whole run: no run can get
+        // further than that, so at least half of the work is left each time and these three
+        // kills always land. Later rounds reach anywhere in a run (the swap and after).
+        let reach = if round < 3 {
+            0.2
+        } else {
+            (0.3 + 0.1 * round as f64).min(1.0)
+        };
+        let delay = whole.mul_f64(rng.f64() * reach);
         tokio::time::sleep(delay).await;
         if child.is_running() {
             child.kill();
