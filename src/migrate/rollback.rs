@@ -69,8 +69,35 @@ pub async fn cleanup(
     }
     statements.push(format!("DROP TABLE IF EXISTS {}", b.partitioned.quoted()));
     statements.extend(drop_functions(b));
-    // Every round trip within the deadline; a stalled session holding the locks is ended by
-    // the server (idle_in_transaction_session_timeout).
+    drop_with_state(conn, db, b, &statements)
+        .await
+        .map_err(|e| {
+            Error::Failed(if pg::is_retryable(&e) {
+                format!(
+                    "could not lock {} to drop the migration's objects within lock_timeout; run the command again ({})",
+                    b.original,
+                    pg::describe(&e)
+                )
+            } else {
+                format!(
+                    "could not drop the migration's objects: {}. If another object now depends on {}, drop that first",
+                    pg::describe(&e),
+                    b.partitioned
+                )
+            })
+        })
+}
+
+/// Runs `statements` and removes the migration's state row in one transaction (rollback's and
+/// finalize's clean-ups): every round trip within the reply deadline, a stalled session holding
+/// the locks ended by the server (idle_in_transaction_session_timeout), lock timeouts retried with
+/// backoff. The last error is returned for the caller to word.
+pub(super) async fn drop_with_state(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    b: &Blueprint,
+    statements: &[String],
+) -> Result<(), sqlx::Error> {
     let deadline = pg::reply_deadline(db);
     let mut waits = 0;
     loop {
@@ -81,7 +108,7 @@ pub async fn cleanup(
                 pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
             )
             .await?;
-            for s in &statements {
+            for s in statements {
                 pg::answered(deadline, sqlx::raw_sql(s).execute(&mut *tx)).await?;
             }
             pg::answered(deadline, state::remove(&mut tx, &b.original)).await?;
@@ -93,20 +120,7 @@ pub async fn cleanup(
                 waits += 1;
                 tokio::time::sleep(pg::backoff(waits)).await;
             }
-            Err(e) if pg::is_retryable(&e) => {
-                return Err(Error::Failed(format!(
-                    "could not lock {} to drop the migration's objects within lock_timeout; run the command again ({})",
-                    b.original,
-                    pg::describe(&e)
-                )))
-            }
-            Err(e) => {
-                return Err(Error::Failed(format!(
-                    "could not drop the migration's objects: {}. If another object now depends on {}, drop that first",
-                    pg::describe(&e),
-                    b.partitioned
-                )))
-            }
+            Err(e) => return Err(e),
         }
     }
 }
