@@ -761,7 +761,7 @@ default_partition = true
             ),
             (
                 "interval = \"1 month\"",
-                "interval = \"2 months\"",
+                "interval = \"7 hours\"",
                 "tables[0].interval",
             ),
             ("premake = 3", "premake = -1", "tables[0].premake"),

@@ -54,6 +54,11 @@ impl Clock {
         calendar::add_periods(self.current, self.interval, n, self.tz)
     }
 
+    /// Start of the period after the one starting at `start`.
+    pub fn period_after(&self, start: DateTime<Utc>) -> DateTime<Utc> {
+        calendar::add_periods(start, self.interval, 1, self.tz)
+    }
+
     pub fn suffix(&self, start: DateTime<Utc>) -> String {
         calendar::partition_suffix(start, self.interval, self.tz)
     }
@@ -141,9 +146,12 @@ pub fn plan(
     let ranges: Vec<coverage::Range> = table.partitions.iter().map(|p| (p.from, p.to)).collect();
 
     // Periods that must exist: the current one and `premake` after it.
-    for k in 0..=policy.premake as i32 {
-        let start = clock.period(k);
-        let end = clock.period(k + 1);
+    // Stepped one period at a time: with sub-daily periods in a zone with DST each step may walk
+    // past empty periods, so asking for period k from the current one would cost k steps.
+    let mut end = clock.current;
+    for _ in 0..=policy.premake {
+        let start = end;
+        end = clock.period_after(start);
         let base = table.name.name.as_str();
         for (i, (from, to)) in coverage::uncovered(&ranges, start, end)
             .into_iter()
