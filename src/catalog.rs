@@ -8,6 +8,7 @@ use sqlx::PgConnection;
 use crate::bounds::{parse_partition_bound, BoundValue, KeyType, PartitionBound};
 use crate::config::TablePolicy;
 use crate::ident::{quote_ident, QualifiedName};
+use crate::keys::Width;
 
 /// What the catalog says about one configured table.
 #[derive(Debug, Clone)]
@@ -45,6 +46,18 @@ pub struct ManagedTable {
     /// Range partitions, sorted by lower bound.
     pub partitions: Vec<Partition>,
     pub default: Option<Partition>,
+    /// Integer keys (without `epoch`): what the table holds, read by `read_values`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<KeyValues>,
+}
+
+/// The facts an integer key is planned by (it has no clock).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KeyValues {
+    /// max(key); `None` for an empty table.
+    pub max: Option<i64>,
+    /// Whether an index leads with the key, so that max(key) is read without a full scan.
+    pub indexed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -216,11 +229,72 @@ pub async fn read_managed(
         .map(|p| (p.name.clone(), p.column.clone()))
         .collect();
     let rows = read(conn, &wanted, sizes).await?;
-    Ok(rows
+    let mut out: Vec<Result<ManagedTable, String>> = rows
         .iter()
         .zip(policies)
         .map(|(row, policy)| resolve(row, policy))
-        .collect())
+        .collect();
+    for table in out.iter_mut().flatten() {
+        if matches!(table.key_type, KeyType::Int(_)) {
+            table.values = Some(read_values(conn, &table.name, &table.column).await?);
+        }
+    }
+    Ok(out)
+}
+
+/// max(key) of an integer-keyed table, and whether an index leads with the key. With such an
+/// index PostgreSQL answers max() from each partition's index end (a few pages each); without
+/// one it has to scan every row, which still works but costs a full read: `check` says so.
+pub async fn read_values(
+    conn: &mut PgConnection,
+    table: &QualifiedName,
+    column: &str,
+) -> Result<KeyValues, sqlx::Error> {
+    let indexed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (
+           SELECT 1 FROM pg_index i
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+            WHERE i.indrelid = $1::regclass AND a.attname = $2)",
+    )
+    .bind(table.quoted())
+    .bind(column)
+    .fetch_one(&mut *conn)
+    .await?;
+    let max: Option<i64> = sqlx::query_scalar(&format!(
+        "SELECT max({})::int8 FROM {}",
+        quote_ident(column),
+        table.quoted()
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(KeyValues { max, indexed })
+}
+
+/// The key type a policy reads the column as, or what to change in the configuration.
+fn key_for_policy(
+    column: KeyType,
+    type_name: &str,
+    policy: &TablePolicy,
+) -> Result<KeyType, String> {
+    let shown = &policy.name;
+    let col = &policy.column;
+    match (column, policy.interval, policy.epoch) {
+        (KeyType::Int(_), Width::Values(_), None) => Ok(column),
+        (KeyType::Int(w), Width::Calendar(_), Some(unit)) => Ok(KeyType::Epoch(w, unit)),
+        (KeyType::Int(_), Width::Calendar(iv), None) => Err(format!(
+            "tables[].interval for {shown} is \"{iv}\", but its key {col} is a {type_name}: write an integer interval (e.g. interval = 1000000), or if the column holds Unix time set tables[].epoch = \"seconds\", \"milliseconds\", \"microseconds\" or \"nanoseconds\""
+        )),
+        (_, _, Some(unit)) => Err(format!(
+            "tables[].epoch = \"{unit}\" is set for {shown}, but its key {col} is of type {type_name}; epoch is for integer columns holding Unix time: remove it"
+        )),
+        (_, Width::Values(n), None) => Err(format!(
+            "tables[].interval for {shown} is the integer {n}, but its key {col} is of type {type_name}; write a calendar interval such as interval = \"1 day\" (integer intervals are for smallint, integer and bigint keys)"
+        )),
+        (KeyType::Date, Width::Calendar(iv), None) if iv.is_sub_daily() => Err(format!(
+            "tables[].interval for {shown} is \"{iv}\", but its key {col} is a date, which holds whole days; use \"1 day\" or longer, or a timestamp column"
+        )),
+        _ => Ok(column),
+    }
 }
 
 /// Checks the table against its policy; the error says what to fix.
@@ -282,12 +356,13 @@ pub fn resolve(row: &TableRow, policy: &TablePolicy) -> Result<ManagedTable, Str
     let Some(type_name) = row.column_type.as_deref() else {
         return Err(format!("table {shown} has no column {:?}", policy.column));
     };
-    let Some(key_type) = KeyType::from_pg_type(type_name) else {
+    let Some(column_type) = KeyType::from_pg_type(type_name) else {
         return Err(format!(
-            "the partition key {shown}.{} is of type {type_name}; partkeeper supports date, timestamp and timestamptz",
+            "the partition key {shown}.{} is of type {type_name}; partkeeper supports date, timestamp, timestamptz, smallint, integer, bigint and uuid",
             policy.column
         ));
     };
+    let key_type = key_for_policy(column_type, type_name, policy)?;
     let mut partitions = Vec::new();
     let mut default = None;
     for p in &row.partitions {
@@ -322,6 +397,7 @@ pub fn resolve(row: &TableRow, policy: &TablePolicy) -> Result<ManagedTable, Str
         owner: row.owner.clone().unwrap_or_default(),
         partitions,
         default,
+        values: None,
     })
 }
 

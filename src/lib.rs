@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod execute;
 pub mod ident;
+pub mod keys;
 pub mod logging;
 pub mod maintain;
 pub mod metrics;

@@ -535,6 +535,8 @@ mod tests {
                     partitions: parts.len(),
                     future_partitions: 1,
                     coverage_end,
+                    coverage_end_value: None,
+                    integer_key: false,
                     next_partition_missing: false,
                     default_partition: None,
                     default_rows: None,

@@ -80,7 +80,10 @@ pub async fn inspect(conn: &mut PgConnection, policy: &TablePolicy) -> Result<Ta
             quote_ident(&policy.column)
         )));
     };
-    let Some(key_type) = KeyType::from_pg_type(key_type_name) else {
+    // The runbook's queries are date ranges; integer and uuid keys are not measured (yet).
+    let Some(key_type) = KeyType::from_pg_type(key_type_name)
+        .filter(|k| matches!(k, KeyType::Date | KeyType::Timestamp | KeyType::TimestampTz))
+    else {
         return Err(Error::Mismatch(format!(
             "{name}.{} is of type {key_type_name}; bench needs a date, timestamp or timestamptz key",
             policy.column
@@ -188,14 +191,17 @@ fn key_value(day: NaiveDate, target: &Target) -> KeyValue {
     match target.shape.key_type {
         KeyType::Date => KeyValue::Date(day),
         KeyType::Timestamp => KeyValue::Timestamp(midnight),
-        KeyType::TimestampTz => KeyValue::TimestampTz(
-            target
-                .timezone
-                .from_local_datetime(&midnight)
-                .earliest()
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or_else(|| Utc.from_utc_datetime(&midnight)),
-        ),
+        // inspect() admits only the three time types.
+        KeyType::TimestampTz | KeyType::Int(_) | KeyType::Epoch(..) | KeyType::Uuid => {
+            KeyValue::TimestampTz(
+                target
+                    .timezone
+                    .from_local_datetime(&midnight)
+                    .earliest()
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_else(|| Utc.from_utc_datetime(&midnight)),
+            )
+        }
     }
 }
 

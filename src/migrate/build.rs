@@ -285,6 +285,7 @@ pub fn managed(b: &Blueprint, key_type: KeyType, owner: &str, default: bool) -> 
             detach_pending: false,
             bound_sql: "DEFAULT".into(),
         }),
+        values: None,
     }
 }
 

@@ -607,7 +607,10 @@ mod tests {
         TablePolicy {
             name: QualifiedName::new("public", "pricing_data"),
             column: "date".into(),
-            interval: Interval::Month,
+            interval: Interval::Month.into(),
+            retention_values: None,
+            epoch: None,
+            start: 0,
             premake: 3,
             retention: None,
             retention_mode: RetentionMode::Drop,

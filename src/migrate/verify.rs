@@ -203,6 +203,7 @@ mod tests {
                 part("t_2026_03", (2026, 3), (2026, 4)),
             ],
             default: None,
+            values: None,
         };
         let (thr, labels) = buckets(&t).unwrap();
         assert_eq!(
