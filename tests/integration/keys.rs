@@ -29,18 +29,42 @@ const SCENARIOS: [Scenario; 5] = [
         interval: "15 minutes",
         // 01:45 EDT runs until 02:00 EST: the repeated hour belongs to it.
         periods: [
-            ("2026_11_01_0145", "2026-11-01T05:45:00Z", "2026-11-01T07:00:00Z"),
-            ("2026_11_01_0200", "2026-11-01T07:00:00Z", "2026-11-01T07:15:00Z"),
-            ("2026_11_01_0215", "2026-11-01T07:15:00Z", "2026-11-01T07:30:00Z"),
+            (
+                "2026_11_01_0145",
+                "2026-11-01T05:45:00Z",
+                "2026-11-01T07:00:00Z",
+            ),
+            (
+                "2026_11_01_0200",
+                "2026-11-01T07:00:00Z",
+                "2026-11-01T07:15:00Z",
+            ),
+            (
+                "2026_11_01_0215",
+                "2026-11-01T07:15:00Z",
+                "2026-11-01T07:30:00Z",
+            ),
         ],
         expire_at: "2026-11-02T07:05:00Z",
     },
     Scenario {
         interval: "1 hour",
         periods: [
-            ("2026_11_01_0100", "2026-11-01T05:00:00Z", "2026-11-01T07:00:00Z"),
-            ("2026_11_01_0200", "2026-11-01T07:00:00Z", "2026-11-01T08:00:00Z"),
-            ("2026_11_01_0300", "2026-11-01T08:00:00Z", "2026-11-01T09:00:00Z"),
+            (
+                "2026_11_01_0100",
+                "2026-11-01T05:00:00Z",
+                "2026-11-01T07:00:00Z",
+            ),
+            (
+                "2026_11_01_0200",
+                "2026-11-01T07:00:00Z",
+                "2026-11-01T08:00:00Z",
+            ),
+            (
+                "2026_11_01_0300",
+                "2026-11-01T08:00:00Z",
+                "2026-11-01T09:00:00Z",
+            ),
         ],
         expire_at: "2026-11-02T07:05:00Z",
     },
@@ -48,9 +72,21 @@ const SCENARIOS: [Scenario; 5] = [
         interval: "6 hours",
         // Midnight EDT to 06:00 EST: seven hours.
         periods: [
-            ("2026_11_01_0000", "2026-11-01T04:00:00Z", "2026-11-01T11:00:00Z"),
-            ("2026_11_01_0600", "2026-11-01T11:00:00Z", "2026-11-01T17:00:00Z"),
-            ("2026_11_01_1200", "2026-11-01T17:00:00Z", "2026-11-01T23:00:00Z"),
+            (
+                "2026_11_01_0000",
+                "2026-11-01T04:00:00Z",
+                "2026-11-01T11:00:00Z",
+            ),
+            (
+                "2026_11_01_0600",
+                "2026-11-01T11:00:00Z",
+                "2026-11-01T17:00:00Z",
+            ),
+            (
+                "2026_11_01_1200",
+                "2026-11-01T17:00:00Z",
+                "2026-11-01T23:00:00Z",
+            ),
         ],
         expire_at: "2026-11-02T11:05:00Z",
     },
@@ -134,7 +170,10 @@ impl Kind {
             ],
             Kind::TimestampTz => [
                 format!("'{}'::timestamptz", from.to_rfc3339()),
-                format!("'{}'::timestamptz", (to - TimeDelta::microseconds(1)).to_rfc3339()),
+                format!(
+                    "'{}'::timestamptz",
+                    (to - TimeDelta::microseconds(1)).to_rfc3339()
+                ),
             ],
             Kind::EpochMillis => [
                 from.timestamp_millis().to_string(),
@@ -243,7 +282,11 @@ async fn scenarios_for(kind: Kind) {
                 (at(from), at(to))
             };
             for value in kind.edges(from, to, pg18) {
-                assert_eq!(home_of(&db, &value).await, format!("k_{suffix}"), "{what}: {value}");
+                assert_eq!(
+                    home_of(&db, &value).await,
+                    format!("k_{suffix}"),
+                    "{what}: {value}"
+                );
             }
         }
 
@@ -263,7 +306,11 @@ async fn scenarios_for(kind: Kind) {
             .run_async(["maintain", "--now", s.expire_at])
             .await
             .assert_success();
-        let after: Vec<String> = partitions(&db, "k").await.into_iter().map(|p| p.name).collect();
+        let after: Vec<String> = partitions(&db, "k")
+            .await
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
         let gone: Vec<&str> = expected
             .iter()
             .map(|p| p.name.as_str())
@@ -310,4 +357,193 @@ async fn bigint_epoch_millisecond_keys() {
 #[tokio::test]
 async fn uuid_v7_keys() {
     scenarios_for(Kind::Uuid).await;
+}
+
+fn id_config(db: &TestDb, extra: &str) -> String {
+    fixtures::config(
+        db,
+        &format!(
+            "[[tables]]\nname = \"public.ids\"\ncolumn = \"id\"\ninterval = 1000\npremake = 2\ndefault_partition = true\nretention_mode = \"drop\"\n{extra}"
+        ),
+    )
+}
+
+async fn names(db: &TestDb, table: &str) -> Vec<String> {
+    partitions(db, table)
+        .await
+        .into_iter()
+        .map(|p| p.name)
+        .collect()
+}
+
+#[tokio::test]
+async fn bigint_ids_follow_max_id_and_expire_by_value() {
+    let db = shared().create_database().await;
+    db.exec(
+        "CREATE TABLE ids (id bigint NOT NULL, note text) PARTITION BY RANGE (id);
+         CREATE INDEX ON ids (id);",
+    )
+    .await;
+    let run = |extra: &'static str, cmd: &'static str| {
+        let cli = crate::common::Cli::new().config(&id_config(&db, extra));
+        async move { cli.run_async([cmd]).await }
+    };
+
+    // An empty table starts at `start` (0).
+    run("", "maintain").await.assert_success();
+    assert_eq!(
+        partitions(&db, "ids").await,
+        fixtures::parts(&[
+            ("ids_default", "DEFAULT"),
+            ("ids_p0", "FOR VALUES FROM ('0') TO ('1000')"),
+            ("ids_p1000", "FOR VALUES FROM ('1000') TO ('2000')"),
+            ("ids_p2000", "FOR VALUES FROM ('2000') TO ('3000')"),
+        ])
+    );
+    let insert = |id: i64| {
+        let db = &db;
+        async move {
+            db.query_scalar::<String>(&format!(
+                "INSERT INTO ids VALUES ({id}) RETURNING tableoid::regclass::text"
+            ))
+            .await
+        }
+    };
+    assert_eq!(insert(0).await, "ids_p0");
+    assert_eq!(insert(999).await, "ids_p0");
+    run("", "check").await.assert_success();
+    assert!(run("", "maintain").await.stdout.contains("nothing to do"));
+
+    // The ids move on: max(id) in p2000 needs p3000 and p4000 ahead, and an id that outran the
+    // premade range sits in the default. The next pass follows max(id), fills the periods in
+    // between, moves the row out of the default, and keeps premake after it.
+    assert_eq!(insert(1000).await, "ids_p1000");
+    assert_eq!(insert(2999).await, "ids_p2000");
+    assert_eq!(insert(5500).await, "ids_default");
+    run("", "check").await.assert_code(1);
+    run("", "maintain").await.assert_success();
+    assert_eq!(
+        names(&db, "ids").await,
+        [
+            "ids_default",
+            "ids_p0",
+            "ids_p1000",
+            "ids_p2000",
+            "ids_p3000",
+            "ids_p4000",
+            "ids_p5000",
+            "ids_p6000",
+            "ids_p7000"
+        ]
+    );
+    let in_default: i64 = db.query_scalar("SELECT count(*) FROM ids_default").await;
+    assert_eq!(in_default, 0);
+    let home: String = db
+        .query_scalar("SELECT tableoid::regclass::text FROM ids WHERE id = 5500")
+        .await;
+    assert_eq!(home, "ids_p5000");
+    run("", "check").await.assert_success();
+
+    // retention = 2500: upper bounds at or below 5500 - 2500 = 3000 expire: p0, p1000, p2000.
+    run("retention = 2500\n", "maintain").await.assert_success();
+    assert_eq!(
+        names(&db, "ids").await,
+        [
+            "ids_default",
+            "ids_p3000",
+            "ids_p4000",
+            "ids_p5000",
+            "ids_p6000",
+            "ids_p7000"
+        ]
+    );
+    let second = run("retention = 2500\n", "maintain").await;
+    assert!(second.stdout.contains("nothing to do"), "{second}");
+    run("retention = 2500\n", "check").await.assert_success();
+}
+
+#[tokio::test]
+async fn an_integer_key_without_an_index_still_works_and_check_says_so() {
+    let db = shared().create_database().await;
+    db.exec("CREATE TABLE ids (id integer NOT NULL) PARTITION BY RANGE (id)")
+        .await;
+    db.exec("CREATE TABLE ids_old PARTITION OF ids FOR VALUES FROM (-500) TO (0)")
+        .await;
+    db.exec("INSERT INTO ids VALUES (-3)").await;
+    let cli = crate::common::Cli::new().config(&id_config(&db, "start = -500\n"));
+    let out = cli.run_async(["maintain"]).await;
+    out.assert_success();
+    assert!(out.stdout.contains("no index leads with id"), "{out}");
+    // Hand-made partitions are recognised by their bounds; the grid starts at -500, and the
+    // part of the current period [-500, 500) that ids_old leaves open is filled exactly.
+    assert_eq!(
+        partitions(&db, "ids").await,
+        fixtures::parts(&[
+            ("ids_default", "DEFAULT"),
+            ("ids_old", "FOR VALUES FROM ('-500') TO (0)"),
+            ("ids_pm500", "FOR VALUES FROM (0) TO (500)"),
+            ("ids_p500", "FOR VALUES FROM (500) TO (1500)"),
+            ("ids_p1500", "FOR VALUES FROM (1500) TO (2500)"),
+        ])
+    );
+    let check = cli.run_async(["check"]).await;
+    check.assert_success();
+    assert!(check.stdout.contains("no index leads with id"), "{check}");
+}
+
+#[tokio::test]
+async fn bad_key_and_interval_combinations_exit_2_naming_the_key() {
+    let db = shared().create_database().await;
+    db.exec(
+        "CREATE TABLE d (k date NOT NULL) PARTITION BY RANGE (k);
+         CREATE TABLE ts (k timestamp NOT NULL) PARTITION BY RANGE (k);",
+    )
+    .await;
+    let cases = [
+        (
+            "d",
+            "interval = \"7 hours\"",
+            "tables[0].interval",
+            "use 1, 2, 3, 4, 6, 8 or 12 hours",
+        ),
+        (
+            "d",
+            "interval = 0",
+            "tables[0].interval",
+            "positive integer",
+        ),
+        (
+            "d",
+            "interval = \"1 day\"\nepoch = \"seconds\"",
+            "tables[].epoch",
+            "remove it",
+        ),
+        (
+            "ts",
+            "interval = 1000",
+            "tables[].interval",
+            "calendar interval",
+        ),
+        (
+            "d",
+            "interval = \"1 hour\"",
+            "tables[].interval",
+            "whole days",
+        ),
+    ];
+    for (table, lines, key, hint) in cases {
+        let before = fixtures::schema_snapshot(&db).await;
+        let cfg = fixtures::config(
+            &db,
+            &format!("[[tables]]\nname = \"public.{table}\"\ncolumn = \"k\"\n{lines}\n"),
+        );
+        let out = crate::common::Cli::new()
+            .config(&cfg)
+            .run_async(["maintain"])
+            .await;
+        out.assert_code(2);
+        let said = format!("{}{}", out.stdout, out.stderr);
+        assert!(said.contains(key) && said.contains(hint), "{lines}: {out}");
+        assert_eq!(fixtures::schema_snapshot(&db).await, before, "{lines}");
+    }
 }
