@@ -282,7 +282,7 @@ fn key_for_policy(
         (KeyType::Int(_), Width::Values(_), None) => Ok(column),
         (KeyType::Int(w), Width::Calendar(_), Some(unit)) => Ok(KeyType::Epoch(w, unit)),
         (KeyType::Int(_), Width::Calendar(iv), None) => Err(format!(
-            "tables[].interval for {shown} is \"{iv}\", but its key {col} is a {type_name}: write an integer interval (e.g. interval = 1000000), or if the column holds Unix time set tables[].epoch = \"seconds\", \"milliseconds\", \"microseconds\" or \"nanoseconds\""
+            "tables[].interval for {shown} is \"{iv}\", but its key {col} is of type {type_name}: write an integer interval (e.g. interval = 1000000), or if the column holds Unix time set tables[].epoch = \"seconds\", \"milliseconds\", \"microseconds\" or \"nanoseconds\""
         )),
         (_, _, Some(unit)) => Err(format!(
             "tables[].epoch = \"{unit}\" is set for {shown}, but its key {col} is of type {type_name}; epoch is for integer columns holding Unix time: remove it"

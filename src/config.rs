@@ -727,6 +727,9 @@ pub fn check_cron(expr: &str) -> Result<(), String> {
 fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
 fn ser_tz<S: Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(tz.name())
 }
@@ -1252,8 +1255,4 @@ default_partition = true
             }
         }
     }
-}
-
-fn is_zero(n: &i64) -> bool {
-    *n == 0
 }

@@ -74,6 +74,7 @@ pub const METRICS: &[(&str, MetricType, &[&str])] = &[
         MetricType::GAUGE,
         &["table"],
     ),
+    ("coverage_end_value", MetricType::GAUGE, &["table"]),
     ("next_partition_missing", MetricType::GAUGE, &["table"]),
     ("default_partition_rows", MetricType::GAUGE, &["table"]),
     (
@@ -394,6 +395,7 @@ fn help(name: &str) -> &'static str {
         "table_size_bytes" => "Total size of all partitions of the table.",
         "future_partitions" => "Partitions that start after the current period.",
         "coverage_end_timestamp_seconds" => "Unix time where the gap-free coverage starting at the current period ends (+Inf: unbounded).",
+        "coverage_end_value" => "Integer keys: the key value where the gap-free coverage starting at the period of max(key) ends (+Inf: unbounded).",
         "next_partition_missing" => "1 if no partition covers the next period.",
         "default_partition_rows" => "Rows in the default partition (exact count).",
         "replication_lag_seconds" => "Replay delay of the replica; 0 when it has replayed everything it received.",
@@ -435,7 +437,17 @@ pub fn snapshot_families(s: &Snapshot) -> Vec<MetricFamily> {
     );
     family(
         "coverage_end_timestamp_seconds",
-        per_table(&|_, h| Some(h.coverage_end.map_or(f64::INFINITY, |t| t as f64))),
+        per_table(&|_, h| {
+            (!h.integer_key).then(|| h.coverage_end.map_or(f64::INFINITY, |t| t as f64))
+        }),
+    );
+    // Integer keys have no time: their coverage ends at a key value instead.
+    family(
+        "coverage_end_value",
+        per_table(&|_, h| {
+            h.integer_key
+                .then(|| h.coverage_end_value.map_or(f64::INFINITY, |v| v as f64))
+        }),
     );
     family(
         "next_partition_missing",

@@ -547,3 +547,83 @@ async fn bad_key_and_interval_combinations_exit_2_naming_the_key() {
         assert_eq!(fixtures::schema_snapshot(&db).await, before, "{lines}");
     }
 }
+
+#[tokio::test]
+async fn the_daemon_exports_coverage_by_value_for_integer_keys_and_by_time_for_epoch_keys() {
+    let db = shared().create_database().await;
+    db.exec(
+        "CREATE TABLE ids (id bigint NOT NULL) PARTITION BY RANGE (id);
+         CREATE INDEX ON ids (id);
+         CREATE TABLE ev (ms bigint NOT NULL) PARTITION BY RANGE (ms);",
+    )
+    .await;
+    let toml = format!(
+        r#"
+[database]
+url = "{}"
+connect_timeout = "2s"
+
+[server]
+listen = "127.0.0.1:0"
+
+[schedule]
+maintenance = "0 0 1 1 *"
+timezone = "UTC"
+run_on_start = true
+metrics_refresh = "1s"
+
+[[tables]]
+name = "public.ids"
+column = "id"
+interval = 1000
+premake = 2
+default_partition = false
+
+[[tables]]
+name = "public.ev"
+column = "ms"
+interval = "1 hour"
+epoch = "milliseconds"
+premake = 2
+default_partition = false
+"#,
+        db.url()
+    );
+    let daemon = crate::common::http::RunningDaemon::start(&toml).await;
+    let body = std::cell::RefCell::new(String::new());
+    let (body_ref, daemon_ref) = (&body, &daemon);
+    crate::common::eventually(
+        crate::common::PATIENCE,
+        "the coverage gauges after the first pass",
+        || async move {
+            let Some((200, text)) = daemon_ref.get("/metrics").await else {
+                return false;
+            };
+            *body_ref.borrow_mut() = text.clone();
+            // The empty id table has p0, p1000, p2000: coverage ends at 3000.
+            text.contains("partkeeper_coverage_end_value{table=\"public.ids\"} 3000")
+                && text.contains("partkeeper_coverage_end_timestamp_seconds{table=\"public.ev\"}")
+        },
+    )
+    .await;
+    let text = body.into_inner();
+    assert!(
+        !text.contains("partkeeper_coverage_end_timestamp_seconds{table=\"public.ids\"}"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("partkeeper_coverage_end_value{table=\"public.ev\"}"),
+        "{text}"
+    );
+    // The epoch table's coverage is a time: three hours from the current one, so 2-3 h ahead.
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("partkeeper_coverage_end_timestamp_seconds{table=\"public.ev\"}"))
+        .unwrap();
+    let end: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let ahead = end - Utc::now().timestamp() as f64;
+    assert!(
+        (2.0 * 3600.0 - 5.0..=3.0 * 3600.0 + 5.0).contains(&ahead),
+        "{line}"
+    );
+}
