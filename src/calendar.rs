@@ -1221,6 +1221,55 @@ mod tests {
         );
     }
 
+    /// Around every clock change of 2018-2028 in zones with whole-hour, half-hour and
+    /// midnight DST, sub-daily periods tile time, step back and forth, and have distinct names.
+    #[test]
+    fn sub_daily_periods_tile_every_dst_change_of_2018_2028_in_several_zones() {
+        let offset = |at: DateTime<Utc>, tz: Tz| at.with_timezone(&tz).offset().fix();
+        let zones = [
+            "Europe/Paris",
+            "America/New_York",
+            "America/Sao_Paulo",
+            "Australia/Lord_Howe",
+            "America/Havana",
+            "Pacific/Chatham",
+        ];
+        let mut changes = 0;
+        for name in zones {
+            let tz = zone(name);
+            let mut at = t("2018-01-01");
+            let mut before = offset(at, tz);
+            while at < t("2028-01-01") {
+                at += TimeDelta::hours(3);
+                if offset(at, tz) == before {
+                    continue;
+                }
+                before = offset(at, tz);
+                changes += 1;
+                for ivs in ["15 minutes", "1 hour", "6 hours"] {
+                    let iv = iv(ivs);
+                    let mut start = period_start(at - TimeDelta::hours(3), iv, tz);
+                    let mut names = std::collections::BTreeSet::new();
+                    while start < at + TimeDelta::hours(3) {
+                        let next = add_periods(start, iv, 1, tz);
+                        let context = format!("{iv} in {tz} at {start}");
+                        assert!(start < next, "{context}");
+                        assert_eq!(
+                            period_start(next - TimeDelta::nanoseconds(1), iv, tz),
+                            start,
+                            "{context}"
+                        );
+                        assert_eq!(period_start(next, iv, tz), next, "{context}");
+                        assert_eq!(add_periods(next, iv, -1, tz), start, "{context}");
+                        assert!(names.insert(partition_suffix(start, iv, tz)), "{context}");
+                        start = next;
+                    }
+                }
+            }
+        }
+        assert!(changes > 90, "only {changes} clock changes visited");
+    }
+
     // --- Periods in real zones (timestamptz keys) -------------------------------------------
 
     #[test]

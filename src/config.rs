@@ -498,6 +498,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         let interval = match &t.interval {
             RawScalar::Text(text) => match Interval::parse(text) {
                 Ok(iv) => Some(Width::Calendar(iv)),
+                Err(_) if text.trim().parse::<i64>().is_ok() => {
+                    p(format!(
+                        "{} = {text:?}: an integer interval is written without quotes, interval = {}",
+                        key("interval"),
+                        text.trim()
+                    ));
+                    None
+                }
                 Err(e) => {
                     p(format!("{}: {e}", key("interval")));
                     None
@@ -851,6 +859,36 @@ default_partition = true
                 "tables[0].interval",
             ),
             ("premake = 3", "premake = -1", "tables[0].premake"),
+            (
+                "interval = \"1 month\"",
+                "interval = 0",
+                "tables[0].interval",
+            ),
+            (
+                "interval = \"1 month\"",
+                "interval = \"1000\"",
+                "tables[0].interval",
+            ),
+            (
+                "interval = \"1 month\"",
+                "interval = \"1 month\"\nepoch = \"hours\"",
+                "tables[0].epoch",
+            ),
+            (
+                "interval = \"1 month\"",
+                "interval = 1000\nepoch = \"seconds\"",
+                "tables[0].epoch",
+            ),
+            (
+                "interval = \"1 month\"",
+                "interval = \"1 month\"\nstart = 5",
+                "tables[0].start",
+            ),
+            (
+                "retention = \"36 months\"",
+                "retention = 1000",
+                "tables[0].retention",
+            ),
             (
                 "retention = \"36 months\"",
                 "retention = \"0 months\"",

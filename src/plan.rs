@@ -232,7 +232,7 @@ pub fn plan(
             .partitions
             .iter()
             .filter_map(|p| match p.to {
-                BoundValue::Value(to) if to < clock.current => Some(to),
+                BoundValue::Value(to) if to <= clock.current => Some(to),
                 _ => None,
             })
             .max();

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod bench;
+mod bench_keys;
 mod bench_maintain;
 mod calendar;
 mod check;
