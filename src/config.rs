@@ -613,29 +613,13 @@ fn parse_tz(key: &str, text: &str, p: &mut impl FnMut(String)) -> Tz {
     }
 }
 
-/// 5-field cron gets a leading `0` seconds field; 6 fields pass as they are.
 fn with_seconds(expr: &str) -> Option<String> {
-    match expr.split_whitespace().count() {
-        5 => Some(format!("0 {expr}")),
-        6 => Some(expr.split_whitespace().collect::<Vec<_>>().join(" ")),
-        _ => None,
-    }
+    crate::cron::with_seconds(expr)
 }
 
 /// Validates with the same parser the scheduler uses, so what passes here also runs.
 pub fn check_cron(expr: &str) -> Result<(), String> {
-    let six = with_seconds(expr).ok_or_else(|| {
-        format!(
-            "has {} fields; write a standard 5-field cron expression such as \"0 2 * * *\" \
-             (minute hour day-of-month month day-of-week), or 6 fields with seconds first",
-            expr.split_whitespace().count()
-        )
-    })?;
-    croner::Cron::new(&six)
-        .with_seconds_required()
-        .parse()
-        .map(|_| ())
-        .map_err(|e| format!("{e}; write e.g. \"0 2 * * *\" for 02:00 every day"))
+    crate::cron::Schedule::parse(expr).map(|_| ())
 }
 
 fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

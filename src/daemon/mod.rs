@@ -7,10 +7,10 @@
 //! - **leader** ([`leader`]): a dedicated session that holds the advisory lock `LEADER_LOCK`
 //!   while this instance leads. Its heartbeat, every second, is also the readiness probe of the
 //!   primary. Losing the session is losing leadership; it reconnects with backoff.
-//! - **schedule** ([`schedule`]): the cron job. On each tick (and when leadership is gained,
-//!   with `run_on_start`) the leader runs one maintenance pass on a connection of its own. The
-//!   pass is a reconciler: it re-reads the catalog and does what the plan says, so a failed pass
-//!   needs no recovery, only the next tick.
+//! - **schedule** ([`schedule`]): the cron schedule, with crontab(5)'s rules ([`crate::cron`]).
+//!   At each run time (and when leadership is gained, with `run_on_start`) the leader runs one
+//!   maintenance pass on a connection of its own. The pass is a reconciler: it re-reads the
+//!   catalog and does what the plan says, so a failed pass needs no recovery, only the next tick.
 //! - **refresh** ([`refresh`]): every `metrics_refresh` it reads the catalog, sizes, default-row
 //!   counts and replication state into an immutable snapshot swapped behind an `Arc`.
 //! - **http** ([`http`]): answers from the shared state and the latest snapshot only. A scrape
@@ -227,6 +227,7 @@ impl Shared {
         if !p.up && p.checked_at.is_some() {
             tracing::info!("the primary answers again");
         }
+        self.metrics.heartbeat(true);
         *p = PrimaryProbe {
             up: true,
             checked_at: Some(at),
@@ -237,6 +238,7 @@ impl Shared {
 
     pub fn primary_failed(&self, at: DateTime<Utc>, reason: String) {
         let mut p = lock(&self.primary);
+        self.metrics.heartbeat(false);
         p.up = false;
         p.checked_at = Some(at);
         p.error = Some(reason);
@@ -386,9 +388,8 @@ pub async fn run(
         Refresher::new(Arc::clone(&shared.config)),
         shared.stop_signal(),
     ));
-    let scheduler = schedule::Scheduler::start(Arc::clone(&shared))
-        .await
-        .map_err(|e| Error::Failed(format!("cannot start the maintenance scheduler: {e:?}")))?;
+    let scheduler = schedule::Scheduler::start(&shared)
+        .map_err(|e| Error::Failed(format!("cannot start the maintenance scheduler: {e}")))?;
     let supervisor = tokio::spawn(scheduler.supervise(Arc::clone(&shared), shared.stop_signal()));
     let on_leadership = tokio::spawn(run_when_leading(Arc::clone(&shared)));
     let mut http_stop = shared.stop_signal();
