@@ -87,6 +87,7 @@ pub struct RawReplica {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<String>,
+    pub web_config_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,6 +156,10 @@ pub struct ReplicaConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// TLS and basic auth for the HTTP server: an exporter-toolkit web configuration file
+    /// (relative to the working directory), read by `run` and `config validate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -589,7 +594,15 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             lock_retries,
         },
         replicas,
-        server: ServerConfig { listen },
+        server: ServerConfig {
+            listen,
+            web_config_file: raw
+                .server
+                .web_config_file
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        },
         schedule: ScheduleConfig {
             maintenance,
             timezone,

@@ -10,8 +10,13 @@ use crate::error::Result;
 pub const UPCOMING_RUNS: usize = 5;
 
 pub fn validate(cfg: Config) -> Result<i32> {
+    // The web configuration file is checked as `run` would read it (exit 2 when it is bad).
+    let web = super::run::load_web_config(&cfg, &crate::cli::RunArgs::default())?;
     print!("{}", cfg.to_redacted_toml());
     print!("{}", upcoming_runs(&cfg, Utc::now()));
+    if cfg.server.web_config_file.is_some() {
+        eprintln!("web configuration: {}", web.summary);
+    }
     eprintln!("configuration is valid ({} table(s))", cfg.tables.len());
     Ok(0)
 }

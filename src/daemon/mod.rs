@@ -23,10 +23,13 @@
 //! [`PASS_GRACE`] to finish, then cancel its statement (its transaction rolls back), give the
 //! leader lock back, stop the HTTP server. The whole takes well under ten seconds.
 
+pub mod basic_auth;
 pub mod http;
 pub mod leader;
 pub mod refresh;
 pub mod schedule;
+pub mod serve;
+pub mod web_config;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
@@ -374,6 +377,16 @@ pub async fn run(
     listener: TcpListener,
     stop: impl Future<Output = ()>,
 ) -> Result<()> {
+    run_secured(config, listener, web_config::WebSecurity::none(), stop).await
+}
+
+/// [`run`] with TLS and basic auth as `web` says (`--web.config.file`).
+pub async fn run_secured(
+    config: Config,
+    listener: TcpListener,
+    web: web_config::WebSecurity,
+    stop: impl Future<Output = ()>,
+) -> Result<()> {
     if config.tables.is_empty() {
         tracing::warn!(
             "no [[tables]] configured: the daemon will only report replication and health"
@@ -392,15 +405,13 @@ pub async fn run(
         .map_err(|e| Error::Failed(format!("cannot start the maintenance scheduler: {e}")))?;
     let supervisor = tokio::spawn(scheduler.supervise(Arc::clone(&shared), shared.stop_signal()));
     let on_leadership = tokio::spawn(run_when_leading(Arc::clone(&shared)));
-    let mut http_stop = shared.stop_signal();
-    let router = http::app(Arc::clone(&shared));
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let router = serve::secured(http::app(Arc::clone(&shared)), &web);
+    let server = tokio::spawn(serve::serve(
+        listener,
+        router,
+        web.tls,
+        shared.stop_signal(),
+    ));
 
     stop.await;
     let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
