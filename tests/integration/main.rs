@@ -19,4 +19,5 @@ mod maintain;
 mod migrate;
 mod migrate_bench;
 mod shipped_config;
+mod web_config;
 mod writes_during_maintain;

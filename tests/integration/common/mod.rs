@@ -15,6 +15,7 @@ pub mod http;
 pub mod proxy;
 pub mod replica;
 pub mod server;
+pub mod tls;
 
 pub use cli::{Cli, Daemon, Output};
 pub use cluster::{shared, Builder, Cluster};
