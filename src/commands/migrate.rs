@@ -25,6 +25,14 @@ pub async fn run(cfg: Config, args: MigrateArgs) -> Result<i32> {
     } else {
         Mode::Online
     };
+    // A migration holds session advisory locks and long transactions: no transaction pooler.
+    if cfg.database.pooler == crate::config::Pooler::Transaction
+        && !matches!(args.step, MigrateStep::Plan | MigrateStep::Verify)
+    {
+        return Err(Error::Usage(
+            "`migrate run`, `rollback` and `finalize` need a direct or session-mode connection (they hold a session-level lock for their whole run), and database.pooler = \"transaction\": nothing was changed. Run them with a configuration whose database.url reaches PostgreSQL directly or through a session-mode pool (database.pooler = \"none\" or \"session\")".into(),
+        ));
+    }
     let mut conn = super::connect(&cfg).await?;
     // Every round trip is bounded on our side too (as in maintain): a stalled network fails the
     // command (exit 1) instead of hanging it; the state row keeps the migration resumable.

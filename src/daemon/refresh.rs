@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use crate::catalog;
 use crate::check::{self, TableHealth};
 use crate::config::Config;
+use crate::pooler;
 use crate::pg::{self, Failure};
 use crate::replication::{self, LagSeries, ReplicaProbe, ReplicaView, StandbyView};
 
@@ -183,13 +184,22 @@ async fn read_primary(
                 REFRESH_LOCK_TIMEOUT,
                 PRIMARY_TIMEOUT,
                 db.connect_timeout,
+                db.pooler,
             )
             .await
             .map_err(Miss::Unreachable)?;
             *slot = Some(conn);
         }
         let conn = slot.as_mut().expect("connected above");
-        read_tables(conn, config, now).await.map_err(|e| {
+        let read = async {
+            // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
+            let mut r =
+                pooler::reader(conn, db.pooler, REFRESH_LOCK_TIMEOUT, PRIMARY_TIMEOUT).await?;
+            let facts = read_tables(&mut r, config, now).await?;
+            r.done().await?;
+            Ok(facts)
+        };
+        read.await.map_err(|e| {
             let f = Failure::from_sqlx(&e, &[&db.url]);
             if pg::is_connection_lost(&e) {
                 Miss::Unreachable(f)
