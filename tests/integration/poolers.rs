@@ -1,0 +1,339 @@
+//! Through a real PgBouncer (Debian's, started by the test with its default settings unless a
+//! test says otherwise): session and transaction pooling, one-shot commands and daemons, the
+//! lease that replaces advisory locks behind a transaction pooler, and a pool of 3 server
+//! connections shared by two daemons.
+
+use std::time::{Duration, Instant};
+
+use crate::common::http::RunningDaemon as Running;
+use crate::common::pgbouncer::PgBouncer;
+use crate::common::{eventually, shared, Cli, TestDb, PATIENCE};
+
+const TABLE_SQL: &str = "CREATE TABLE public.pricing_data (id bigint, date date NOT NULL, price numeric) PARTITION BY RANGE (date)";
+
+const TABLE: &str = r#"
+[[tables]]
+name = "public.pricing_data"
+column = "date"
+interval = "1 month"
+premake = 3
+default_partition = true
+"#;
+
+/// A one-shot configuration through `url` with `database.pooler = pooler` (`None`: unset).
+fn command_config(url: &str, pooler: Option<&str>, extra_db: &str) -> String {
+    let pooler = pooler
+        .map(|p| format!("pooler = \"{p}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[database]\nurl = \"{url}\"\n{pooler}connect_timeout = \"5s\"\n{extra_db}\n[schedule]\ntimezone = \"UTC\"\n{TABLE}"
+    )
+}
+
+/// A daemon configuration: a pass every 2 s, metrics every second.
+fn daemon_config(url: &str, pooler: &str) -> String {
+    format!(
+        r#"
+[database]
+url = "{url}"
+pooler = "{pooler}"
+connect_timeout = "5s"
+
+[server]
+listen = "127.0.0.1:0"
+
+[schedule]
+maintenance = "*/2 * * * * *"
+timezone = "UTC"
+run_on_start = true
+metrics_refresh = "1s"
+{TABLE}"#
+    )
+}
+
+async fn pricing_db() -> TestDb {
+    let db = shared().create_database().await;
+    db.exec(TABLE_SQL).await;
+    db
+}
+
+async fn partition_count(db: &TestDb) -> i64 {
+    db.query_scalar("SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.pricing_data'::regclass")
+        .await
+}
+
+/// Name of this month's + `ahead` partition, e.g. `pricing_data_2027_01`.
+async fn month_partition(db: &TestDb, ahead: i32) -> String {
+    db.query_scalar(&format!(
+        "SELECT 'pricing_data_' || to_char(date_trunc('month', now()) + interval '{ahead} months', 'YYYY_MM')"
+    ))
+    .await
+}
+
+async fn relation_exists(db: &TestDb, name: &str) -> bool {
+    db.query_scalar(&format!("SELECT to_regclass('public.{name}') IS NOT NULL"))
+        .await
+}
+
+/// The value of an unlabelled sample (`partkeeper_leader`, `partkeeper_up`) in a scrape.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Successful passes of `pricing_data` in a scrape.
+fn successes(text: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("partkeeper_maintenance_runs_total{")?;
+            (rest.contains("result=\"success\"") && rest.contains("public.pricing_data"))
+                .then(|| l.rsplit_once(' ')?.1.parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+async fn scrape(d: &Running) -> String {
+    match d.get("/metrics").await {
+        Some((200, body)) => body,
+        _ => String::new(),
+    }
+}
+
+/// maintain, check and status through `url`: partitions made, all healthy, listed.
+async fn one_shot_commands_work(db: &TestDb, url: &str, pooler: &str) {
+    let cli = Cli::new().config(&command_config(url, Some(pooler), ""));
+    let out = cli.run_async(["maintain"]).await;
+    out.assert_success();
+    // Default, this month, three ahead (and none twice).
+    assert_eq!(partition_count(db).await, 5, "{out}");
+    let out = cli.run_async(["maintain"]).await;
+    out.assert_success();
+    assert_eq!(partition_count(db).await, 5, "a second pass changes nothing: {out}");
+    let out = cli.run_async(["check"]).await;
+    out.assert_success();
+    assert!(out.stdout.contains("public.pricing_data: OK"), "{out}");
+    let out = cli.run_async(["status"]).await;
+    out.assert_success();
+    let next = month_partition(db, 1).await;
+    assert!(out.stdout.contains(&next), "{out}");
+    assert!(out.stdout.contains("pricing_data_default"), "{out}");
+}
+
+#[tokio::test]
+async fn session_mode_with_default_settings_maintain_check_and_status_work() {
+    let db = pricing_db().await;
+    let bouncer = PgBouncer::builder(shared().port(), "session").start();
+    let url = bouncer.url(db.name());
+
+    // Without the setting, PgBouncer refuses the startup options; the message says what to set.
+    let out = Cli::new()
+        .config(&command_config(&url, None, ""))
+        .run_async(["maintain"])
+        .await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("unsupported startup parameter"), "{out}");
+    assert!(out.stderr.contains("database.pooler"), "{out}");
+    assert_eq!(partition_count(&db).await, 0, "nothing changed");
+
+    one_shot_commands_work(&db, &url, "session").await;
+}
+
+#[tokio::test]
+async fn session_mode_a_held_lock_makes_the_step_give_up_after_lock_timeout_through_the_pooler() {
+    let db = pricing_db().await;
+    let bouncer = PgBouncer::builder(shared().port(), "session").start();
+    let cli = Cli::new().config(&command_config(
+        &bouncer.url(db.name()),
+        Some("session"),
+        "lock_timeout = \"300ms\"\nlock_retries = 1\n",
+    ));
+    cli.run_async(["maintain", "--now", "2026-11-25"])
+        .await
+        .assert_success();
+    // The application (directly on the server) reads the default partition and stays in its
+    // transaction: creating the next month must lock it.
+    let mut blocker = db.connect().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE pricing_data_default IN ACCESS SHARE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let out = cli.run_async(["maintain", "--now", "2026-12-25"]).await;
+    let took = started.elapsed();
+    out.assert_code(1);
+    assert!(
+        out.stdout.contains("could not get the lock for `LOCK TABLE \"public\".\"pricing_data_default\" IN ACCESS EXCLUSIVE MODE` within lock_timeout (300ms)"),
+        "{out}"
+    );
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(!relation_exists(&db, "pricing_data_2027_03").await);
+    println!("through PgBouncer (session): gave up after lock_timeout; the whole command took {took:?}");
+    sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
+    cli.run_async(["maintain", "--now", "2026-12-25"])
+        .await
+        .assert_success();
+    assert!(relation_exists(&db, "pricing_data_2027_03").await);
+}
+
+#[tokio::test]
+async fn session_mode_the_daemon_leads_and_maintains() {
+    let db = pricing_db().await;
+    let bouncer = PgBouncer::builder(shared().port(), "session").start();
+    let d = Running::start(&daemon_config(&bouncer.url(db.name()), "session")).await;
+    let d_ref = &d;
+    eventually(PATIENCE, "the daemon to lead and maintain", || async move {
+        let m = scrape(d_ref).await;
+        sample(&m, "partkeeper_leader") == Some(1.0)
+            && sample(&m, "partkeeper_up") == Some(1.0)
+            && successes(&m) >= 1.0
+    })
+    .await;
+    assert_eq!(partition_count(&db).await, 5);
+}
+
+#[tokio::test]
+async fn transaction_mode_maintain_check_and_status_work_and_migrate_run_is_refused() {
+    let db = pricing_db().await;
+    let bouncer = PgBouncer::builder(shared().port(), "transaction").start();
+    let url = bouncer.url(db.name());
+    one_shot_commands_work(&db, &url, "transaction").await;
+
+    // The one-shot pass took the lease and gave it back.
+    let (token, free): (i64, bool) = sqlx::query_as(
+        "SELECT token, expires_at <= clock_timestamp() FROM partkeeper.leases WHERE name = 'maintenance'",
+    )
+    .fetch_one(&mut db.connect().await)
+    .await
+    .unwrap();
+    assert!(token >= 2 && free, "token {token}, free {free}");
+
+    db.exec("CREATE TABLE public.plain (id bigint, d date NOT NULL)")
+        .await;
+    let before: i64 = db.query_scalar("SELECT count(*) FROM pg_class").await;
+    let cfg = command_config(&url, Some("transaction"), "").replace(
+        "name = \"public.pricing_data\"\ncolumn = \"date\"",
+        "name = \"public.plain\"\ncolumn = \"d\"",
+    );
+    let out = Cli::new()
+        .config(&cfg)
+        .run_async(["migrate", "run", "--table", "public.plain"])
+        .await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("need a direct or session-mode connection"), "{out}");
+    let after: i64 = db.query_scalar("SELECT count(*) FROM pg_class").await;
+    assert_eq!(before, after, "nothing changed");
+}
+
+/// Two daemons behind `bouncer`: exactly one leads and maintains; `kill -9` of the leader and
+/// the other takes over; no step ever fails on something already made.
+async fn two_daemons_one_leads_and_the_other_takes_over(db: &TestDb, bouncer: &PgBouncer) {
+    let toml = daemon_config(&bouncer.url(db.name()), "transaction");
+    let a = Running::start(&toml).await;
+    let b = Running::start(&toml).await;
+    let (a_ref, b_ref) = (&a, &b);
+    eventually(PATIENCE, "both up, exactly one leading and maintaining", || async move {
+        let (ma, mb) = (scrape(a_ref).await, scrape(b_ref).await);
+        let up = |m: &str| sample(m, "partkeeper_up") == Some(1.0);
+        let leaders = sample(&ma, "partkeeper_leader").unwrap_or(0.0)
+            + sample(&mb, "partkeeper_leader").unwrap_or(0.0);
+        up(&ma) && up(&mb) && leaders == 1.0 && successes(&ma) + successes(&mb) >= 2.0
+    })
+    .await;
+    let (ma, mb) = (scrape(&a).await, scrape(&b).await);
+    let (leader, follower, follower_metrics) = if sample(&ma, "partkeeper_leader") == Some(1.0) {
+        (a, b, mb)
+    } else {
+        (b, a, ma)
+    };
+    assert_eq!(successes(&follower_metrics), 0.0, "only the leader maintains");
+    assert_eq!(partition_count(db).await, 5);
+    let token_before: i64 = db
+        .query_scalar("SELECT token FROM partkeeper.leases WHERE name = 'maintenance'")
+        .await;
+
+    leader.daemon.kill();
+    let killed = Instant::now();
+    let f = &follower;
+    eventually(PATIENCE, "the follower to take over and maintain", || async move {
+        let m = scrape(f).await;
+        sample(&m, "partkeeper_leader") == Some(1.0) && successes(&m) >= 1.0
+    })
+    .await;
+    println!("took over {:?} after kill -9 of the leader", killed.elapsed());
+    let token_after: i64 = db
+        .query_scalar("SELECT token FROM partkeeper.leases WHERE name = 'maintenance'")
+        .await;
+    assert!(token_after > token_before, "{token_before} -> {token_after}");
+
+    // The new leader repairs what goes missing.
+    let next = month_partition(db, 1).await;
+    db.exec(&format!("DROP TABLE {next}")).await;
+    let (db_ref, name) = (db, next.as_str());
+    eventually(PATIENCE, "the new leader to repair the table", || async move {
+        relation_exists(db_ref, name).await
+    })
+    .await;
+    assert_eq!(partition_count(db).await, 5);
+    for d in [&leader, &follower] {
+        let log = d.daemon.stderr();
+        assert!(!log.contains("already exists"), "{log}");
+        assert!(!log.contains("prepared statement"), "{log}");
+    }
+    follower.daemon.terminate();
+}
+
+#[tokio::test]
+async fn transaction_mode_of_two_daemons_exactly_one_maintains_and_the_other_takes_over_after_kill_9(
+) {
+    let db = pricing_db().await;
+    let bouncer = PgBouncer::builder(shared().port(), "transaction").start();
+    two_daemons_one_leads_and_the_other_takes_over(&db, &bouncer).await;
+}
+
+#[tokio::test]
+async fn a_pool_of_3_server_connections_for_two_daemons_still_maintains() {
+    let db = pricing_db().await;
+    let bouncer = PgBouncer::builder(shared().port(), "transaction")
+        .setting("default_pool_size", "3")
+        .start();
+    two_daemons_one_leads_and_the_other_takes_over(&db, &bouncer).await;
+    // Never more than 3 server connections for this database, by construction of the pool.
+    let servers: i64 = db
+        .query_scalar(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            db.name()
+        ))
+        .await;
+    assert!(servers <= 3, "{servers} server connections");
+}
+
+#[tokio::test]
+async fn transaction_mode_a_maintain_skips_while_another_holds_the_lease_and_runs_once_it_expires() {
+    // A one-shot maintain while a (fake) leader holds a valid lease: it waits, then skips.
+    let db = pricing_db().await;
+    let bouncer = PgBouncer::builder(shared().port(), "transaction").start();
+    let cli = Cli::new().config(&command_config(
+        &bouncer.url(db.name()),
+        Some("transaction"),
+        "",
+    ));
+    cli.run_async(["maintain"]).await.assert_success();
+    db.exec(
+        "UPDATE partkeeper.leases SET holder = 'someone else', token = token + 1,
+                expires_at = clock_timestamp() + interval '1 hour'",
+    )
+    .await;
+    db.exec(&format!("DROP TABLE {}", month_partition(&db, 3).await))
+        .await;
+    let out = cli.run_async(["maintain"]).await;
+    assert!(
+        out.stdout.contains("another partkeeper instance is maintaining") || out.stderr.contains("another partkeeper instance is maintaining"),
+        "{out}"
+    );
+    assert_eq!(partition_count(&db).await, 4, "nothing done while another holds the lease");
+    db.exec("UPDATE partkeeper.leases SET expires_at = clock_timestamp()")
+        .await;
+    cli.run_async(["maintain"]).await.assert_success();
+    assert_eq!(partition_count(&db).await, 5);
+}
