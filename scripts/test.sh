@@ -25,6 +25,8 @@ have_initdb() {
 missing=()
 have_initdb || missing+=(postgresql)
 command -v promtool >/dev/null || missing+=(prometheus)
+# The poolers:: tests start their own PgBouncer (the Debian service is never used).
+[[ -x /usr/sbin/pgbouncer ]] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
 
 if ((${#missing[@]})); then
   as_root=()
