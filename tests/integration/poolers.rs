@@ -193,7 +193,7 @@ async fn session_mode_the_daemon_leads_and_maintains() {
 }
 
 #[tokio::test]
-async fn transaction_mode_maintain_check_and_status_work_and_migrate_run_is_refused() {
+async fn transaction_mode_maintain_check_status_migrate_plan_and_verify_work_and_migrate_run_is_refused() {
     let db = pricing_db().await;
     let bouncer = PgBouncer::builder(shared().port(), "transaction").start();
     let url = bouncer.url(db.name());
@@ -208,21 +208,43 @@ async fn transaction_mode_maintain_check_and_status_work_and_migrate_run_is_refu
     .unwrap();
     assert!(token >= 2 && free, "token {token}, free {free}");
 
-    db.exec("CREATE TABLE public.plain (id bigint, d date NOT NULL)")
+    // migrate: plan and verify read through the pooler; run refuses before changing anything.
+    db.exec(
+        "CREATE TABLE public.plain (id bigint PRIMARY KEY, d date NOT NULL, v text);
+         INSERT INTO public.plain SELECT g, current_date - (g % 90), 'v' || g FROM generate_series(1, 500) g",
+    )
+    .await;
+    let plain_cfg = |url: &str, pooler: &str| {
+        command_config(url, Some(pooler), "").replace(
+            "name = \"public.pricing_data\"\ncolumn = \"date\"",
+            "name = \"public.plain\"\ncolumn = \"d\"",
+        )
+    };
+    let through = Cli::new().config(&plain_cfg(&url, "transaction"));
+    let out = through
+        .run_async(["migrate", "plan", "--table", "public.plain"])
         .await;
+    out.assert_success();
+    assert!(out.stdout.contains("server: PostgreSQL"), "{out}");
     let before: i64 = db.query_scalar("SELECT count(*) FROM pg_class").await;
-    let cfg = command_config(&url, Some("transaction"), "").replace(
-        "name = \"public.pricing_data\"\ncolumn = \"date\"",
-        "name = \"public.plain\"\ncolumn = \"d\"",
-    );
-    let out = Cli::new()
-        .config(&cfg)
+    let out = through
         .run_async(["migrate", "run", "--table", "public.plain"])
         .await;
     out.assert_code(2);
     assert!(out.stderr.contains("need a direct or session-mode connection"), "{out}");
     let after: i64 = db.query_scalar("SELECT count(*) FROM pg_class").await;
     assert_eq!(before, after, "nothing changed");
+    // Run directly, then verify through the transaction pooler.
+    Cli::new()
+        .config(&plain_cfg(&db.url(), "none"))
+        .run_async(["migrate", "run", "--table", "public.plain"])
+        .await
+        .assert_success();
+    let out = through
+        .run_async(["migrate", "verify", "--table", "public.plain"])
+        .await;
+    out.assert_success();
+    assert!(!out.stdout.contains("DIFFERS"), "{out}");
 }
 
 /// Two daemons behind `bouncer`: exactly one leads and maintains; `kill -9` of the leader and
