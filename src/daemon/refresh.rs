@@ -208,13 +208,22 @@ async fn read_primary(
             }
         })
     };
-    match tokio::time::timeout(PRIMARY_TIMEOUT, work).await {
+    let result = match tokio::time::timeout(PRIMARY_TIMEOUT, work).await {
         Ok(r) => r,
         Err(_) => Err(Miss::Unreachable(Failure::timeout(
             "refresh",
             PRIMARY_TIMEOUT,
         ))),
+    };
+    // Behind a session pooler a connection holds a server connection for its whole life: give
+    // it back between refreshes, so that a small pool is left to the heartbeats (which hold
+    // theirs) and the maintenance pass.
+    if db.pooler == crate::config::Pooler::Session {
+        if let Some(conn) = slot.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+        }
     }
+    result
 }
 
 async fn read_tables(

@@ -247,10 +247,10 @@ async fn transaction_mode_maintain_check_status_migrate_plan_and_verify_work_and
     assert!(!out.stdout.contains("DIFFERS"), "{out}");
 }
 
-/// Two daemons behind `bouncer`: exactly one leads and maintains; `kill -9` of the leader and
-/// the other takes over; no step ever fails on something already made.
-async fn two_daemons_one_leads_and_the_other_takes_over(db: &TestDb, bouncer: &PgBouncer) {
-    let toml = daemon_config(&bouncer.url(db.name()), "transaction");
+/// Two daemons behind `bouncer` (in `mode`): exactly one leads and maintains; `kill -9` of the
+/// leader and the other takes over; no step ever fails on something already made.
+async fn two_daemons_one_leads_and_the_other_takes_over(db: &TestDb, bouncer: &PgBouncer, mode: &str) {
+    let toml = daemon_config(&bouncer.url(db.name()), mode);
     let a = Running::start(&toml).await;
     let b = Running::start(&toml).await;
     let (a_ref, b_ref) = (&a, &b);
@@ -270,9 +270,12 @@ async fn two_daemons_one_leads_and_the_other_takes_over(db: &TestDb, bouncer: &P
     };
     assert_eq!(successes(&follower_metrics), 0.0, "only the leader maintains");
     assert_eq!(partition_count(db).await, 5);
-    let token_before: i64 = db
-        .query_scalar("SELECT token FROM partkeeper.leases WHERE name = 'maintenance'")
-        .await;
+    let token_before: i64 = if mode == "transaction" {
+        db.query_scalar("SELECT token FROM partkeeper.leases WHERE name = 'maintenance'")
+            .await
+    } else {
+        0
+    };
 
     leader.daemon.kill();
     let killed = Instant::now();
@@ -283,10 +286,12 @@ async fn two_daemons_one_leads_and_the_other_takes_over(db: &TestDb, bouncer: &P
     })
     .await;
     println!("took over {:?} after kill -9 of the leader", killed.elapsed());
-    let token_after: i64 = db
-        .query_scalar("SELECT token FROM partkeeper.leases WHERE name = 'maintenance'")
-        .await;
-    assert!(token_after > token_before, "{token_before} -> {token_after}");
+    if mode == "transaction" {
+        let token_after: i64 = db
+            .query_scalar("SELECT token FROM partkeeper.leases WHERE name = 'maintenance'")
+            .await;
+        assert!(token_after > token_before, "{token_before} -> {token_after}");
+    }
 
     // The new leader repairs what goes missing.
     let next = month_partition(db, 1).await;
@@ -310,16 +315,25 @@ async fn transaction_mode_of_two_daemons_exactly_one_maintains_and_the_other_tak
 ) {
     let db = pricing_db().await;
     let bouncer = PgBouncer::builder(shared().port(), "transaction").start();
-    two_daemons_one_leads_and_the_other_takes_over(&db, &bouncer).await;
+    two_daemons_one_leads_and_the_other_takes_over(&db, &bouncer, "transaction").await;
 }
 
 #[tokio::test]
-async fn a_pool_of_3_server_connections_for_two_daemons_still_maintains() {
+async fn session_mode_a_pool_of_3_server_connections_for_two_daemons_still_maintains() {
+    let db = pricing_db().await;
+    let bouncer = PgBouncer::builder(shared().port(), "session")
+        .setting("default_pool_size", "3")
+        .start();
+    two_daemons_one_leads_and_the_other_takes_over(&db, &bouncer, "session").await;
+}
+
+#[tokio::test]
+async fn transaction_mode_a_pool_of_3_server_connections_for_two_daemons_still_maintains() {
     let db = pricing_db().await;
     let bouncer = PgBouncer::builder(shared().port(), "transaction")
         .setting("default_pool_size", "3")
         .start();
-    two_daemons_one_leads_and_the_other_takes_over(&db, &bouncer).await;
+    two_daemons_one_leads_and_the_other_takes_over(&db, &bouncer, "transaction").await;
     // Never more than 3 server connections for this database, by construction of the pool.
     let servers: i64 = db
         .query_scalar(&format!(
