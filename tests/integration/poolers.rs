@@ -373,3 +373,138 @@ async fn transaction_mode_a_maintain_skips_while_another_holds_the_lease_and_run
     cli.run_async(["maintain"]).await.assert_success();
     assert_eq!(partition_count(&db).await, 5);
 }
+
+/// A `DatabaseConfig` for `url` with `pooler`, as a configuration file would give it.
+fn db_config(url: &str, pooler: &str) -> partkeeper::config::DatabaseConfig {
+    let text = format!(
+        "[database]\nurl = \"{url}\"\npooler = \"{pooler}\"\nlock_timeout = \"300ms\"\n"
+    );
+    partkeeper::config::parse_str(&text, &Default::default())
+        .expect("a valid configuration")
+        .database
+}
+
+#[tokio::test]
+async fn the_fencing_token_keeps_a_stale_holder_from_running_a_step_and_a_take_over_waits_for_its_step(
+) {
+    use partkeeper::ddl::Step;
+    use partkeeper::execute::{self, ExecError};
+    use partkeeper::lease::{self, Held, FENCE};
+    use partkeeper::pooler::GuardError;
+    use sqlx::Connection;
+
+    let db = pricing_db().await;
+    let bouncer = PgBouncer::builder(shared().port(), "transaction").start();
+    let cfg = db_config(&bouncer.url(db.name()), "transaction");
+    let mut a = partkeeper::pg::connect(&cfg).await.unwrap();
+    let mut b = partkeeper::pg::connect(&cfg).await.unwrap();
+    lease::ensure_table(&mut a).await.unwrap();
+    let token = lease::try_take(&mut a, "A", lease::LEADER_TTL)
+        .await
+        .unwrap()
+        .expect("a free lease is taken");
+    let held_a = Held {
+        holder: "A".into(),
+        token,
+        renew: None,
+    };
+    assert_eq!(lease::try_take(&mut b, "B", lease::LEADER_TTL).await.unwrap(), None);
+
+    // A step of A's is under way (its transaction checked the lease) when the lease expires:
+    // B cannot take over until that step has ended.
+    let mut step = a.begin().await.unwrap();
+    FENCE
+        .scope(held_a.clone(), lease::check_fence(&mut step))
+        .await
+        .unwrap();
+    db.exec("UPDATE partkeeper.leases SET expires_at = clock_timestamp()")
+        .await;
+    assert_eq!(
+        lease::try_take(&mut b, "B", lease::LEADER_TTL).await.unwrap(),
+        None,
+        "a take-over must wait for the step still running under the old token"
+    );
+    step.commit().await.unwrap();
+    let token_b = lease::try_take(&mut b, "B", lease::LEADER_TTL)
+        .await
+        .unwrap()
+        .expect("taken once the old step ended");
+    assert_eq!(token_b, token + 1);
+
+    // A, now stale, tries a DDL step: refused before any statement runs.
+    let create = [Step {
+        transactional: true,
+        statements: vec!["CREATE TABLE public.made_by_a (id int)".into()],
+    }];
+    let e = FENCE
+        .scope(held_a, execute::run_steps(&mut a, &cfg, &create))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ExecError::Guard { reason: GuardError::LeaseLost, .. }),
+        "{e}"
+    );
+    assert!(!relation_exists(&db, "made_by_a").await);
+    // Without any lease, nothing runs either.
+    let e = execute::run_steps(&mut a, &cfg, &create).await.unwrap_err();
+    assert!(matches!(&e, ExecError::Guard { reason: GuardError::NoLease, .. }), "{e}");
+    // B, the holder, runs it.
+    let held_b = Held {
+        holder: "B".into(),
+        token: token_b,
+        renew: None,
+    };
+    FENCE
+        .scope(held_b, execute::run_steps(&mut b, &cfg, &create))
+        .await
+        .unwrap();
+    assert!(relation_exists(&db, "made_by_a").await);
+}
+
+#[tokio::test]
+async fn a_step_whose_session_lacks_the_configured_timeouts_runs_nothing() {
+    use partkeeper::pooler::{self, GuardError};
+
+    let db = pricing_db().await;
+    let mut conn = db.connect().await;
+    let ms = Duration::from_millis;
+    pooler::verify_timeouts(&mut conn, ms(0), ms(0))
+        .await
+        .expect("a fresh session has neither timeout");
+    sqlx::raw_sql("SET lock_timeout = '300ms'; SET statement_timeout = '5s'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    pooler::verify_timeouts(&mut conn, ms(300), ms(5000))
+        .await
+        .unwrap();
+    sqlx::raw_sql("SET lock_timeout = 0").execute(&mut conn).await.unwrap();
+    let e = pooler::verify_timeouts(&mut conn, ms(300), ms(5000))
+        .await
+        .unwrap_err();
+    let Some(g @ GuardError::TimeoutsNotInForce { .. }) = GuardError::from_sqlx(&e) else {
+        panic!("{e}");
+    };
+    assert!(g.to_string().contains("lock_timeout is 0 (no limit)"), "{g}");
+    // The step guard of a non-transactional statement behind a transaction pooler refuses it.
+    let cfg = db_config(&db.url(), "transaction");
+    let e = pooler::guard_outside_transaction(&mut conn, &cfg, "ALTER TABLE t DETACH PARTITION p CONCURRENTLY")
+        .await
+        .unwrap_err();
+    assert!(matches!(GuardError::from_sqlx(&e), Some(GuardError::OutsideTransaction(_))), "{e}");
+}
+
+#[tokio::test]
+async fn an_unknown_pooler_value_is_refused_with_exit_2_and_the_values_it_takes() {
+    let db = pricing_db().await;
+    let out = Cli::new()
+        .config(&command_config(&db.url(), Some("pgbouncer"), ""))
+        .run_async(["maintain"])
+        .await;
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("database.pooler = \"pgbouncer\" is not one of \"none\""),
+        "{out}"
+    );
+    assert_eq!(partition_count(&db).await, 0, "nothing changed");
+}
