@@ -139,13 +139,14 @@ async fn session_mode_with_default_settings_maintain_check_and_status_work() {
     one_shot_commands_work(&db, &url, "session").await;
 }
 
-#[tokio::test]
-async fn session_mode_a_held_lock_makes_the_step_give_up_after_lock_timeout_through_the_pooler() {
+/// Through PgBouncer in `mode`: a lock held by the application makes the step that needs it give
+/// up after `lock_timeout`, leaving nothing behind; once it is released the step succeeds.
+async fn a_held_lock_makes_the_step_give_up_after_lock_timeout(mode: &str) {
     let db = pricing_db().await;
-    let bouncer = PgBouncer::builder(shared().port(), "session").start();
+    let bouncer = PgBouncer::builder(shared().port(), mode).start();
     let cli = Cli::new().config(&command_config(
         &bouncer.url(db.name()),
-        Some("session"),
+        Some(mode),
         "lock_timeout = \"300ms\"\nlock_retries = 1\n",
     ));
     cli.run_async(["maintain", "--now", "2026-11-25"])
@@ -168,11 +169,62 @@ async fn session_mode_a_held_lock_makes_the_step_give_up_after_lock_timeout_thro
     );
     assert!(took >= Duration::from_millis(300), "{took:?}");
     assert!(!relation_exists(&db, "pricing_data_2027_03").await);
-    println!("through PgBouncer (session): gave up after lock_timeout; the whole command took {took:?}");
+    println!("through PgBouncer ({mode}): gave up after lock_timeout; the whole command took {took:?}");
     sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
     cli.run_async(["maintain", "--now", "2026-12-25"])
         .await
         .assert_success();
+    assert!(relation_exists(&db, "pricing_data_2027_03").await);
+}
+
+#[tokio::test]
+async fn session_mode_a_held_lock_makes_the_step_give_up_after_lock_timeout_through_the_pooler() {
+    a_held_lock_makes_the_step_give_up_after_lock_timeout("session").await;
+}
+
+#[tokio::test]
+async fn transaction_mode_a_held_lock_makes_the_step_give_up_after_lock_timeout_through_the_pooler(
+) {
+    a_held_lock_makes_the_step_give_up_after_lock_timeout("transaction").await;
+}
+
+#[tokio::test]
+async fn transaction_mode_retention_detaches_inside_a_transaction_never_concurrently() {
+    let db = pricing_db().await;
+    let bouncer = PgBouncer::builder(shared().port(), "transaction").start();
+    // No default partition: with one, PostgreSQL never detaches concurrently anyway.
+    let policy = |cfg: String| {
+        cfg.replace("premake = 3", "premake = 3\nretention = \"3 months\"\nretention_mode = \"drop\"")
+            .replace("default_partition = true", "default_partition = false")
+    };
+    let cli = Cli::new().config(&policy(command_config(
+        &bouncer.url(db.name()),
+        Some("transaction"),
+        "",
+    )));
+    cli.run_async(["maintain", "--now", "2026-01-15"])
+        .await
+        .assert_success();
+    assert!(relation_exists(&db, "pricing_data_2026_01").await);
+    let dry = cli
+        .run_async(["maintain", "--now", "2026-12-15", "--dry-run"])
+        .await;
+    dry.assert_success();
+    assert!(dry.stdout.contains("DETACH PARTITION"), "{dry}");
+    assert!(!dry.stdout.contains("CONCURRENTLY"), "{dry}");
+    if crate::common::pg_major() >= 14 {
+        // A direct connection plans the same detach concurrently.
+        let direct = Cli::new()
+            .config(&policy(command_config(&db.url(), None, "")))
+            .run_async(["maintain", "--now", "2026-12-15", "--dry-run"])
+            .await;
+        direct.assert_success();
+        assert!(direct.stdout.contains("CONCURRENTLY"), "{direct}");
+    }
+    cli.run_async(["maintain", "--now", "2026-12-15"])
+        .await
+        .assert_success();
+    assert!(!relation_exists(&db, "pricing_data_2026_01").await);
     assert!(relation_exists(&db, "pricing_data_2027_03").await);
 }
 
