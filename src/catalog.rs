@@ -345,7 +345,7 @@ pub async fn existing_relations(
     .bind(&schemas)
     .bind(&rels)
     .persistent(false)
-        .fetch_all(conn)
+    .fetch_all(conn)
     .await?;
     Ok(found
         .into_iter()

@@ -163,12 +163,11 @@ pub async fn run_steps(
                     .and_then(|i| step.statements.get(i))
                     .cloned()
                     .unwrap_or_else(|| step.statements.join("; "));
-                return Err(if let Some(reason) = crate::pooler::GuardError::from_sqlx(&e) {
-                    ExecError::Guard {
-                        statement: first_line(&statement),
-                        reason,
-                    }
-                } else if pg::is_retryable(&e) {
+                if let Some(reason) = crate::pooler::GuardError::from_sqlx(&e) {
+                    let statement = first_line(&statement);
+                    return Err(ExecError::Guard { statement, reason });
+                }
+                return Err(if pg::is_retryable(&e) {
                     ExecError::LockTimeout {
                         statement: first_line(&statement),
                         attempts: waits,

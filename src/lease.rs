@@ -183,7 +183,11 @@ pub async fn renew(
     Ok(renewed)
 }
 
-async fn renew_in(conn: &mut PgConnection, held: &Held, ttl: Duration) -> Result<bool, sqlx::Error> {
+async fn renew_in(
+    conn: &mut PgConnection,
+    held: &Held,
+    ttl: Duration,
+) -> Result<bool, sqlx::Error> {
     let n = sqlx::query(
         "UPDATE partkeeper.leases SET expires_at = clock_timestamp() + $4 * interval '1 millisecond'
           WHERE name = $1 AND holder = $2 AND token = $3",

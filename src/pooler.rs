@@ -224,7 +224,9 @@ mod tests {
 
     #[test]
     fn behind_a_transaction_pooler_the_plan_never_detaches_concurrently() {
-        assert!(planning_version(150000, Pooler::Transaction) < crate::plan::DETACH_CONCURRENTLY_SINCE);
+        assert!(
+            planning_version(150000, Pooler::Transaction) < crate::plan::DETACH_CONCURRENTLY_SINCE
+        );
         assert_eq!(planning_version(150000, Pooler::Session), 150000);
         assert_eq!(planning_version(130000, Pooler::Transaction), 130000);
     }
@@ -232,7 +234,10 @@ mod tests {
     #[test]
     fn a_guard_refusal_survives_the_trip_through_the_driver_error() {
         let e = GuardError::LeaseLost.into_sqlx();
-        assert!(matches!(GuardError::from_sqlx(&e), Some(GuardError::LeaseLost)));
+        assert!(matches!(
+            GuardError::from_sqlx(&e),
+            Some(GuardError::LeaseLost)
+        ));
         assert!(!crate::pg::is_connection_lost(&e));
         assert!(!crate::pg::is_retryable(&e));
     }

@@ -138,7 +138,8 @@ pub async fn standbys(conn: &mut PgConnection) -> Result<Vec<StandbyView>, sqlx:
     type Row = (String, Option<String>, String, Option<f64>, Option<i64>);
     let rows: Vec<Row> = sqlx::query_as(STANDBYS_SQL)
         .persistent(false)
-        .fetch_all(conn).await?;
+        .fetch_all(conn)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(name, client_addr, state, lag, bytes)| StandbyView {

@@ -15,8 +15,8 @@ use tokio::sync::watch;
 use crate::catalog;
 use crate::check::{self, TableHealth};
 use crate::config::Config;
-use crate::pooler;
 use crate::pg::{self, Failure};
+use crate::pooler;
 use crate::replication::{self, LagSeries, ReplicaProbe, ReplicaView, StandbyView};
 
 use super::Shared;

@@ -58,8 +58,10 @@ async fn pricing_db() -> TestDb {
 }
 
 async fn partition_count(db: &TestDb) -> i64 {
-    db.query_scalar("SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.pricing_data'::regclass")
-        .await
+    db.query_scalar(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.pricing_data'::regclass",
+    )
+    .await
 }
 
 /// Name of this month's + `ahead` partition, e.g. `pricing_data_2027_01`.
@@ -109,7 +111,11 @@ async fn one_shot_commands_work(db: &TestDb, url: &str, pooler: &str) {
     assert_eq!(partition_count(db).await, 5, "{out}");
     let out = cli.run_async(["maintain"]).await;
     out.assert_success();
-    assert_eq!(partition_count(db).await, 5, "a second pass changes nothing: {out}");
+    assert_eq!(
+        partition_count(db).await,
+        5,
+        "a second pass changes nothing: {out}"
+    );
     let out = cli.run_async(["check"]).await;
     out.assert_success();
     assert!(out.stdout.contains("public.pricing_data: OK"), "{out}");
@@ -132,7 +138,10 @@ async fn session_mode_with_default_settings_maintain_check_and_status_work() {
         .run_async(["maintain"])
         .await;
     out.assert_code(2);
-    assert!(out.stderr.contains("unsupported startup parameter"), "{out}");
+    assert!(
+        out.stderr.contains("unsupported startup parameter"),
+        "{out}"
+    );
     assert!(out.stderr.contains("database.pooler"), "{out}");
     assert_eq!(partition_count(&db).await, 0, "nothing changed");
 
@@ -169,7 +178,9 @@ async fn a_held_lock_makes_the_step_give_up_after_lock_timeout(mode: &str) {
     );
     assert!(took >= Duration::from_millis(300), "{took:?}");
     assert!(!relation_exists(&db, "pricing_data_2027_03").await);
-    println!("through PgBouncer ({mode}): gave up after lock_timeout; the whole command took {took:?}");
+    println!(
+        "through PgBouncer ({mode}): gave up after lock_timeout; the whole command took {took:?}"
+    );
     sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
     cli.run_async(["maintain", "--now", "2026-12-25"])
         .await
@@ -183,8 +194,8 @@ async fn session_mode_a_held_lock_makes_the_step_give_up_after_lock_timeout_thro
 }
 
 #[tokio::test]
-async fn transaction_mode_a_held_lock_makes_the_step_give_up_after_lock_timeout_through_the_pooler(
-) {
+async fn transaction_mode_a_held_lock_makes_the_step_give_up_after_lock_timeout_through_the_pooler()
+{
     a_held_lock_makes_the_step_give_up_after_lock_timeout("transaction").await;
 }
 
@@ -194,8 +205,11 @@ async fn transaction_mode_retention_detaches_inside_a_transaction_never_concurre
     let bouncer = PgBouncer::builder(shared().port(), "transaction").start();
     // No default partition: with one, PostgreSQL never detaches concurrently anyway.
     let policy = |cfg: String| {
-        cfg.replace("premake = 3", "premake = 3\nretention = \"3 months\"\nretention_mode = \"drop\"")
-            .replace("default_partition = true", "default_partition = false")
+        cfg.replace(
+            "premake = 3",
+            "premake = 3\nretention = \"3 months\"\nretention_mode = \"drop\"",
+        )
+        .replace("default_partition = true", "default_partition = false")
     };
     let cli = Cli::new().config(&policy(command_config(
         &bouncer.url(db.name()),
@@ -245,7 +259,8 @@ async fn session_mode_the_daemon_leads_and_maintains() {
 }
 
 #[tokio::test]
-async fn transaction_mode_maintain_check_status_migrate_plan_and_verify_work_and_migrate_run_is_refused() {
+async fn transaction_mode_maintain_check_status_migrate_plan_and_verify_work_and_migrate_run_is_refused(
+) {
     let db = pricing_db().await;
     let bouncer = PgBouncer::builder(shared().port(), "transaction").start();
     let url = bouncer.url(db.name());
@@ -283,7 +298,11 @@ async fn transaction_mode_maintain_check_status_migrate_plan_and_verify_work_and
         .run_async(["migrate", "run", "--table", "public.plain"])
         .await;
     out.assert_code(2);
-    assert!(out.stderr.contains("need a direct or session-mode connection"), "{out}");
+    assert!(
+        out.stderr
+            .contains("need a direct or session-mode connection"),
+        "{out}"
+    );
     let after: i64 = db.query_scalar("SELECT count(*) FROM pg_class").await;
     assert_eq!(before, after, "nothing changed");
     // Run directly, then verify through the transaction pooler.
@@ -301,18 +320,26 @@ async fn transaction_mode_maintain_check_status_migrate_plan_and_verify_work_and
 
 /// Two daemons behind `bouncer` (in `mode`): exactly one leads and maintains; `kill -9` of the
 /// leader and the other takes over; no step ever fails on something already made.
-async fn two_daemons_one_leads_and_the_other_takes_over(db: &TestDb, bouncer: &PgBouncer, mode: &str) {
+async fn two_daemons_one_leads_and_the_other_takes_over(
+    db: &TestDb,
+    bouncer: &PgBouncer,
+    mode: &str,
+) {
     let toml = daemon_config(&bouncer.url(db.name()), mode);
     let a = Running::start(&toml).await;
     let b = Running::start(&toml).await;
     let (a_ref, b_ref) = (&a, &b);
-    eventually(PATIENCE, "both up, exactly one leading and maintaining", || async move {
-        let (ma, mb) = (scrape(a_ref).await, scrape(b_ref).await);
-        let up = |m: &str| sample(m, "partkeeper_up") == Some(1.0);
-        let leaders = sample(&ma, "partkeeper_leader").unwrap_or(0.0)
-            + sample(&mb, "partkeeper_leader").unwrap_or(0.0);
-        up(&ma) && up(&mb) && leaders == 1.0 && successes(&ma) + successes(&mb) >= 2.0
-    })
+    eventually(
+        PATIENCE,
+        "both up, exactly one leading and maintaining",
+        || async move {
+            let (ma, mb) = (scrape(a_ref).await, scrape(b_ref).await);
+            let up = |m: &str| sample(m, "partkeeper_up") == Some(1.0);
+            let leaders = sample(&ma, "partkeeper_leader").unwrap_or(0.0)
+                + sample(&mb, "partkeeper_leader").unwrap_or(0.0);
+            up(&ma) && up(&mb) && leaders == 1.0 && successes(&ma) + successes(&mb) >= 2.0
+        },
+    )
     .await;
     let (ma, mb) = (scrape(&a).await, scrape(&b).await);
     let (leader, follower, follower_metrics) = if sample(&ma, "partkeeper_leader") == Some(1.0) {
@@ -320,7 +347,11 @@ async fn two_daemons_one_leads_and_the_other_takes_over(db: &TestDb, bouncer: &P
     } else {
         (b, a, ma)
     };
-    assert_eq!(successes(&follower_metrics), 0.0, "only the leader maintains");
+    assert_eq!(
+        successes(&follower_metrics),
+        0.0,
+        "only the leader maintains"
+    );
     assert_eq!(partition_count(db).await, 5);
     let token_before: i64 = if mode == "transaction" {
         db.query_scalar("SELECT token FROM partkeeper.leases WHERE name = 'maintenance'")
@@ -332,26 +363,38 @@ async fn two_daemons_one_leads_and_the_other_takes_over(db: &TestDb, bouncer: &P
     leader.daemon.kill();
     let killed = Instant::now();
     let f = &follower;
-    eventually(PATIENCE, "the follower to take over and maintain", || async move {
-        let m = scrape(f).await;
-        sample(&m, "partkeeper_leader") == Some(1.0) && successes(&m) >= 1.0
-    })
+    eventually(
+        PATIENCE,
+        "the follower to take over and maintain",
+        || async move {
+            let m = scrape(f).await;
+            sample(&m, "partkeeper_leader") == Some(1.0) && successes(&m) >= 1.0
+        },
+    )
     .await;
-    println!("took over {:?} after kill -9 of the leader", killed.elapsed());
+    println!(
+        "took over {:?} after kill -9 of the leader",
+        killed.elapsed()
+    );
     if mode == "transaction" {
         let token_after: i64 = db
             .query_scalar("SELECT token FROM partkeeper.leases WHERE name = 'maintenance'")
             .await;
-        assert!(token_after > token_before, "{token_before} -> {token_after}");
+        assert!(
+            token_after > token_before,
+            "{token_before} -> {token_after}"
+        );
     }
 
     // The new leader repairs what goes missing.
     let next = month_partition(db, 1).await;
     db.exec(&format!("DROP TABLE {next}")).await;
     let (db_ref, name) = (db, next.as_str());
-    eventually(PATIENCE, "the new leader to repair the table", || async move {
-        relation_exists(db_ref, name).await
-    })
+    eventually(
+        PATIENCE,
+        "the new leader to repair the table",
+        || async move { relation_exists(db_ref, name).await },
+    )
     .await;
     assert_eq!(partition_count(db).await, 5);
     for d in [&leader, &follower] {
@@ -397,7 +440,8 @@ async fn transaction_mode_a_pool_of_3_server_connections_for_two_daemons_still_m
 }
 
 #[tokio::test]
-async fn transaction_mode_a_maintain_skips_while_another_holds_the_lease_and_runs_once_it_expires() {
+async fn transaction_mode_a_maintain_skips_while_another_holds_the_lease_and_runs_once_it_expires()
+{
     // A one-shot maintain while a (fake) leader holds a valid lease: it waits, then skips.
     let db = pricing_db().await;
     let bouncer = PgBouncer::builder(shared().port(), "transaction").start();
@@ -416,10 +460,18 @@ async fn transaction_mode_a_maintain_skips_while_another_holds_the_lease_and_run
         .await;
     let out = cli.run_async(["maintain"]).await;
     assert!(
-        out.stdout.contains("another partkeeper instance is maintaining") || out.stderr.contains("another partkeeper instance is maintaining"),
+        out.stdout
+            .contains("another partkeeper instance is maintaining")
+            || out
+                .stderr
+                .contains("another partkeeper instance is maintaining"),
         "{out}"
     );
-    assert_eq!(partition_count(&db).await, 4, "nothing done while another holds the lease");
+    assert_eq!(
+        partition_count(&db).await,
+        4,
+        "nothing done while another holds the lease"
+    );
     db.exec("UPDATE partkeeper.leases SET expires_at = clock_timestamp()")
         .await;
     cli.run_async(["maintain"]).await.assert_success();
@@ -428,9 +480,8 @@ async fn transaction_mode_a_maintain_skips_while_another_holds_the_lease_and_run
 
 /// A `DatabaseConfig` for `url` with `pooler`, as a configuration file would give it.
 fn db_config(url: &str, pooler: &str) -> partkeeper::config::DatabaseConfig {
-    let text = format!(
-        "[database]\nurl = \"{url}\"\npooler = \"{pooler}\"\nlock_timeout = \"300ms\"\n"
-    );
+    let text =
+        format!("[database]\nurl = \"{url}\"\npooler = \"{pooler}\"\nlock_timeout = \"300ms\"\n");
     partkeeper::config::parse_str(&text, &Default::default())
         .expect("a valid configuration")
         .database
@@ -460,7 +511,12 @@ async fn the_fencing_token_keeps_a_stale_holder_from_running_a_step_and_a_take_o
         token,
         renew: None,
     };
-    assert_eq!(lease::try_take(&mut b, "B", lease::LEADER_TTL).await.unwrap(), None);
+    assert_eq!(
+        lease::try_take(&mut b, "B", lease::LEADER_TTL)
+            .await
+            .unwrap(),
+        None
+    );
 
     // A step of A's is under way (its transaction checked the lease) when the lease expires:
     // B cannot take over until that step has ended.
@@ -472,7 +528,9 @@ async fn the_fencing_token_keeps_a_stale_holder_from_running_a_step_and_a_take_o
     db.exec("UPDATE partkeeper.leases SET expires_at = clock_timestamp()")
         .await;
     assert_eq!(
-        lease::try_take(&mut b, "B", lease::LEADER_TTL).await.unwrap(),
+        lease::try_take(&mut b, "B", lease::LEADER_TTL)
+            .await
+            .unwrap(),
         None,
         "a take-over must wait for the step still running under the old token"
     );
@@ -493,13 +551,28 @@ async fn the_fencing_token_keeps_a_stale_holder_from_running_a_step_and_a_take_o
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, ExecError::Guard { reason: GuardError::LeaseLost, .. }),
+        matches!(
+            &e,
+            ExecError::Guard {
+                reason: GuardError::LeaseLost,
+                ..
+            }
+        ),
         "{e}"
     );
     assert!(!relation_exists(&db, "made_by_a").await);
     // Without any lease, nothing runs either.
     let e = execute::run_steps(&mut a, &cfg, &create).await.unwrap_err();
-    assert!(matches!(&e, ExecError::Guard { reason: GuardError::NoLease, .. }), "{e}");
+    assert!(
+        matches!(
+            &e,
+            ExecError::Guard {
+                reason: GuardError::NoLease,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // B, the holder, runs it.
     let held_b = Held {
         holder: "B".into(),
@@ -530,20 +603,36 @@ async fn a_step_whose_session_lacks_the_configured_timeouts_runs_nothing() {
     pooler::verify_timeouts(&mut conn, ms(300), ms(5000))
         .await
         .unwrap();
-    sqlx::raw_sql("SET lock_timeout = 0").execute(&mut conn).await.unwrap();
+    sqlx::raw_sql("SET lock_timeout = 0")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let e = pooler::verify_timeouts(&mut conn, ms(300), ms(5000))
         .await
         .unwrap_err();
     let Some(g @ GuardError::TimeoutsNotInForce { .. }) = GuardError::from_sqlx(&e) else {
         panic!("{e}");
     };
-    assert!(g.to_string().contains("lock_timeout is 0 (no limit)"), "{g}");
+    assert!(
+        g.to_string().contains("lock_timeout is 0 (no limit)"),
+        "{g}"
+    );
     // The step guard of a non-transactional statement behind a transaction pooler refuses it.
     let cfg = db_config(&db.url(), "transaction");
-    let e = pooler::guard_outside_transaction(&mut conn, &cfg, "ALTER TABLE t DETACH PARTITION p CONCURRENTLY")
-        .await
-        .unwrap_err();
-    assert!(matches!(GuardError::from_sqlx(&e), Some(GuardError::OutsideTransaction(_))), "{e}");
+    let e = pooler::guard_outside_transaction(
+        &mut conn,
+        &cfg,
+        "ALTER TABLE t DETACH PARTITION p CONCURRENTLY",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            GuardError::from_sqlx(&e),
+            Some(GuardError::OutsideTransaction(_))
+        ),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -555,7 +644,8 @@ async fn an_unknown_pooler_value_is_refused_with_exit_2_and_the_values_it_takes(
         .await;
     out.assert_code(2);
     assert!(
-        out.stderr.contains("database.pooler = \"pgbouncer\" is not one of \"none\""),
+        out.stderr
+            .contains("database.pooler = \"pgbouncer\" is not one of \"none\""),
         "{out}"
     );
     assert_eq!(partition_count(&db).await, 0, "nothing changed");

@@ -89,9 +89,9 @@ impl Builder {
             }
             cmd.uid(uid.as_raw()).gid(gid.as_raw());
         }
-        let child = cmd.spawn().map_err(|e| {
-            format!("{e} (apt-get install pgbouncer; scripts/test.sh installs it)")
-        })?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("{e} (apt-get install pgbouncer; scripts/test.sh installs it)"))?;
         let watchdog = Command::new("sh")
             .arg("-c")
             .arg(WATCHDOG)
@@ -113,14 +113,20 @@ impl Builder {
         let started = Instant::now();
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                note(format_args!("pgbouncer on port {port} -> {}", self.upstream));
+                note(format_args!(
+                    "pgbouncer on port {port} -> {}",
+                    self.upstream
+                ));
                 return Ok(bouncer);
             }
             if let Ok(Some(status)) = bouncer.child.try_wait() {
                 return Err(format!("exited with {status}: {}", bouncer.log()));
             }
             if started.elapsed() > START_TIMEOUT {
-                return Err(format!("not listening after {START_TIMEOUT:?}: {}", bouncer.log()));
+                return Err(format!(
+                    "not listening after {START_TIMEOUT:?}: {}",
+                    bouncer.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
