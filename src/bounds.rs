@@ -281,9 +281,7 @@ fn parse_integer(text: &str, key: KeyType) -> Result<BoundValue, BoundsError> {
 /// A uuid bound: partkeeper's (the smallest UUIDv7 of a millisecond) or any that cuts UUIDv7
 /// values at the same place.
 fn parse_uuid(text: &str) -> Result<BoundValue, BoundsError> {
-    let u = uuid::Uuid::parse_str(text.trim())
-        .map_err(|_| bad_value(text, KeyType::Uuid))?
-        .as_u128();
+    let u = keys::parse_uuid(text.trim()).ok_or_else(|| bad_value(text, KeyType::Uuid))?;
     keys::uuid_bound_instant(u)
         .map(BoundValue::Value)
         .ok_or_else(|| BoundsError::NotRepresentable {

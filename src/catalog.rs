@@ -163,6 +163,7 @@ pub async fn read(
         .bind(&names)
         .bind(&cols)
         .bind(sizes)
+        .persistent(false)
         .fetch_all(conn)
         .await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -234,40 +235,86 @@ pub async fn read_managed(
         .zip(policies)
         .map(|(row, policy)| resolve(row, policy))
         .collect();
-    for table in out.iter_mut().flatten() {
-        if matches!(table.key_type, KeyType::Int(_)) {
-            table.values = Some(read_values(conn, &table.name, &table.column).await?);
-        }
-    }
+    let mut integer: Vec<(&mut ManagedTable, u32)> = out
+        .iter_mut()
+        .zip(policies)
+        .filter_map(|(t, p)| Some((t.as_mut().ok()?, p.premake)))
+        .filter(|(t, _)| matches!(t.key_type, KeyType::Int(_)))
+        .collect();
+    read_values(conn, &mut integer).await?;
     Ok(out)
 }
 
-/// max(key) of an integer-keyed table, and whether an index leads with the key. With such an
-/// index PostgreSQL answers max() from each partition's index end (a few pages each); without
-/// one it has to scan every row, which still works but costs a full read: `check` says so.
+/// Fills `values` (max(key), and whether an index leads with the key) of integer-keyed tables,
+/// in one round trip for all of them (two when some need the fallback below).
+///
+/// max(key) of the whole table would make PostgreSQL open every partition (a merge over each
+/// one's index, or a scan of each without one). The ids grow upwards, so it is read from the
+/// default partition (ids that outran the partitions) and the `premake + 2` highest partitions
+/// only, stopping at the first that holds a row (COALESCE evaluates its subqueries lazily). Only
+/// when those are all empty is the whole table asked.
 pub async fn read_values(
     conn: &mut PgConnection,
-    table: &QualifiedName,
-    column: &str,
-) -> Result<KeyValues, sqlx::Error> {
-    let indexed: bool = sqlx::query_scalar(
-        "SELECT EXISTS (
-           SELECT 1 FROM pg_index i
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
-            WHERE i.indrelid = $1::regclass AND a.attname = $2)",
-    )
-    .bind(table.quoted())
-    .bind(column)
-    .fetch_one(&mut *conn)
-    .await?;
-    let max: Option<i64> = sqlx::query_scalar(&format!(
-        "SELECT max({})::int8 FROM {}",
-        quote_ident(column),
-        table.quoted()
-    ))
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(KeyValues { max, indexed })
+    tables: &mut [(&mut ManagedTable, u32)],
+) -> Result<(), sqlx::Error> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let max_of = |rel: &QualifiedName, col: &str| {
+        format!(
+            "(SELECT max({})::int8 FROM {})",
+            quote_ident(col),
+            rel.quoted()
+        )
+    };
+    let mut selects = Vec::new();
+    for (i, (t, premake)) in tables.iter().enumerate() {
+        let mut top: Vec<&Partition> = t.partitions.iter().collect();
+        top.sort_by_key(|p| std::cmp::Reverse(p.to));
+        let mut tops: Vec<String> = top
+            .iter()
+            .take(*premake as usize + 2)
+            .map(|p| max_of(&p.name, &t.column))
+            .collect();
+        tops.push("NULL::int8".into());
+        let default = t
+            .default
+            .as_ref()
+            .map_or("NULL::int8".to_string(), |d| max_of(&d.name, &t.column));
+        selects.push(format!(
+            "SELECT {i}::int4, EXISTS (SELECT 1 FROM pg_index x
+                 JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
+                WHERE x.indrelid = ${}::regclass AND a.attname = ${}),
+               {default}, COALESCE({}), {}",
+            2 * i + 1,
+            2 * i + 2,
+            tops.join(", "),
+            // Whether partitions below the ones asked could hold the answer.
+            top.len() > *premake as usize + 2,
+        ));
+    }
+    let sql = selects.join(" UNION ALL ");
+    let mut q = sqlx::query_as::<_, (i32, bool, Option<i64>, Option<i64>, bool)>(&sql);
+    for (t, _) in tables.iter() {
+        q = q.bind(t.name.quoted()).bind(t.column.clone());
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    for (i, indexed, in_default, in_top, more_below) in rows {
+        let (t, _) = &mut tables[i as usize];
+        let mut max = in_default.max(in_top);
+        if in_top.is_none() && more_below {
+            let whole: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT max({})::int8 FROM {}",
+                quote_ident(&t.column),
+                t.name.quoted()
+            ))
+            .fetch_one(&mut *conn)
+            .await?;
+            max = whole;
+        }
+        t.values = Some(KeyValues { max, indexed });
+    }
+    Ok(())
 }
 
 /// The key type a policy reads the column as, or what to change in the configuration.
@@ -419,6 +466,7 @@ pub async fn existing_relations(
     )
     .bind(&schemas)
     .bind(&rels)
+    .persistent(false)
     .fetch_all(conn)
     .await?;
     Ok(found
@@ -442,6 +490,7 @@ pub async fn count_rows(
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     let rows: Vec<(i32, i64)> = sqlx::query_as(&format!("SELECT i, n FROM ({sql}) s ORDER BY i"))
+        .persistent(false)
         .fetch_all(conn)
         .await?;
     Ok(rows.into_iter().map(|(_, n)| n).collect())

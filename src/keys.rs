@@ -204,7 +204,32 @@ pub fn uuid_bound_instant(u: u128) -> Option<DateTime<Utc>> {
 
 /// `8-4-4-4-12` lower-case hex, as PostgreSQL prints uuids.
 pub fn uuid_text(u: u128) -> String {
-    uuid::Uuid::from_u128(u).hyphenated().to_string()
+    let h = format!("{u:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// Reads a uuid in PostgreSQL's output form (`8-4-4-4-12` hex, any case) or as 32 hex digits;
+/// the big-endian value, whose order is PostgreSQL's (memcmp) order.
+pub fn parse_uuid(text: &str) -> Option<u128> {
+    let b = text.as_bytes();
+    let hex: String = match b.len() {
+        36 if [8, 13, 18, 23].iter().all(|&i| b[i] == b'-') => {
+            text.chars().filter(|&c| c != '-').collect()
+        }
+        32 => text.to_string(),
+        _ => return None,
+    };
+    if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(&hex, 16).ok()
 }
 
 #[cfg(test)]
@@ -263,6 +288,13 @@ mod tests {
         ])) {
             let t = epoch_to_instant(v, unit).unwrap();
             prop_assert_eq!(instant_to_epoch(t, unit), Some(v));
+        }
+
+        #[test]
+        fn uuid_text_round_trips(u in any::<u128>()) {
+            let text = uuid_text(u);
+            prop_assert_eq!(parse_uuid(&text), Some(u));
+            prop_assert_eq!(parse_uuid(&text.to_uppercase()), Some(u));
         }
 
         #[test]

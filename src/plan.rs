@@ -283,7 +283,7 @@ pub fn plan(
 
     if let Some(v) = table.values.as_ref().filter(|v| !v.indexed) {
         out.notes.push(format!(
-            "no index leads with {}: max({}) is read with a full scan on every pass{}; create one, e.g. CREATE INDEX ON {} ({})",
+            "no index leads with {}: max({}) is read by scanning the default and the highest partitions on every pass{}; create one, e.g. CREATE INDEX ON {} ({})",
             table.column,
             table.column,
             if v.max.is_none() { " (the table is empty now)" } else { "" },

@@ -75,16 +75,7 @@ fn report(what: &str, took: Duration, partitions: usize) {
     );
 }
 
-#[tokio::test]
-#[ignore = "benchmark; run with --release --ignored --nocapture"]
-async fn bench_keys_hourly_and_integer_tables_against_monthly() {
-    let cluster = Cluster::builder()
-        .setting("max_locks_per_transaction", "512")
-        .start();
-    let db = cluster.create_database().await;
-    let mut conn = db.connect().await;
-    let now: DateTime<Utc> = DateTime::parse_from_rfc3339(NOW).unwrap().to_utc();
-
+async fn monthly(db: &TestDb, conn: &mut PgConnection) -> Duration {
     // Monthly, as in bench_maintain: 40 months back, the current one, 3 ahead.
     let started = Instant::now();
     for i in 1..=TABLES {
@@ -92,15 +83,15 @@ async fn bench_keys_hourly_and_integer_tables_against_monthly() {
             "CREATE TABLE m{i} (id bigint NOT NULL, date date NOT NULL, price numeric) PARTITION BY RANGE (date);
              CREATE TABLE m{i}_default PARTITION OF m{i} DEFAULT;"
         );
+        let first = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+        let shift = |n: i32| {
+            if n >= 0 {
+                first + chrono::Months::new(n as u32)
+            } else {
+                first - chrono::Months::new((-n) as u32)
+            }
+        };
         for k in -40i32..=3 {
-            let from = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
-            let shift = |n: i32| {
-                if n >= 0 {
-                    from + chrono::Months::new(n as u32)
-                } else {
-                    from - chrono::Months::new((-n) as u32)
-                }
-            };
             sql.push_str(&format!(
                 "CREATE TABLE m{i}_{} PARTITION OF m{i} FOR VALUES FROM ('{}') TO ('{}');",
                 shift(k).format("%Y_%m"),
@@ -108,17 +99,32 @@ async fn bench_keys_hourly_and_integer_tables_against_monthly() {
                 shift(k + 1)
             ));
         }
-        exec(&mut conn, &sql).await;
+        exec(conn, &sql).await;
     }
     println!("setup monthly: {:?}", started.elapsed());
-    let monthly = Cli::new().config(&config(
-        &db,
+    let cli = Cli::new().config(&config(
+        db,
         "m",
         "column = \"date\"\ninterval = \"1 month\"\npremake = 3\n",
     ));
-    let monthly_time = time_noop(&monthly).await;
-    report("monthly date, 100 x 44", monthly_time, TABLES * 44);
+    let took = time_noop(&cli).await;
+    report("monthly date, 100 x 44", took, TABLES * 44);
+    took
+}
 
+fn cluster() -> Cluster {
+    Cluster::builder()
+        .setting("max_locks_per_transaction", "512")
+        .start()
+}
+
+#[tokio::test]
+#[ignore = "benchmark; run with --release --ignored --nocapture"]
+async fn bench_keys_integer_tables_against_monthly() {
+    let cluster = cluster();
+    let db = cluster.create_database().await;
+    let mut conn = db.connect().await;
+    let monthly_time = monthly(&db, &mut conn).await;
     // Integer ids: 44 partitions of 1,000,000 ids, an index on the key, max(id) in the 41st.
     let started = Instant::now();
     for i in 1..=TABLES {
@@ -153,7 +159,20 @@ async fn bench_keys_hourly_and_integer_tables_against_monthly() {
         integer_time,
         TABLES * 44,
     );
+    println!(
+        "integer / monthly: {:.2}x",
+        integer_time.as_secs_f64() / monthly_time.as_secs_f64()
+    );
+}
 
+#[tokio::test]
+#[ignore = "benchmark; run with --release --ignored --nocapture"]
+async fn bench_keys_hourly_tables_against_monthly() {
+    let cluster = cluster();
+    let db = cluster.create_database().await;
+    let mut conn = db.connect().await;
+    let now: DateTime<Utc> = DateTime::parse_from_rfc3339(NOW).unwrap().to_utc();
+    let monthly_time = monthly(&db, &mut conn).await;
     // Hourly timestamptz, 90 days kept, a week ahead.
     let started = Instant::now();
     let current = now - TimeDelta::minutes(30);

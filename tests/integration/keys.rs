@@ -627,3 +627,31 @@ default_partition = false
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn max_id_below_the_highest_partitions_is_still_found() {
+    // Five partitions, the only row in the lowest, premake 0: the two highest partitions that
+    // are asked first are empty, so the whole table is asked. Were max(id) missed, the empty-table
+    // rule (the period of `start`, 100000) would create a partition.
+    let db = shared().create_database().await;
+    let mut sql = "CREATE TABLE ids (id bigint NOT NULL) PARTITION BY RANGE (id);".to_string();
+    for k in 0..5 {
+        sql.push_str(&format!(
+            "CREATE TABLE ids_p{0} PARTITION OF ids FOR VALUES FROM ({0}) TO ({1});",
+            k * 1000,
+            (k + 1) * 1000
+        ));
+    }
+    sql.push_str("INSERT INTO ids VALUES (10);");
+    db.exec(&sql).await;
+    let cfg = fixtures::config(
+        &db,
+        "[[tables]]\nname = \"public.ids\"\ncolumn = \"id\"\ninterval = 1000\nstart = 100000\npremake = 0\ndefault_partition = false\n",
+    );
+    let out = crate::common::Cli::new()
+        .config(&cfg)
+        .run_async(["maintain"])
+        .await;
+    out.assert_success();
+    assert!(out.stdout.contains("nothing to do"), "{out}");
+}
