@@ -162,42 +162,51 @@ impl Kind {
     }
 
     /// SQL for the first key value of a period starting at `from`, and the last one before `to`.
-    fn edges(self, from: DateTime<Utc>, to: DateTime<Utc>, pg18: bool) -> [String; 2] {
+    fn edges(self, from: DateTime<Utc>, to: DateTime<Utc>, pg18: bool) -> Vec<String> {
         match self {
-            Kind::Date => [
+            Kind::Date => vec![
                 format!("'{}'::date", from.format("%Y-%m-%d")),
                 format!("'{}'::date", (to - TimeDelta::days(1)).format("%Y-%m-%d")),
             ],
-            Kind::TimestampTz => [
+            Kind::TimestampTz => vec![
                 format!("'{}'::timestamptz", from.to_rfc3339()),
                 format!(
                     "'{}'::timestamptz",
                     (to - TimeDelta::microseconds(1)).to_rfc3339()
                 ),
             ],
-            Kind::EpochMillis => [
+            Kind::EpochMillis => vec![
                 from.timestamp_millis().to_string(),
                 (to.timestamp_millis() - 1).to_string(),
             ],
-            // PostgreSQL 18 makes UUIDv7 itself (shifted to the wanted time); before, the test
-            // writes them: a random-looking first one, and the largest of the last millisecond.
-            Kind::Uuid if pg18 => [
-                format!("uuidv7('{}'::timestamptz - now())", from.to_rfc3339()),
-                format!(
-                    "uuidv7('{}'::timestamptz - now())",
-                    (to - TimeDelta::milliseconds(1)).to_rfc3339()
-                ),
-            ],
-            Kind::Uuid => [
-                format!(
-                    "'{}'::uuid",
-                    uuid_of_ms(from.timestamp_millis(), "7c1d-9a2b-3c4d5e6f7081")
-                ),
-                format!(
-                    "'{}'::uuid",
-                    uuid_of_ms(to.timestamp_millis() - 1, "7fff-bfff-ffffffffffff")
-                ),
-            ],
+            // UUIDv7 values written by the test: a random-looking first one of the first
+            // millisecond, and the largest of the last millisecond.
+            Kind::Uuid => {
+                let mut v = vec![
+                    format!(
+                        "'{}'::uuid",
+                        uuid_of_ms(from.timestamp_millis(), "7c1d-9a2b-3c4d5e6f7081")
+                    ),
+                    format!(
+                        "'{}'::uuid",
+                        uuid_of_ms(to.timestamp_millis() - 1, "7fff-bfff-ffffffffffff")
+                    ),
+                ];
+                // PostgreSQL 18 makes them itself, shifted to the wanted time. The shift is
+                // taken from now() (the transaction's start), so the value lands a little after
+                // the target: exact at the lower edge, half a second inside the upper one.
+                if pg18 {
+                    v.push(format!(
+                        "uuidv7('{}'::timestamptz - now())",
+                        from.to_rfc3339()
+                    ));
+                    v.push(format!(
+                        "uuidv7('{}'::timestamptz - now())",
+                        (to - TimeDelta::milliseconds(500)).to_rfc3339()
+                    ));
+                }
+                v
+            }
         }
     }
 }
