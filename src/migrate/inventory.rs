@@ -525,7 +525,10 @@ pub async fn read_data(
     let t = inv.table.quoted();
     let k = crate::ident::quote_ident(key);
     let epoch = |expr: &str| {
-        if key_sql_type == "timestamptz" {
+        // Integer keys (SPEC part 2) are their own position on the line.
+        if matches!(key_sql_type, "smallint" | "integer" | "bigint") {
+            format!("({expr})::float8")
+        } else if key_sql_type == "timestamptz" {
             format!("extract(epoch FROM ({expr})::timestamptz)::float8")
         } else {
             format!("extract(epoch FROM ({expr})::timestamp)::float8")

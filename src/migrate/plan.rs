@@ -12,6 +12,7 @@ use super::{Blueprint, IndexNames, Mode, OwnedSequence, UserTrigger, STATE_SCHEM
 use crate::bounds::KeyType;
 use crate::config::TablePolicy;
 use crate::ident::{derived_name, QualifiedName};
+use crate::keys::Width;
 use crate::plan::Clock;
 
 /// More partitions than this for one table means an outlier key (a typo'd year 2205) rather
@@ -127,15 +128,40 @@ pub fn judge(
     };
     // maintain manages integer, epoch and uuid keys (SPEC part 2); the conversion still reads
     // the data range as time, so it takes the three time types only.
-    let Some(key_type) = KeyType::from_pg_type(&col.type_name)
-        .filter(|k| matches!(k, KeyType::Date | KeyType::Timestamp | KeyType::TimestampTz))
-    else {
+    // maintain manages epoch and uuid keys too (SPEC part 2); the conversion reads the data
+    // range as time or as plain integers, so it takes the time types and integer intervals.
+    let integer_key = matches!(policy.interval, Width::Values(_)) && policy.epoch.is_none();
+    let Some(key_type) = KeyType::from_pg_type(&col.type_name).filter(|k| match k {
+        KeyType::Date | KeyType::Timestamp | KeyType::TimestampTz => !integer_key,
+        KeyType::Int(_) => integer_key,
+        _ => false,
+    }) else {
         p.blockers.push(format!(
-            "the partition key {t}.{key} is of type {}; migrate converts tables by a date, timestamp or timestamptz key (integer and uuid keys are maintained once partitioned, but not converted yet): partition it by hand, then let maintain keep it",
-            col.type_name
+            "the partition key {t}.{key} is of type {} with interval {}{}; migrate converts tables by a date, timestamp or timestamptz key with a calendar interval, or by an integer key with an integer interval (epoch and uuid keys are maintained once partitioned, but not converted yet)",
+            col.type_name,
+            policy.interval,
+            policy.epoch.map(|u| format!(" and epoch = \"{u}\"")).unwrap_or_default(),
         ));
         return p;
     };
+    if integer_key
+        && !inv.indexes.iter().any(|i| {
+            let cols = i.definition.rsplit_once(" USING ").map_or("", |(_, c)| c);
+            let first = cols
+                .split_once('(')
+                .map_or("", |(_, c)| c)
+                .split([',', ')'])
+                .next()
+                .unwrap_or("")
+                .trim();
+            first == crate::ident::quote_ident(key) || first == key
+        })
+    {
+        p.warnings.push(format!(
+            "no index leads with {key}: after the conversion maintain reads max({key}) by scanning the default and the highest partitions on every pass; create one, e.g. CREATE INDEX ON {t} ({})",
+            crate::ident::quote_ident(key)
+        ));
+    }
     p.key_type = Some(key_type);
     if !col.generated.is_empty() {
         p.warnings.push(format!(
@@ -423,7 +449,8 @@ pub fn judge(
     }
 
     // Rows: NULL keys, range, partitions.
-    let clock = Clock::new(policy, key_type, opts.now);
+    // Integer keys: the position is max(key) (read below); the clock's current period follows.
+    let mut clock = Clock::new(policy, key_type, opts.now);
     let mut lo = None;
     let mut hi = None;
     if let Some(f) = facts {
@@ -453,28 +480,33 @@ pub fn judge(
                 ));
                 break;
             }
-            let at = epoch_to_utc(v);
+            let at = if integer_key {
+                crate::keys::int_point(v.round() as i64)
+            } else {
+                epoch_to_utc(v)
+            };
             lo = Some(lo.map_or(at, |l: DateTime<Utc>| l.min(at)));
             hi = Some(hi.map_or(at, |h: DateTime<Utc>| h.max(at)));
         }
     }
+    if integer_key {
+        let position = hi.unwrap_or(crate::keys::int_point(policy.start));
+        clock = Clock::new(policy, key_type, position);
+    }
     let first = lo
-        .map(|l| crate::calendar::period_start(l, clock.interval, clock.tz))
+        .map(|l| clock.period_of(l))
         .unwrap_or(clock.current)
         .min(clock.current);
     let last_end = {
         let ahead = clock.period(policy.premake as i32 + 1);
         match hi {
-            Some(h) => {
-                let s = crate::calendar::period_start(h, clock.interval, clock.tz);
-                crate::calendar::add_periods(s, clock.interval, 1, clock.tz).max(ahead)
-            }
+            Some(h) => clock.period_after(clock.period_of(h)).max(ahead),
             None => ahead,
         }
     };
     let mut start = first;
     while start < last_end && p.partitions.len() <= MAX_PARTITIONS {
-        let next = crate::calendar::add_periods(start, clock.interval, 1, clock.tz);
+        let next = clock.period_after(start);
         if next <= start {
             break;
         }

@@ -334,7 +334,10 @@ async fn cover_default_rows(
     key_type: KeyType,
     within: Within,
 ) -> Result<usize, Error> {
-    let epoch = if key_type == KeyType::TimestampTz {
+    let integer_key = matches!(key_type, KeyType::Int(_));
+    let epoch = if integer_key {
+        "({})::float8"
+    } else if key_type == KeyType::TimestampTz {
         "extract(epoch FROM {})::float8"
     } else {
         "extract(epoch FROM ({})::timestamp)::float8"
@@ -364,18 +367,19 @@ async fn cover_default_rows(
     .await?;
     let table = catalog::resolve(&rows[0], &scoped).map_err(Error::Failed)?;
     let clock = Clock::new(policy, key_type, Utc::now());
-    let to_utc = |s: f64| DateTime::<Utc>::from_timestamp(s.floor() as i64, 0).unwrap_or_default();
-    let mut start = crate::calendar::period_start(to_utc(lo), clock.interval, clock.tz);
-    let end = crate::calendar::add_periods(
-        crate::calendar::period_start(to_utc(hi), clock.interval, clock.tz),
-        clock.interval,
-        1,
-        clock.tz,
-    );
+    let to_utc = |s: f64| {
+        if integer_key {
+            crate::keys::int_point(s.round() as i64)
+        } else {
+            DateTime::<Utc>::from_timestamp(s.floor() as i64, 0).unwrap_or_default()
+        }
+    };
+    let mut start = clock.period_of(to_utc(lo));
+    let end = clock.period_after(clock.period_of(to_utc(hi)));
     let ranges: Vec<coverage::Range> = table.partitions.iter().map(|p| (p.from, p.to)).collect();
     let mut actions = Vec::new();
     while start < end {
-        let next = crate::calendar::add_periods(start, clock.interval, 1, clock.tz);
+        let next = clock.period_after(start);
         for (i, (from, to)) in coverage::uncovered(&ranges, start, next)
             .into_iter()
             .enumerate()

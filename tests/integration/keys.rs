@@ -664,3 +664,96 @@ async fn max_id_below_the_highest_partitions_is_still_found() {
     out.assert_success();
     assert!(out.stdout.contains("nothing to do"), "{out}");
 }
+
+/// The runbook's `pricing_data` as a plain table (bigserial primary key on `id`).
+const PLAIN_PRICING: &str = r#"
+CREATE TABLE pricing_data (id bigserial PRIMARY KEY, "propertyId" text NOT NULL, date date,
+  price numeric(10,2) NOT NULL, "createdAt" timestamptz NOT NULL DEFAULT now());
+CREATE INDEX idx_pricing_data_property_date ON pricing_data ("propertyId", date);
+INSERT INTO pricing_data ("propertyId", date, price)
+  SELECT 'p' || (g % 50), DATE '2026-01-01' + (g % 300), (g % 500) + 0.25
+    FROM generate_series(1, 25000) g;
+"#;
+
+#[tokio::test]
+async fn migrate_converts_the_runbook_table_by_an_id_range() {
+    for mode in ["--offline", "online"] {
+        convert_by_id(mode).await;
+    }
+}
+
+async fn convert_by_id(mode: &str) {
+    let db = shared().create_database().await;
+    db.exec(PLAIN_PRICING).await;
+    let before: (i64, i64) = {
+        let sum: i64 = db
+            .query_scalar("SELECT sum(hashtext(ROW(id, \"propertyId\", date, price)::text)::int8)::int8 FROM pricing_data")
+            .await;
+        (
+            db.query_scalar("SELECT count(*) FROM pricing_data").await,
+            sum,
+        )
+    };
+    let cli = crate::common::Cli::new().config(&fixtures::config(
+        &db,
+        "[[tables]]\nname = \"public.pricing_data\"\ncolumn = \"id\"\ninterval = 10000\npremake = 2\ndefault_partition = true\n",
+    ));
+    let plan = cli
+        .run_async(["migrate", "plan", "--table", "public.pricing_data"])
+        .await;
+    plan.assert_success();
+    // The primary key leads with id, so maintain will read max(id) through it.
+    assert!(!plan.stdout.contains("no index leads"), "{plan}");
+    // ids 1..25000 in periods of 10,000: p0, p10000, p20000, then 2 ahead of max(id).
+    assert!(
+        plan.stdout
+            .contains("partitions: 5 (pricing_data_p0 .. pricing_data_p40000)"),
+        "{plan}"
+    );
+    let mut args = vec!["migrate", "run", "--table", "public.pricing_data"];
+    if mode == "--offline" {
+        args.push(mode);
+    }
+    cli.run_async(args).await.assert_success();
+    assert_eq!(
+        partitions(&db, "pricing_data").await,
+        fixtures::parts(&[
+            ("pricing_data_default", "DEFAULT"),
+            ("pricing_data_p0", "FOR VALUES FROM ('0') TO ('10000')"),
+            (
+                "pricing_data_p10000",
+                "FOR VALUES FROM ('10000') TO ('20000')"
+            ),
+            (
+                "pricing_data_p20000",
+                "FOR VALUES FROM ('20000') TO ('30000')"
+            ),
+            (
+                "pricing_data_p30000",
+                "FOR VALUES FROM ('30000') TO ('40000')"
+            ),
+            (
+                "pricing_data_p40000",
+                "FOR VALUES FROM ('40000') TO ('50000')"
+            ),
+        ])
+    );
+    let after: (i64, i64) = {
+        let sum: i64 = db
+            .query_scalar("SELECT sum(hashtext(ROW(id, \"propertyId\", date, price)::text)::int8)::int8 FROM pricing_data")
+            .await;
+        (
+            db.query_scalar("SELECT count(*) FROM pricing_data").await,
+            sum,
+        )
+    };
+    assert_eq!(after, before);
+    cli.run_async(["migrate", "verify", "--table", "public.pricing_data"])
+        .await
+        .assert_success();
+    // The converted table is maintained by max(id): nothing to do, check healthy.
+    let again = cli.run_async(["maintain"]).await;
+    again.assert_success();
+    assert!(again.stdout.contains("nothing to do"), "{again}");
+    cli.run_async(["check"]).await.assert_success();
+}
