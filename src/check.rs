@@ -65,6 +65,19 @@ pub fn assess(
                 policy.retention.map(|r| r.to_string()).unwrap_or_default(),
                 a.verb()
             ),
+            Action::Archive {
+                partition, schema, ..
+            } => format!(
+                "{partition} is past retention ({}); maintain would archive it into schema {schema}",
+                policy.retention.map(|r| r.to_string()).unwrap_or_default(),
+            ),
+            Action::AddIndex {
+                partition,
+                template_index,
+                ..
+            } => format!(
+                "{partition} lacks the template's index {template_index}; maintain would add it"
+            ),
             Action::FinalizeDetach { partition, .. } => format!(
                 "{partition} is stuck half-detached (an interrupted DETACH CONCURRENTLY); maintain would finalize it"
             ),
@@ -154,6 +167,7 @@ mod tests {
             retention_mode: RetentionMode::Drop,
             default_partition: false,
             timezone: chrono_tz::Tz::UTC,
+            lifecycle: Default::default(),
         }
     }
 

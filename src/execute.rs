@@ -105,6 +105,7 @@ pub async fn read_template(
         tablespace,
         publications,
         columns,
+        template: None,
     })
 }
 

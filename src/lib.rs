@@ -2,6 +2,7 @@
 //! over these modules, so tests drive the same code the binary runs.
 pub mod bench;
 pub mod bounds;
+pub mod archive;
 pub mod calendar;
 pub mod catalog;
 pub mod check;
@@ -15,6 +16,7 @@ pub mod demo;
 pub mod error;
 pub mod execute;
 pub mod ident;
+pub mod lifecycle;
 pub mod logging;
 pub mod maintain;
 pub mod metrics;
@@ -23,4 +25,5 @@ pub mod pg;
 pub mod plan;
 pub mod replication;
 pub mod secret;
+pub mod template;
 pub mod throwaway;

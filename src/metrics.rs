@@ -90,6 +90,7 @@ pub const METRICS: &[(&str, MetricType, &[&str])] = &[
     ("partitions_created_total", MetricType::COUNTER, &["table"]),
     ("partitions_dropped_total", MetricType::COUNTER, &["table"]),
     ("partitions_detached_total", MetricType::COUNTER, &["table"]),
+    ("partitions_archived_total", MetricType::COUNTER, &["table"]),
     ("replication_lag_seconds", MetricType::GAUGE, &["replica"]),
     ("replication_lag_bytes", MetricType::GAUGE, &["replica"]),
     ("replica_up", MetricType::GAUGE, &["replica"]),
@@ -104,6 +105,7 @@ pub struct Metrics {
     created: IntCounterVec,
     dropped: IntCounterVec,
     detached: IntCounterVec,
+    archived: IntCounterVec,
     last_success: GaugeVec,
     duration: Histogram,
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
@@ -147,6 +149,11 @@ impl Metrics {
             "Expired partitions detached by maintenance.",
             &["table"],
         );
+        let archived = counter(
+            "partitions_archived_total",
+            "Expired partitions detached and moved to the archive schema by maintenance.",
+            &["table"],
+        );
         let last_success = GaugeVec::new(
             Opts::new(
                 format!("{PREFIX}maintenance_last_success_timestamp_seconds"),
@@ -176,7 +183,7 @@ impl Metrics {
             for r in [RunResult::Success, RunResult::Failure] {
                 runs.with_label_values(&[t.as_str(), r.as_str()]);
             }
-            for c in [&created, &dropped, &detached] {
+            for c in [&created, &dropped, &detached, &archived] {
                 c.with_label_values(&[t.as_str()]);
             }
         }
@@ -186,6 +193,7 @@ impl Metrics {
             created,
             dropped,
             detached,
+            archived,
             last_success,
             duration,
             snapshot,
@@ -223,6 +231,8 @@ impl Metrics {
                         then_drop: true, ..
                     } => &self.dropped,
                     Action::Detach { .. } | Action::FinalizeDetach { .. } => &self.detached,
+                    Action::Archive { .. } => &self.archived,
+                    Action::AddIndex { .. } => continue,
                 };
                 counter.with_label_values(&[table.as_str()]).inc();
             }

@@ -613,6 +613,7 @@ mod tests {
             retention_mode: RetentionMode::Drop,
             default_partition: false,
             timezone: Tz::UTC,
+            lifecycle: Default::default(),
         }
     }
 
