@@ -664,7 +664,7 @@ mod tests {
                 let mut created = std::collections::BTreeSet::new();
                 for a in &p.actions {
                     match a {
-                        Action::Drop { partition, .. } | Action::Detach { partition, .. } => {
+                        Action::Drop { partition, .. } | Action::Detach { partition, .. } | Action::Archive { partition, .. } => {
                             prop_assert_ne!(partition, &default_name, "the default partition is never removed");
                             let old = before.iter().find(|x| &x.name == partition).unwrap();
                             let c = cutoff.expect("without retention nothing is removed");
@@ -686,6 +686,7 @@ mod tests {
                             prop_assert!(!has_default && wants_default);
                             prop_assert!(created.insert(partition.clone()));
                         }
+                        Action::AddIndex { .. } => prop_assert!(false, "the planner never adds indexes"),
                     }
                 }
                 apply(&mut t, &p);
