@@ -28,6 +28,9 @@ pub struct TableHealth {
     pub default_rows: Option<i64>,
     pub problems: Vec<String>,
     pub notes: Vec<String>,
+    /// `retention_mode = "archive"`: partitions already archived (not part of the table).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub archived: Vec<crate::archive::Archived>,
 }
 
 impl TableHealth {
@@ -118,6 +121,7 @@ pub fn assess(
         default_rows,
         problems,
         notes: plan.notes,
+        archived: Vec::new(),
     }
 }
 

@@ -550,6 +550,7 @@ mod tests {
                     default_rows: None,
                     problems: Vec::new(),
                     notes: Vec::new(),
+                    archived: Vec::new(),
                 }),
                 partitions: parts,
             }],
@@ -622,6 +623,7 @@ mod tests {
             duration_ms: 1,
             lock_waits: 0,
             rows_moved: 0,
+            hooks: Vec::new(),
             steps: Vec::new(),
         };
         let p = |n: &str| QualifiedName::new("public", n);
