@@ -146,6 +146,15 @@ pub fn for_action(
             ("PARTKEEPER_DATABASE".into(), database.to_string()),
             ("PARTKEEPER_TABLE".into(), table.name.to_string()),
             ("PARTKEEPER_PARTITION".into(), action.partition().to_string()),
+            // The two parts apart too: either may contain a dot.
+            (
+                "PARTKEEPER_PARTITION_SCHEMA".into(),
+                action.partition().schema.clone(),
+            ),
+            (
+                "PARTKEEPER_PARTITION_NAME".into(),
+                action.partition().name.clone(),
+            ),
             ("PARTKEEPER_FROM".into(), from),
             ("PARTKEEPER_TO".into(), to),
             ("PARTKEEPER_ACTION".into(), what.into()),
