@@ -463,3 +463,70 @@ async fn a_row_referencing_the_partition_added_after_the_look_is_still_refused_b
     assert_eq!(fixtures::count(&db, "pricing_data_2020_01").await, 500);
     assert_eq!(is_partition(&db, "public.pricing_data_2020_01").await, Some(true));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bad configuration: exit 2 naming the key, nothing changed
+
+use crate::bad_input::{edited, refused};
+
+#[tokio::test]
+async fn a_bad_archive_schema_is_refused() {
+    let db = pricing_db().await;
+    let config = edited(&db, "premake = 3", "premake = 3\narchive_schema = \"a.b\"");
+    refused(&db, &config, "tables[0].archive_schema").await;
+}
+
+#[tokio::test]
+async fn a_bad_template_name_is_refused() {
+    let db = pricing_db().await;
+    let config = edited(&db, "premake = 3", "premake = 3\ntemplate = \"a.b.c\"");
+    refused(&db, &config, "tables[0].template").await;
+}
+
+#[tokio::test]
+async fn a_missing_template_table_is_refused() {
+    let db = pricing_db().await;
+    let config = edited(&db, "premake = 3", "premake = 3\ntemplate = \"public.no_such_template\"");
+    refused(&db, &config, "tables[].template public.no_such_template of public.pricing_data does not exist").await;
+}
+
+#[tokio::test]
+async fn a_template_with_other_columns_is_refused() {
+    let db = pricing_db().await;
+    db.exec("CREATE TABLE tpl (id int, extra text)").await;
+    let config = edited(&db, "premake = 3", "premake = 3\ntemplate = \"public.tpl\"");
+    let out = refused(&db, &config, "tables[].template public.tpl does not match public.pricing_data").await;
+    assert!(out.stderr.contains("id integer (the table has bigint)"), "{out}");
+    assert!(out.stderr.contains("extra text (the table has no such column)"), "{out}");
+}
+
+#[tokio::test]
+async fn an_empty_hook_is_refused() {
+    let db = pricing_db().await;
+    let config = fixtures::config(&db, &format!("{MONTHLY}[tables.hooks]\nbefore_expire = []\n"));
+    refused(&db, &config, "tables[0].hooks.before_expire is empty").await;
+}
+
+#[tokio::test]
+async fn an_unknown_hook_is_refused() {
+    let db = pricing_db().await;
+    let config = fixtures::config(&db, &format!("{MONTHLY}[tables.hooks]\nbefore_drop = [\"/bin/true\"]\n"));
+    refused(&db, &config, "unknown field `before_drop`").await;
+}
+
+#[tokio::test]
+async fn a_bad_hook_timeout_is_refused() {
+    let db = pricing_db().await;
+    let config = edited(&db, "premake = 3", "premake = 3\nhook_timeout = \"forever\"");
+    refused(&db, &config, "tables[0].hook_timeout = \"forever\"").await;
+}
+
+#[tokio::test]
+async fn a_hook_that_is_not_a_list_is_refused() {
+    let db = pricing_db().await;
+    let config = fixtures::config(
+        &db,
+        &format!("{MONTHLY}[tables.hooks]\nafter_create = \"/bin/true --flag\"\n"),
+    );
+    refused(&db, &config, "after_create").await;
+}
