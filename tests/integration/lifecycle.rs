@@ -530,3 +530,104 @@ async fn a_hook_that_is_not_a_list_is_refused() {
     );
     refused(&db, &config, "after_create").await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// migrate with a foreign key into the table
+
+async fn fk_target(db: &TestDb, table: &str) -> (String, bool) {
+    let mut c = db.connect().await;
+    sqlx::query_as(&format!(
+        "SELECT confrelid::regclass::text || ' ' || (SELECT relkind::text FROM pg_class WHERE oid = confrelid), convalidated
+           FROM pg_constraint WHERE conrelid = '{table}'::regclass AND contype = 'f' AND conparentid = 0"
+    ))
+    .fetch_one(&mut c)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn migrate_carries_a_foreign_key_into_the_table_and_it_stays_enforced() {
+    let db = shared().create_database().await;
+    db.exec(
+        "CREATE TABLE pricing_data (id bigserial, date date NOT NULL, price numeric, PRIMARY KEY (id, date));
+         INSERT INTO pricing_data (date, price) SELECT current_date - (g % 400), g FROM generate_series(1, 3000) g;
+         CREATE TABLE bookings (id serial PRIMARY KEY, price_id bigint, price_date date,
+           CONSTRAINT bookings_price_fk FOREIGN KEY (price_id, price_date) REFERENCES pricing_data ON DELETE CASCADE);
+         INSERT INTO bookings (price_id, price_date) SELECT id, date FROM pricing_data WHERE id % 30 = 0;",
+    )
+    .await;
+    let cli = crate::common::Cli::new().config(&format!(
+        "[database]\nurl = \"{}\"\nlock_timeout = \"2s\"\n\n[[tables]]\nname = \"public.pricing_data\"\ncolumn = \"date\"\ninterval = \"1 month\"\npremake = 3\ndefault_partition = true\n",
+        db.url()
+    ));
+    let plan = cli
+        .run_async(["migrate", "plan", "--table", "public.pricing_data"])
+        .await;
+    plan.assert_success();
+    assert!(
+        plan.stdout.contains("foreign key bookings_price_fk on bookings"),
+        "{plan}"
+    );
+    let run = cli
+        .run_async(["migrate", "run", "--table", "public.pricing_data"])
+        .await;
+    run.assert_success();
+    assert_eq!(
+        fk_target(&db, "bookings").await,
+        ("pricing_data p".to_string(), true),
+        "the foreign key points at the partitioned table, validated: {run}"
+    );
+    assert_eq!(fixtures::count(&db, "bookings").await, 100);
+
+    let violating = db
+        .try_query_scalar::<i32>(
+            "WITH i AS (INSERT INTO bookings (price_id, price_date) VALUES (999999, current_date) RETURNING 1) SELECT 1 FROM i",
+        )
+        .await
+        .expect_err("a booking of a price that does not exist must fail after the swap");
+    assert!(violating.to_string().contains("bookings_price_fk"), "{violating}");
+    db.exec("INSERT INTO bookings (price_id, price_date) SELECT id, date FROM pricing_data WHERE id = 31")
+        .await;
+    // ON DELETE CASCADE came along too.
+    db.exec("DELETE FROM pricing_data WHERE id = 30").await;
+    assert_eq!(fixtures::count(&db, "bookings").await, 100);
+
+    let back = cli
+        .run_async(["migrate", "rollback", "--table", "public.pricing_data"])
+        .await;
+    back.assert_success();
+    assert_eq!(
+        fk_target(&db, "bookings").await,
+        ("pricing_data r".to_string(), true),
+        "rollback points it back at the plain table: {back}"
+    );
+    assert!(db
+        .try_query_scalar::<i32>(
+            "WITH i AS (INSERT INTO bookings (price_id, price_date) VALUES (999999, current_date) RETURNING 1) SELECT 1 FROM i",
+        )
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn migrate_still_refuses_a_foreign_key_over_the_id_alone_and_says_why() {
+    let db = shared().create_database().await;
+    db.exec(
+        "CREATE TABLE pricing_data (id bigserial PRIMARY KEY, date date NOT NULL);
+         CREATE TABLE bookings (id serial PRIMARY KEY, price_id bigint REFERENCES pricing_data);",
+    )
+    .await;
+    let cli = crate::common::Cli::new().config(&format!(
+        "[database]\nurl = \"{}\"\n\n[[tables]]\nname = \"public.pricing_data\"\ncolumn = \"date\"\ninterval = \"1 month\"\n",
+        db.url()
+    ));
+    let plan = cli
+        .run_async(["migrate", "plan", "--table", "public.pricing_data"])
+        .await;
+    plan.assert_code(1);
+    assert!(
+        plan.stdout.contains("must reference its whole primary key including date")
+            && plan.stdout.contains("over (id, date)"),
+        "{plan}"
+    );
+}
