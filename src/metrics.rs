@@ -614,6 +614,62 @@ mod tests {
     }
 
     #[test]
+    fn archives_count_as_archived_and_a_failed_hook_as_a_failed_run() {
+        let (m, _) = metrics(Snapshot::default());
+        let now = Utc.with_ymd_and_hms(2026, 11, 1, 2, 0, 0).unwrap();
+        let p = |n: &str| QualifiedName::new("public", n);
+        let archive = |n: &str, error: Option<&str>| ActionReport {
+            action: Action::Archive {
+                partition: p(n),
+                schema: "archive".into(),
+                concurrently: false,
+                pending: false,
+            },
+            error: error.map(String::from),
+            duration_ms: 1,
+            lock_waits: 0,
+            rows_moved: 0,
+            hooks: Vec::new(),
+            steps: Vec::new(),
+        };
+        let table = |actions| TableReport {
+            table: p("t"),
+            actions,
+            notes: Vec::new(),
+            error: None,
+            duration_ms: 1,
+        };
+        let report = PassReport {
+            tables: vec![table(vec![archive("t_2020_01", None)])],
+            skipped: None,
+            dry_run: false,
+            duration_ms: 1,
+        };
+        m.record_pass(&report, now);
+        let failed = PassReport {
+            tables: vec![table(vec![archive(
+                "t_2020_02",
+                Some("kept public.t_2020_02: the before_expire hook exited with status 1"),
+            )])],
+            skipped: None,
+            dry_run: false,
+            duration_ms: 1,
+        };
+        m.record_pass(&failed, now);
+        assert_eq!(m.runs("public.t", RunResult::Success), 1);
+        assert_eq!(m.runs("public.t", RunResult::Failure), 1);
+        let text = m.render();
+        assert!(
+            text.contains("partkeeper_partitions_archived_total{table=\"public.t\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("partkeeper_partitions_detached_total{table=\"public.t\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn passes_feed_the_counters_and_the_histogram() {
         let (m, _) = metrics(Snapshot::default());
         let now = Utc.with_ymd_and_hms(2026, 11, 1, 2, 0, 0).unwrap();
