@@ -109,15 +109,21 @@ pub fn for_action(
             HookKind::AfterCreate,
             &hooks.after_create,
             "create",
-            Some((
-                BoundValue::Value(*from),
-                BoundValue::Value(*to),
-            )),
+            Some((BoundValue::Value(*from), BoundValue::Value(*to))),
         ),
-        Action::CreateDefault { .. } => (HookKind::AfterCreate, &hooks.after_create, "create", None),
-        Action::Drop { partition, .. } | Action::FinalizeDetach { partition, then_drop: true } => {
-            (HookKind::BeforeExpire, &hooks.before_expire, "drop", bounds_of(table, partition))
+        Action::CreateDefault { .. } => {
+            (HookKind::AfterCreate, &hooks.after_create, "create", None)
         }
+        Action::Drop { partition, .. }
+        | Action::FinalizeDetach {
+            partition,
+            then_drop: true,
+        } => (
+            HookKind::BeforeExpire,
+            &hooks.before_expire,
+            "drop",
+            bounds_of(table, partition),
+        ),
         Action::Detach { partition, .. } => (
             HookKind::BeforeExpire,
             &hooks.before_expire,
@@ -145,7 +151,10 @@ pub fn for_action(
         env: vec![
             ("PARTKEEPER_DATABASE".into(), database.to_string()),
             ("PARTKEEPER_TABLE".into(), table.name.to_string()),
-            ("PARTKEEPER_PARTITION".into(), action.partition().to_string()),
+            (
+                "PARTKEEPER_PARTITION".into(),
+                action.partition().to_string(),
+            ),
             // The two parts apart too: either may contain a dot.
             (
                 "PARTKEEPER_PARTITION_SCHEMA".into(),
@@ -228,12 +237,14 @@ pub async fn run(call: &HookCall, url: &SecretUrl) -> Result<Duration, HookError
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     tracing::info!(hook = kind, program = %program, partition = %partition, "hook started");
-    let out = child.stdout.take().map(|s| {
-        tokio::spawn(log_lines(s, kind, "stdout", partition.clone(), url.clone()))
-    });
-    let err = child.stderr.take().map(|s| {
-        tokio::spawn(log_lines(s, kind, "stderr", partition.clone(), url.clone()))
-    });
+    let out = child
+        .stdout
+        .take()
+        .map(|s| tokio::spawn(log_lines(s, kind, "stdout", partition.clone(), url.clone())));
+    let err = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(log_lines(s, kind, "stderr", partition.clone(), url.clone())));
     let status = match tokio::time::timeout(call.timeout, child.wait()).await {
         Ok(status) => status.map_err(|source| HookError::Spawn {
             kind,
@@ -340,14 +351,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_non_zero_exit_fails_with_the_tail_of_stderr() {
-        let c = call(&["/bin/sh", "-c", "echo disk full >&2; exit 3"], Duration::from_secs(10));
+        let c = call(
+            &["/bin/sh", "-c", "echo disk full >&2; exit 3"],
+            Duration::from_secs(10),
+        );
         let e = run(&c, &url()).await.unwrap_err().to_string();
         assert!(e.contains("status 3") && e.contains("disk full"), "{e}");
     }
 
     #[tokio::test]
     async fn a_hook_past_its_timeout_is_killed_with_its_children() {
-        let c = call(&["/bin/sh", "-c", "sleep 30 & sleep 30"], Duration::from_millis(300));
+        let c = call(
+            &["/bin/sh", "-c", "sleep 30 & sleep 30"],
+            Duration::from_millis(300),
+        );
         let started = Instant::now();
         let e = run(&c, &url()).await.unwrap_err();
         assert!(matches!(e, HookError::Timeout { .. }), "{e}");
@@ -363,7 +380,10 @@ mod tests {
 
     #[test]
     fn the_password_in_output_is_scrubbed() {
-        let line = crate::secret::scrub("connecting to postgres://u:s3cret@localhost:5432/app", &[&url()]);
+        let line = crate::secret::scrub(
+            "connecting to postgres://u:s3cret@localhost:5432/app",
+            &[&url()],
+        );
         assert!(!line.contains("s3cret"), "{line}");
     }
 }

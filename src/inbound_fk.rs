@@ -35,7 +35,9 @@ pub async fn read(
     conn: &mut PgConnection,
     table: &QualifiedName,
 ) -> Result<Vec<InboundFk>, sqlx::Error> {
-    let rows: Vec<(String, String, String, Vec<String>, Vec<String>)> = sqlx::query_as(
+    /// Constraint, referencing schema and table, their columns, ours.
+    type Row = (String, String, String, Vec<String>, Vec<String>);
+    let rows: Vec<Row> = sqlx::query_as(
         r#"
         SELECT k.conname::text, fn.nspname::text, f.relname::text,
                ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
@@ -126,7 +128,11 @@ mod tests {
         };
         let d = describe(std::slice::from_ref(&fk)).unwrap();
         assert!(d.contains("bookings_price_fk on public.bookings") && d.contains("SHARE lock"));
-        let r = refusal(&fk, &QualifiedName::new("public", "p_2020_01"), "(7,2020-01-05)");
+        let r = refusal(
+            &fk,
+            &QualifiedName::new("public", "p_2020_01"),
+            "(7,2020-01-05)",
+        );
         assert!(r.contains("kept public.p_2020_01") && r.contains("(price_id, price_date)"));
     }
 }

@@ -1,8 +1,8 @@
 //! partkeeper: keeps PostgreSQL range-partitioned tables healthy. The binary is a thin shell
 //! over these modules, so tests drive the same code the binary runs.
+pub mod archive;
 pub mod bench;
 pub mod bounds;
-pub mod archive;
 pub mod calendar;
 pub mod catalog;
 pub mod check;

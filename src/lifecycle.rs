@@ -108,8 +108,16 @@ pub fn validate(
         (a, b) => a.or(b),
     };
     for (name, value, slot) in [
-        ("before_expire", hooks.before_expire, &mut out.hooks.before_expire),
-        ("after_create", hooks.after_create, &mut out.hooks.after_create),
+        (
+            "before_expire",
+            hooks.before_expire,
+            &mut out.hooks.before_expire,
+        ),
+        (
+            "after_create",
+            hooks.after_create,
+            &mut out.hooks.after_create,
+        ),
     ] {
         let Some(argv) = value else { continue };
         match argv.first().map(|s| s.trim()) {

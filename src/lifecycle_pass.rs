@@ -34,26 +34,29 @@ pub async fn read(
             Err(e) => return Ok(Err(e)),
         },
     };
-    let inbound_fks = inbound_fk::read(conn, &table.name).await?;
+    // Foreign keys are read only where an expiry needs them (extend_plan, assess): a no-op pass
+    // stays one catalog round trip per database.
     Ok(Ok(Extras {
         template,
-        inbound_fks,
+        inbound_fks: Vec::new(),
     }))
 }
 
-/// Adds to `plan` the template indexes missing on existing partitions and the note on what
-/// PostgreSQL checks when a referenced partition expires. Returns a problem that must stop this
+/// Adds to `plan` the template indexes missing on existing partitions and, when it expires a
+/// partition, the note on what PostgreSQL checks for the foreign keys into the table (read into
+/// `extras` for [`before`]). Returns a problem that must stop this
 /// table before any DDL (a name already taken in the archive schema).
 pub async fn extend_plan(
     conn: &mut PgConnection,
     table: &ManagedTable,
-    extras: &Extras,
+    extras: &mut Extras,
     plan: &mut TablePlan,
 ) -> Result<Option<String>, sqlx::Error> {
     if let Some(spec) = &extras.template {
         plan.actions.extend(repairs(conn, table, spec).await?);
     }
     if plan.actions.iter().any(is_expiry) {
+        extras.inbound_fks = inbound_fk::read(conn, &table.name).await?;
         if let Some(note) = inbound_fk::describe(&extras.inbound_fks) {
             plan.notes.push(note);
         }
@@ -98,7 +101,12 @@ pub fn is_expiry(action: &Action) -> bool {
 }
 
 /// The hook `action` calls, if the table configures one.
-pub fn hook_for(action: &Action, table: &ManagedTable, policy: &TablePolicy, db: &DatabaseConfig) -> Option<HookCall> {
+pub fn hook_for(
+    action: &Action,
+    table: &ManagedTable,
+    policy: &TablePolicy,
+    db: &DatabaseConfig,
+) -> Option<HookCall> {
     hooks::for_action(
         action,
         table,
@@ -189,7 +197,11 @@ pub async fn before(
 }
 
 /// Runs after an action's SQL succeeded: the `after_create` hook.
-pub async fn after(action: &Action, hook: Option<&HookCall>, db: &DatabaseConfig) -> Result<(), String> {
+pub async fn after(
+    action: &Action,
+    hook: Option<&HookCall>,
+    db: &DatabaseConfig,
+) -> Result<(), String> {
     match hook {
         Some(h) if h.kind == HookKind::AfterCreate => hooks::run(h, &db.url)
             .await
@@ -224,7 +236,8 @@ pub async fn assess(
         }
     }
     if policy.retention.is_some() {
-        if let Some(note) = inbound_fk::describe(&extras.inbound_fks) {
+        let fks = inbound_fk::read(conn, &table.name).await?;
+        if let Some(note) = inbound_fk::describe(&fks) {
             health.notes.push(note);
         }
     }

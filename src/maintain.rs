@@ -197,9 +197,10 @@ async fn maintain_table(
 ) -> (TableReport, bool) {
     let deadline = crate::pg::reply_deadline(db);
     let mut plan = plan::plan(table, policy, opts.now, version);
+    let mut extras = extras.clone();
     let extended = crate::pg::answered(
         deadline,
-        crate::lifecycle_pass::extend_plan(conn, table, extras, &mut plan),
+        crate::lifecycle_pass::extend_plan(conn, table, &mut extras, &mut plan),
     )
     .await;
     let mut report = TableReport {
@@ -249,7 +250,8 @@ async fn maintain_table(
         match crate::pg::answered(deadline, execute::read_template(conn, table)).await {
             Ok(mut t) => {
                 if let Some(spec) = &extras.template {
-                    t.reloptions = crate::template::merge_reloptions(&t.reloptions, &spec.reloptions);
+                    t.reloptions =
+                        crate::template::merge_reloptions(&t.reloptions, &spec.reloptions);
                     t.template = Some(spec.clone());
                 }
                 t
@@ -282,7 +284,7 @@ async fn maintain_table(
         } else if opts.dry_run {
             (None, 0, 0)
         } else if let Err(refused) =
-            crate::lifecycle_pass::before(conn, &action, extras, hook.as_ref(), db).await
+            crate::lifecycle_pass::before(conn, &action, &extras, hook.as_ref(), db).await
         {
             if refused.hook_failed {
                 hook_failed = 1;

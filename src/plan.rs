@@ -471,7 +471,10 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(archives, [("old", "cold", false), ("pending", "cold", true)]);
+        assert_eq!(
+            archives,
+            [("old", "cold", false), ("pending", "cold", true)]
+        );
     }
 
     #[test]

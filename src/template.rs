@@ -295,7 +295,11 @@ pub async fn partition_indexes(
     for (ord, name, valid, def) in rows {
         if let Some(slot) = out.get_mut((ord - 1) as usize) {
             let using = using_part(&def).unwrap_or_default();
-            slot.push((name, valid, index_key(def.starts_with("CREATE UNIQUE "), using)));
+            slot.push((
+                name,
+                valid,
+                index_key(def.starts_with("CREATE UNIQUE "), using),
+            ));
         }
     }
     Ok(out)
@@ -392,8 +396,12 @@ mod tests {
         ];
         let r = spec.repairs(&parts, &have);
         assert_eq!(r.len(), 2);
-        assert!(matches!(&r[0], Action::AddIndex { partition, drop_invalid: false, .. } if partition.name == "t_2"));
-        assert!(matches!(&r[1], Action::AddIndex { partition, drop_invalid: true, .. } if partition.name == "t_3"));
+        assert!(
+            matches!(&r[0], Action::AddIndex { partition, drop_invalid: false, .. } if partition.name == "t_2")
+        );
+        assert!(
+            matches!(&r[1], Action::AddIndex { partition, drop_invalid: true, .. } if partition.name == "t_3")
+        );
     }
 
     #[test]

@@ -48,7 +48,11 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
             check::assess(t, p, now, version, rows)
         })
         .collect();
-    for ((h, t), (p, x)) in health.iter_mut().zip(&tables).zip(policies.iter().zip(&extras)) {
+    for ((h, t), (p, x)) in health
+        .iter_mut()
+        .zip(&tables)
+        .zip(policies.iter().zip(&extras))
+    {
         crate::pg::answered(
             deadline,
             crate::lifecycle_pass::assess(&mut conn, t, p, x, h),

@@ -128,7 +128,10 @@ pub struct Live {
 }
 
 /// The foreign keys that reference `table` now (not the per-partition clones PostgreSQL makes).
-pub async fn read(conn: &mut PgConnection, table: &QualifiedName) -> Result<Vec<Live>, sqlx::Error> {
+pub async fn read(
+    conn: &mut PgConnection,
+    table: &QualifiedName,
+) -> Result<Vec<Live>, sqlx::Error> {
     let rows: Vec<(String, String, String, String, bool)> = sqlx::query_as(
         "SELECT n.nspname::text, c.relname::text, k.conname::text, pg_get_constraintdef(k.oid), c.relkind = 'p'
            FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -184,7 +187,10 @@ pub fn repoint(fks: &[Live], target: &QualifiedName, server_version: u32) -> Vec
 /// Validates the NOT VALID foreign keys that reference `table` (those the swap moved: the plan
 /// refuses to start while an inbound one is NOT VALID). Each is one statement under the
 /// session's lock_timeout and statement_timeout.
-pub async fn validate(conn: &mut PgConnection, table: &QualifiedName) -> Result<usize, sqlx::Error> {
+pub async fn validate(
+    conn: &mut PgConnection,
+    table: &QualifiedName,
+) -> Result<usize, sqlx::Error> {
     let pending: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT n.nspname::text, c.relname::text, k.conname::text
            FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -221,7 +227,9 @@ mod tests {
     #[test]
     fn referenced_columns_are_read_through_quotes() {
         assert_eq!(
-            referenced_columns("FOREIGN KEY (a, b) REFERENCES \"S\".\"t.x\"(id, \"Date\") ON DELETE CASCADE"),
+            referenced_columns(
+                "FOREIGN KEY (a, b) REFERENCES \"S\".\"t.x\"(id, \"Date\") ON DELETE CASCADE"
+            ),
             Some(vec!["id".to_string(), "Date".to_string()])
         );
     }
@@ -238,7 +246,13 @@ mod tests {
             &[],
         );
         assert!(ok.unwrap().contains("NOT VALID, then validated"));
-        let no = judge(&fk("FOREIGN KEY (pid) REFERENCES pricing_data(id)"), &t, "date", &pk, &[]);
+        let no = judge(
+            &fk("FOREIGN KEY (pid) REFERENCES pricing_data(id)"),
+            &t,
+            "date",
+            &pk,
+            &[],
+        );
         assert!(no.unwrap_err().contains("DROP CONSTRAINT bookings_fk"));
         let not_valid = judge(
             &fk("FOREIGN KEY (pid, pd) REFERENCES pricing_data(id, date) NOT VALID"),
@@ -255,10 +269,15 @@ mod tests {
         let live = Live {
             table: QualifiedName::new("public", "bookings"),
             name: "bookings_fk".into(),
-            definition: "FOREIGN KEY (pid, pd) REFERENCES pricing_data(id, date) ON DELETE CASCADE".into(),
+            definition: "FOREIGN KEY (pid, pd) REFERENCES pricing_data(id, date) ON DELETE CASCADE"
+                .into(),
             partitioned: false,
         };
-        let s = repoint(&[live.clone()], &QualifiedName::new("public", "pricing_data"), 150000);
+        let s = repoint(
+            std::slice::from_ref(&live),
+            &QualifiedName::new("public", "pricing_data"),
+            150000,
+        );
         assert_eq!(
             s,
             [
@@ -270,7 +289,11 @@ mod tests {
             partitioned: true,
             ..live
         };
-        let s = repoint(&[partitioned], &QualifiedName::new("public", "pricing_data"), 170000);
+        let s = repoint(
+            &[partitioned],
+            &QualifiedName::new("public", "pricing_data"),
+            170000,
+        );
         assert!(!s[1].ends_with("NOT VALID"), "{}", s[1]);
     }
 }

@@ -57,41 +57,80 @@ async fn archive_moves_an_expired_partition_with_all_its_rows_and_a_second_pass_
         .run_async(["maintain", "--dry-run", "--now", "2026-11-25"])
         .await;
     dry.assert_success();
-    assert!(dry.stdout.contains("would archive public.pricing_data_2020_01"), "{dry}");
+    assert!(
+        dry.stdout
+            .contains("would archive public.pricing_data_2020_01"),
+        "{dry}"
+    );
     assert!(dry.stdout.contains("SET SCHEMA \"archive\""), "{dry}");
-    assert_eq!(is_partition(&db, "public.pricing_data_2020_01").await, Some(true));
+    assert_eq!(
+        is_partition(&db, "public.pricing_data_2020_01").await,
+        Some(true)
+    );
 
     let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
     out.assert_success();
-    assert!(out.stdout.contains("archive public.pricing_data_2020_01 ok"), "{out}");
-    assert!(!partition_names(&db).await.contains(&"pricing_data_2020_01".to_string()));
+    assert!(
+        out.stdout
+            .contains("archive public.pricing_data_2020_01 ok"),
+        "{out}"
+    );
+    assert!(!partition_names(&db)
+        .await
+        .contains(&"pricing_data_2020_01".to_string()));
     assert_eq!(is_partition(&db, "public.pricing_data_2020_01").await, None);
-    assert_eq!(is_partition(&db, "archive.pricing_data_2020_01").await, Some(false));
-    assert_eq!(fingerprint(&db, "archive.pricing_data_2020_01").await, before);
+    assert_eq!(
+        is_partition(&db, "archive.pricing_data_2020_01").await,
+        Some(false)
+    );
+    assert_eq!(
+        fingerprint(&db, "archive.pricing_data_2020_01").await,
+        before
+    );
     let owner: String = db
-        .query_scalar("SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'archive'")
+        .query_scalar(
+            "SELECT pg_get_userbyid(nspowner)::text FROM pg_namespace WHERE nspname = 'archive'",
+        )
         .await;
-    assert_eq!(owner, "postgres", "the archive schema is owned like the table");
+    assert_eq!(
+        owner, "postgres",
+        "the archive schema is owned like the table"
+    );
 
     let again = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
     again.assert_success();
     assert!(again.stdout.contains("nothing to do"), "{again}");
-    assert_eq!(fingerprint(&db, "archive.pricing_data_2020_01").await, before);
+    assert_eq!(
+        fingerprint(&db, "archive.pricing_data_2020_01").await,
+        before
+    );
 
     let status = cli.run_async(["status"]).await;
     status.assert_success();
     let at = status.stdout.find("archived").expect("an archived section");
-    assert!(status.stdout[at..].contains("archive.pricing_data_2020_01"), "{status}");
+    assert!(
+        status.stdout[at..].contains("archive.pricing_data_2020_01"),
+        "{status}"
+    );
     let check = cli.run_async(["check", "--now", "2026-11-25"]).await;
     check.assert_success();
-    assert!(check.stdout.contains("archived (1, not part of the table)"), "{check}");
-    assert!(check.stdout.contains("archive.pricing_data_2020_01"), "{check}");
+    assert!(
+        check.stdout.contains("archived (1, not part of the table)"),
+        "{check}"
+    );
+    assert!(
+        check.stdout.contains("archive.pricing_data_2020_01"),
+        "{check}"
+    );
 }
 
 #[tokio::test]
 async fn archive_without_a_default_detaches_concurrently_and_finishes_a_move_cut_short() {
     if pg_major() < 14 {
-        eprintln!("DETACH CONCURRENTLY needs PostgreSQL 14; this server is {}", pg_major());
+        eprintln!(
+            "DETACH CONCURRENTLY needs PostgreSQL 14; this server is {}",
+            pg_major()
+        );
         return;
     }
     let db = pricing_db().await;
@@ -108,10 +147,23 @@ async fn archive_without_a_default_detaches_concurrently_and_finishes_a_move_cut
     let cli = fixtures::cli(&db, &config);
     let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
     out.assert_success();
-    assert!(out.stdout.contains("archive public.pricing_data_2020_01 ok"), "{out}");
-    assert!(out.stdout.contains("archive cold.pricing_data_2020_02 ok"), "{out}");
-    assert_eq!(is_partition(&db, "cold.pricing_data_2020_01").await, Some(false));
-    assert_eq!(is_partition(&db, "cold.pricing_data_2020_02").await, Some(false));
+    assert!(
+        out.stdout
+            .contains("archive public.pricing_data_2020_01 ok"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("archive cold.pricing_data_2020_02 ok"),
+        "{out}"
+    );
+    assert_eq!(
+        is_partition(&db, "cold.pricing_data_2020_01").await,
+        Some(false)
+    );
+    assert_eq!(
+        is_partition(&db, "cold.pricing_data_2020_02").await,
+        Some(false)
+    );
     assert_eq!(fingerprint(&db, "cold.pricing_data_2020_01").await, jan);
     assert_eq!(fingerprint(&db, "cold.pricing_data_2020_02").await, feb);
     let again = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
@@ -128,10 +180,14 @@ async fn a_name_taken_in_the_archive_schema_stops_the_table_before_any_change() 
     let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
     out.assert_code(1);
     assert!(
-        out.stdout.contains("archive.pricing_data_2020_01 already exists there"),
+        out.stdout
+            .contains("archive.pricing_data_2020_01 already exists there"),
         "{out}"
     );
-    assert_eq!(is_partition(&db, "public.pricing_data_2020_01").await, Some(true));
+    assert_eq!(
+        is_partition(&db, "public.pricing_data_2020_01").await,
+        Some(true)
+    );
     assert_eq!(fixtures::count(&db, "pricing_data_2020_01").await, 500);
 }
 
@@ -142,9 +198,15 @@ async fn drop_mode_still_drops() {
     let cli = fixtures::cli(&db, &policy("retention_mode = \"drop\"\n"));
     let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
     out.assert_success();
-    assert!(out.stdout.contains("drop public.pricing_data_2020_01 ok"), "{out}");
+    assert!(
+        out.stdout.contains("drop public.pricing_data_2020_01 ok"),
+        "{out}"
+    );
     assert_eq!(is_partition(&db, "public.pricing_data_2020_01").await, None);
-    assert_eq!(is_partition(&db, "archive.pricing_data_2020_01").await, None);
+    assert_eq!(
+        is_partition(&db, "archive.pricing_data_2020_01").await,
+        None
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -185,15 +247,24 @@ async fn the_shipped_pg_dump_hook_writes_a_dump_that_restores_the_same_rows() {
     dry.assert_success();
     assert!(
         dry.stdout.contains("would run hook before_expire:")
-            && dry.stdout.contains("PARTKEEPER_PARTITION=public.pricing_data_2020_01"),
+            && dry
+                .stdout
+                .contains("PARTKEEPER_PARTITION=public.pricing_data_2020_01"),
         "{dry}"
     );
-    assert_eq!(std::fs::read_dir(dumps.path()).unwrap().count(), 0, "a dry run runs no hook");
+    assert_eq!(
+        std::fs::read_dir(dumps.path()).unwrap().count(),
+        0,
+        "a dry run runs no hook"
+    );
 
     let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
     out.assert_success();
     assert_no_password(&out);
-    assert!(out.stderr.contains("pg-dump-partition: wrote"), "the hook's output is logged: {out}");
+    assert!(
+        out.stderr.contains("pg-dump-partition: wrote"),
+        "the hook's output is logged: {out}"
+    );
     assert_eq!(is_partition(&db, "public.pricing_data_2020_01").await, None);
 
     let dir = dumps.path().join(db.name());
@@ -204,7 +275,11 @@ async fn the_shipped_pg_dump_hook_writes_a_dump_that_restores_the_same_rows() {
         .current_dir(&dir)
         .output()
         .unwrap();
-    assert!(sha.status.success(), "{}", String::from_utf8_lossy(&sha.stdout));
+    assert!(
+        sha.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sha.stdout)
+    );
 
     // Restored alone into a fresh database: the dump's ATTACH entries need the parent, which is
     // not there, so they are left out (as the README says).
@@ -236,7 +311,10 @@ async fn the_shipped_pg_dump_hook_writes_a_dump_that_restores_the_same_rows() {
         "pg_restore: {}",
         String::from_utf8_lossy(&restore.stderr)
     );
-    assert_eq!(fingerprint(&fresh, "public.pricing_data_2020_01").await, before);
+    assert_eq!(
+        fingerprint(&fresh, "public.pricing_data_2020_01").await,
+        before
+    );
 }
 
 /// Two tables with an expired partition each; `pricing_data` has `hook`, `other` none.
@@ -266,13 +344,29 @@ async fn a_before_expire_hook_that_exits_1_keeps_the_partition_and_fails_only_it
     let cli = crate::common::Cli::new().config(&config);
     let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
     out.assert_code(1);
-    assert!(out.stdout.contains("kept public.pricing_data_2020_01"), "{out}");
-    assert!(out.stdout.contains("exited with status 1: no space left"), "{out}");
-    assert!(out.stderr.contains("maintenance failed for public.pricing_data;"), "{out}");
+    assert!(
+        out.stdout.contains("kept public.pricing_data_2020_01"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("exited with status 1: no space left"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("maintenance failed for public.pricing_data;"),
+        "{out}"
+    );
     assert_eq!(fixtures::count(&db, "pricing_data_2020_01").await, 500);
-    assert_eq!(is_partition(&db, "public.other_2020_01").await, None, "{out}");
+    assert_eq!(
+        is_partition(&db, "public.other_2020_01").await,
+        None,
+        "{out}"
+    );
     // The new partitions of the failing table were still made (creates come first).
-    assert!(partition_names(&db).await.contains(&"pricing_data_2026_11".to_string()));
+    assert!(partition_names(&db)
+        .await
+        .contains(&"pricing_data_2026_11".to_string()));
 }
 
 #[tokio::test]
@@ -303,7 +397,9 @@ async fn a_hook_past_hook_timeout_is_killed_keeps_the_partition_and_counts_a_fai
     .await;
     let body = body.into_inner();
     assert!(
-        body.contains("partkeeper_maintenance_runs_total{result=\"success\",table=\"public.other\"} 1"),
+        body.contains(
+            "partkeeper_maintenance_runs_total{result=\"success\",table=\"public.other\"} 1"
+        ),
         "{body}"
     );
     assert!(
@@ -320,14 +416,22 @@ async fn a_hook_past_hook_timeout_is_killed_keeps_the_partition_and_counts_a_fai
     assert_eq!(fixtures::count(&db, "pricing_data_2020_01").await, 500);
     assert_eq!(is_partition(&db, "public.other_2020_01").await, None);
     // The killed hook left no process behind.
-    let left = Command::new("pgrep").args(["-f", "^/bin/sleep 60$"]).output().unwrap();
-    assert!(left.stdout.is_empty(), "the hook still runs: {}", String::from_utf8_lossy(&left.stdout));
+    let left = Command::new("pgrep")
+        .args(["-f", "^/bin/sleep 60$"])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "the hook still runs: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Template
 
-const TEMPLATE: &str = "CREATE TABLE pricing_data_template (LIKE pricing_data) WITH (fillfactor = 70);
+const TEMPLATE: &str =
+    "CREATE TABLE pricing_data_template (LIKE pricing_data) WITH (fillfactor = 70);
 CREATE UNIQUE INDEX pricing_data_template_id_key ON pricing_data_template (id);";
 
 #[tokio::test]
@@ -352,13 +456,19 @@ async fn a_template_unique_index_on_id_is_on_every_partition_and_rejects_a_dupli
     let check = cli.run_async(["check", "--now", "2026-11-25"]).await;
     check.assert_code(1);
     assert!(
-        check.stdout.contains("public.pricing_data_2026_10 lacks the index pricing_data_template_id_key"),
+        check
+            .stdout
+            .contains("public.pricing_data_2026_10 lacks the index pricing_data_template_id_key"),
         "{check}"
     );
 
     let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
     out.assert_success();
-    assert!(out.stdout.contains("add-index public.pricing_data_2026_10 ok"), "{out}");
+    assert!(
+        out.stdout
+            .contains("add-index public.pricing_data_2026_10 ok"),
+        "{out}"
+    );
     let without: Vec<String> = sqlx::query_scalar(
         "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
           WHERE i.inhparent = 'pricing_data'::regclass
@@ -368,7 +478,10 @@ async fn a_template_unique_index_on_id_is_on_every_partition_and_rejects_a_dupli
     .fetch_all(&mut db.connect().await)
     .await
     .unwrap();
-    assert!(without.is_empty(), "partitions without a unique index on id: {without:?}");
+    assert!(
+        without.is_empty(),
+        "partitions without a unique index on id: {without:?}"
+    );
     let partitions = partition_names(&db).await.len();
     assert_eq!(partitions, 6, "2026_10, 4 new, default");
     let fillfactor: Vec<String> = sqlx::query_scalar(
@@ -378,7 +491,11 @@ async fn a_template_unique_index_on_id_is_on_every_partition_and_rejects_a_dupli
     .fetch_all(&mut db.connect().await)
     .await
     .unwrap();
-    assert_eq!(fillfactor.len(), 3, "storage options of the template: {fillfactor:?}");
+    assert_eq!(
+        fillfactor.len(),
+        3,
+        "storage options of the template: {fillfactor:?}"
+    );
 
     db.exec("INSERT INTO pricing_data (id, \"propertyId\", date) VALUES (42, 'a', '2026-11-02')")
         .await;
@@ -388,7 +505,10 @@ async fn a_template_unique_index_on_id_is_on_every_partition_and_rejects_a_dupli
         )
         .await
         .expect_err("a duplicate id within a partition must fail");
-    assert!(dup.to_string().contains("pricing_data_2026_11_id_key"), "{dup}");
+    assert!(
+        dup.to_string().contains("pricing_data_2026_11_id_key"),
+        "{dup}"
+    );
     cli.run_async(["check", "--now", "2026-11-25"])
         .await
         .assert_success();
@@ -399,7 +519,8 @@ async fn a_template_unique_index_on_id_is_on_every_partition_and_rejects_a_dupli
 // ---------------------------------------------------------------------------------------------
 // A table referenced by a foreign key
 
-const BOOKINGS: &str = "CREATE TABLE bookings (id int PRIMARY KEY, price_id bigint, price_date date,
+const BOOKINGS: &str =
+    "CREATE TABLE bookings (id int PRIMARY KEY, price_id bigint, price_date date,
     FOREIGN KEY (price_id, price_date) REFERENCES pricing_data (id, date));";
 
 #[tokio::test]
@@ -417,7 +538,8 @@ async fn expiry_of_a_referenced_partition_is_refused_while_rows_point_at_it_and_
             .run_async(["maintain", "--dry-run", "--now", "2026-11-25"])
             .await;
         assert!(
-            dry.stdout.contains("bookings_price_id_price_date_fkey on public.bookings")
+            dry.stdout
+                .contains("bookings_price_id_price_date_fkey on public.bookings")
                 && dry.stdout.contains("SHARE lock"),
             "{dry}"
         );
@@ -427,11 +549,19 @@ async fn expiry_of_a_referenced_partition_is_refused_while_rows_point_at_it_and_
             out.stdout.contains("kept public.pricing_data_2020_01: rows of public.bookings still reference it through foreign key bookings_price_id_price_date_fkey"),
             "{out}"
         );
-        assert_eq!(is_partition(&db, "public.pricing_data_2020_01").await, Some(true));
+        assert_eq!(
+            is_partition(&db, "public.pricing_data_2020_01").await,
+            Some(true)
+        );
         assert_eq!(fingerprint(&db, "pricing_data_2020_01").await, before);
         assert_eq!(fixtures::count(&db, "bookings").await, 1);
         let check = cli.run_async(["check", "--now", "2026-11-25"]).await;
-        assert!(check.stdout.contains("PostgreSQL scans each referencing table"), "{check}");
+        assert!(
+            check
+                .stdout
+                .contains("PostgreSQL scans each referencing table"),
+            "{check}"
+        );
     }
     // Once nothing references it, it expires.
     db.exec("DELETE FROM bookings").await;
@@ -458,10 +588,16 @@ async fn a_row_referencing_the_partition_added_after_the_look_is_still_refused_b
         .timeout(Duration::from_secs(60));
     let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
     out.assert_code(1);
-    assert!(out.stdout.contains("violates foreign key constraint"), "{out}");
+    assert!(
+        out.stdout.contains("violates foreign key constraint"),
+        "{out}"
+    );
     assert_eq!(fixtures::count(&db, "bookings").await, 1);
     assert_eq!(fixtures::count(&db, "pricing_data_2020_01").await, 500);
-    assert_eq!(is_partition(&db, "public.pricing_data_2020_01").await, Some(true));
+    assert_eq!(
+        is_partition(&db, "public.pricing_data_2020_01").await,
+        Some(true)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -486,8 +622,17 @@ async fn a_bad_template_name_is_refused() {
 #[tokio::test]
 async fn a_missing_template_table_is_refused() {
     let db = pricing_db().await;
-    let config = edited(&db, "premake = 3", "premake = 3\ntemplate = \"public.no_such_template\"");
-    refused(&db, &config, "tables[].template public.no_such_template of public.pricing_data does not exist").await;
+    let config = edited(
+        &db,
+        "premake = 3",
+        "premake = 3\ntemplate = \"public.no_such_template\"",
+    );
+    refused(
+        &db,
+        &config,
+        "tables[].template public.no_such_template of public.pricing_data does not exist",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -495,29 +640,51 @@ async fn a_template_with_other_columns_is_refused() {
     let db = pricing_db().await;
     db.exec("CREATE TABLE tpl (id int, extra text)").await;
     let config = edited(&db, "premake = 3", "premake = 3\ntemplate = \"public.tpl\"");
-    let out = refused(&db, &config, "tables[].template public.tpl does not match public.pricing_data").await;
-    assert!(out.stderr.contains("id integer (the table has bigint)"), "{out}");
-    assert!(out.stderr.contains("extra text (the table has no such column)"), "{out}");
+    let out = refused(
+        &db,
+        &config,
+        "tables[].template public.tpl does not match public.pricing_data",
+    )
+    .await;
+    assert!(
+        out.stderr.contains("id integer (the table has bigint)"),
+        "{out}"
+    );
+    assert!(
+        out.stderr
+            .contains("extra text (the table has no such column)"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
 async fn an_empty_hook_is_refused() {
     let db = pricing_db().await;
-    let config = fixtures::config(&db, &format!("{MONTHLY}[tables.hooks]\nbefore_expire = []\n"));
+    let config = fixtures::config(
+        &db,
+        &format!("{MONTHLY}[tables.hooks]\nbefore_expire = []\n"),
+    );
     refused(&db, &config, "tables[0].hooks.before_expire is empty").await;
 }
 
 #[tokio::test]
 async fn an_unknown_hook_is_refused() {
     let db = pricing_db().await;
-    let config = fixtures::config(&db, &format!("{MONTHLY}[tables.hooks]\nbefore_drop = [\"/bin/true\"]\n"));
+    let config = fixtures::config(
+        &db,
+        &format!("{MONTHLY}[tables.hooks]\nbefore_drop = [\"/bin/true\"]\n"),
+    );
     refused(&db, &config, "unknown field `before_drop`").await;
 }
 
 #[tokio::test]
 async fn a_bad_hook_timeout_is_refused() {
     let db = pricing_db().await;
-    let config = edited(&db, "premake = 3", "premake = 3\nhook_timeout = \"forever\"");
+    let config = edited(
+        &db,
+        "premake = 3",
+        "premake = 3\nhook_timeout = \"forever\"",
+    );
     refused(&db, &config, "tables[0].hook_timeout = \"forever\"").await;
 }
 
@@ -565,7 +732,8 @@ async fn migrate_carries_a_foreign_key_into_the_table_and_it_stays_enforced() {
         .await;
     plan.assert_success();
     assert!(
-        plan.stdout.contains("foreign key bookings_price_fk on bookings"),
+        plan.stdout
+            .contains("foreign key bookings_price_fk on bookings"),
         "{plan}"
     );
     let run = cli
@@ -585,7 +753,10 @@ async fn migrate_carries_a_foreign_key_into_the_table_and_it_stays_enforced() {
         )
         .await
         .expect_err("a booking of a price that does not exist must fail after the swap");
-    assert!(violating.to_string().contains("bookings_price_fk"), "{violating}");
+    assert!(
+        violating.to_string().contains("bookings_price_fk"),
+        "{violating}"
+    );
     db.exec("INSERT INTO bookings (price_id, price_date) SELECT id, date FROM pricing_data WHERE id = 31")
         .await;
     // ON DELETE CASCADE came along too.
@@ -626,7 +797,8 @@ async fn migrate_still_refuses_a_foreign_key_over_the_id_alone_and_says_why() {
         .await;
     plan.assert_code(1);
     assert!(
-        plan.stdout.contains("must reference its whole primary key including date")
+        plan.stdout
+            .contains("must reference its whole primary key including date")
             && plan.stdout.contains("over (id, date)"),
         "{plan}"
     );
