@@ -226,8 +226,27 @@ fn pg_tool(name: &str) -> PathBuf {
     }
 }
 
+/// Major version of a client program (`pg_dump (PostgreSQL) 15.20` → 15).
+fn tool_major(tool: &Path) -> Option<u32> {
+    let out = Command::new(tool).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.split_whitespace().last()?;
+    version.split(['.', ' ']).next()?.parse().ok()
+}
+
 #[tokio::test]
 async fn the_shipped_pg_dump_hook_writes_a_dump_that_restores_the_same_rows() {
+    // pg_dump refuses a server newer than itself; the version matrix's binaries hold no pg_dump.
+    match tool_major(&pg_tool("pg_dump")) {
+        Some(v) if v >= pg_major() => {}
+        found => {
+            eprintln!(
+                "no pg_dump of PostgreSQL {} or newer here (found {found:?}); the hook test does not apply",
+                pg_major()
+            );
+            return;
+        }
+    }
     let db = pricing_db().await;
     db.exec(OLD_JAN).await;
     let before = fingerprint(&db, "pricing_data_2020_01").await;
