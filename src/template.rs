@@ -65,6 +65,10 @@ impl TemplateIndex {
         partition: &QualifiedName,
         concurrently: bool,
     ) -> String {
+        self.create_named(&self.name_on(template, partition), partition, concurrently)
+    }
+
+    fn create_named(&self, name: &str, partition: &QualifiedName, concurrently: bool) -> String {
         format!(
             "CREATE {}INDEX {}{} ON {} USING {}",
             if self.unique { "UNIQUE " } else { "" },
@@ -73,7 +77,7 @@ impl TemplateIndex {
             } else {
                 ""
             },
-            quote_ident(&self.name_on(template, partition)),
+            quote_ident(name),
             partition.quoted(),
             self.using
         )
@@ -119,13 +123,18 @@ impl TemplateSpec {
                 if has {
                     continue;
                 }
-                let name = i.name_on(&self.template, p);
+                let mut name = i.name_on(&self.template, p);
+                // The name held by another (valid) index, e.g. one the parent gave the
+                // partition: IF NOT EXISTS would then skip the build every pass.
+                if have.iter().any(|(n, valid, _)| n == &name && *valid) {
+                    name = derived_name(&name, "tpl");
+                }
                 let invalid = have.iter().any(|(n, valid, _)| n == &name && !valid);
                 out.push(Action::AddIndex {
                     partition: p.clone(),
+                    create: i.create_named(&name, p, true),
                     index: name,
                     template_index: i.name.clone(),
-                    create: i.create_sql(&self.template, p, true),
                     drop_invalid: invalid,
                 });
             }
@@ -396,6 +405,13 @@ mod tests {
         ];
         let r = spec.repairs(&parts, &have);
         assert_eq!(r.len(), 2);
+        // A name taken by another index gets a suffix instead of being skipped forever.
+        let taken = vec![vec![("t_1_id_key".into(), true, "btree (other)".into())]];
+        let r1 = spec.repairs(&parts[..1], &taken);
+        assert!(
+            matches!(&r1[0], Action::AddIndex { index, .. } if index == "t_1_id_key_tpl"),
+            "{r1:?}"
+        );
         assert!(
             matches!(&r[0], Action::AddIndex { partition, drop_invalid: false, .. } if partition.name == "t_2")
         );
