@@ -171,6 +171,82 @@ async fn archive_without_a_default_detaches_concurrently_and_finishes_a_move_cut
 }
 
 #[tokio::test]
+async fn archive_finishes_a_concurrent_detach_that_was_cancelled_halfway() {
+    if pg_major() < 14 {
+        eprintln!(
+            "DETACH CONCURRENTLY needs PostgreSQL 14; this server is {}",
+            pg_major()
+        );
+        return;
+    }
+    use sqlx::{Connection, Executor};
+    let db = pricing_db().await;
+    db.exec(OLD_JAN).await;
+    let jan = fingerprint(&db, "pricing_data_2020_01").await;
+    // The detach's second transaction waits for this reader; cancelling it there leaves the
+    // partition "detach pending", as a crash would.
+    let mut reader = db.connect().await;
+    sqlx::raw_sql("BEGIN; SELECT count(*) FROM pricing_data")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+    let mut detacher = db.connect().await;
+    let detach = tokio::spawn(async move {
+        // `conn.execute(raw_sql(..))`: the other form's future is not provably Send.
+        let r = detacher
+            .execute(sqlx::raw_sql(
+                "ALTER TABLE pricing_data DETACH PARTITION pricing_data_2020_01 CONCURRENTLY",
+            ))
+            .await;
+        let _ = detacher.close().await;
+        r.map(|_| ())
+    });
+    crate::common::eventually(crate::common::PATIENCE, "the detach to wait for the reader", || async {
+        db.query_scalar::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE%DETACH%' AND wait_event_type = 'Lock')",
+        )
+        .await
+    })
+    .await;
+    db.exec("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE%DETACH%' AND pid <> pg_backend_pid()")
+        .await;
+    assert!(detach.await.unwrap().is_err(), "the detach was cancelled");
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+    let pending: i64 = db
+        .query_scalar("SELECT count(*) FROM pg_inherits WHERE inhdetachpending")
+        .await;
+    assert_eq!(pending, 1);
+
+    let config = policy("retention_mode = \"archive\"\n")
+        .replace("default_partition = true", "default_partition = false");
+    let cli = fixtures::cli(&db, &config);
+    let check = cli.run_async(["check", "--now", "2026-11-25"]).await;
+    assert!(
+        check.stdout.contains("maintain would archive it"),
+        "{check}"
+    );
+    let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
+    out.assert_success();
+    assert!(
+        out.stdout
+            .contains("archive public.pricing_data_2020_01 ok"),
+        "{out}"
+    );
+    assert_eq!(
+        is_partition(&db, "archive.pricing_data_2020_01").await,
+        Some(false)
+    );
+    assert_eq!(fingerprint(&db, "archive.pricing_data_2020_01").await, jan);
+    let pending: i64 = db
+        .query_scalar("SELECT count(*) FROM pg_inherits WHERE inhdetachpending")
+        .await;
+    assert_eq!(pending, 0);
+}
+
+#[tokio::test]
 async fn a_name_taken_in_the_archive_schema_stops_the_table_before_any_change() {
     let db = pricing_db().await;
     db.exec(OLD_JAN).await;
