@@ -668,6 +668,47 @@ async fn expiry_of_a_referenced_partition_is_refused_while_rows_point_at_it_and_
 }
 
 #[tokio::test]
+async fn expiry_waits_for_a_busy_referencing_table_only_up_to_lock_timeout() {
+    use sqlx::Connection;
+    let db = pricing_db().await;
+    db.exec(OLD_JAN).await;
+    db.exec(BOOKINGS).await;
+    // An application transaction writing to bookings: PostgreSQL's check at DETACH needs a SHARE
+    // lock on it, which waits for this one.
+    let mut app = db.connect().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE bookings IN ROW EXCLUSIVE MODE")
+        .execute(&mut app)
+        .await
+        .unwrap();
+    let config = fixtures::config(&db, &policy("retention_mode = \"drop\"\n")).replacen(
+        "lock_timeout = \"1s\"\n",
+        "lock_timeout = \"1s\"\nlock_retries = 2\n",
+        1,
+    );
+    let cli = crate::common::Cli::new()
+        .config(&config)
+        .timeout(Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
+    let took = started.elapsed();
+    out.assert_code(1);
+    assert!(out.stdout.contains("within lock_timeout"), "{out}");
+    assert_eq!(
+        is_partition(&db, "public.pricing_data_2020_01").await,
+        Some(true)
+    );
+    assert_eq!(fixtures::count(&db, "pricing_data_2020_01").await, 500);
+    sqlx::raw_sql("COMMIT").execute(&mut app).await.unwrap();
+    let _ = app.close().await;
+    eprintln!("maintain gave up on the busy referencing table after {took:?}");
+    // Once the application's transaction is over, the next run expires it.
+    cli.run_async(["maintain", "--now", "2026-11-25"])
+        .await
+        .assert_success();
+    assert_eq!(is_partition(&db, "public.pricing_data_2020_01").await, None);
+}
+
+#[tokio::test]
 async fn a_row_referencing_the_partition_added_after_the_look_is_still_refused_by_postgres() {
     // partkeeper's look is lock-free; PostgreSQL's own check at DETACH is what guarantees no row
     // is lost. Simulate the race: a before_expire hook inserts the referencing row.
