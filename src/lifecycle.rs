@@ -54,7 +54,7 @@ pub struct Hooks {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub after_create: Vec<String>,
     /// A hook still running after this long is killed and counts as failed.
-    #[serde(serialize_with = "ser_duration")]
+    #[serde(rename = "hook_timeout", serialize_with = "ser_duration")]
     pub timeout: Duration,
 }
 
