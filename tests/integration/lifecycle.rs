@@ -412,6 +412,50 @@ async fn the_shipped_pg_dump_hook_writes_a_dump_that_restores_the_same_rows() {
     );
 }
 
+#[tokio::test]
+async fn after_create_runs_for_each_new_partition_with_its_environment() {
+    let db = pricing_db().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("created.log");
+    let hook = format!(
+        "[tables.hooks]\nafter_create = [\"/bin/sh\", \"-c\", \"echo \\\"$PARTKEEPER_ACTION|$PARTKEEPER_TABLE|$PARTKEEPER_PARTITION|$PARTKEEPER_FROM|$PARTKEEPER_TO|$PARTKEEPER_DATABASE\\\" >> {}\"]\n",
+        log.display()
+    );
+    let cli = fixtures::cli(&db, &format!("{MONTHLY}{hook}"));
+    let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
+    out.assert_success();
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let name = db.name();
+    assert_eq!(
+        lines.lines().collect::<Vec<_>>(),
+        [
+            format!("create|public.pricing_data|public.pricing_data_2026_11|2026-11-01|2026-12-01|{name}"),
+            format!("create|public.pricing_data|public.pricing_data_2026_12|2026-12-01|2027-01-01|{name}"),
+            format!("create|public.pricing_data|public.pricing_data_2027_01|2027-01-01|2027-02-01|{name}"),
+            format!("create|public.pricing_data|public.pricing_data_2027_02|2027-02-01|2027-03-01|{name}"),
+            format!("create|public.pricing_data|public.pricing_data_default|||{name}"),
+        ],
+        "{out}"
+    );
+
+    // A failing after_create leaves the partition (it exists) and fails the pass.
+    db.exec("DROP TABLE pricing_data_2027_02").await;
+    let failing = fixtures::cli(
+        &db,
+        &format!("{MONTHLY}[tables.hooks]\nafter_create = [\"/bin/false\"]\n"),
+    );
+    let out = failing.run_async(["maintain", "--now", "2026-11-25"]).await;
+    out.assert_code(1);
+    assert!(
+        out.stdout
+            .contains("public.pricing_data_2027_02 was created, but the after_create hook"),
+        "{out}"
+    );
+    assert!(partition_names(&db)
+        .await
+        .contains(&"pricing_data_2027_02".to_string()));
+}
+
 /// Two tables with an expired partition each; `pricing_data` has `hook`, `other` none.
 async fn two_tables(hook: &str) -> (TestDb, String) {
     let db = pricing_db().await;
