@@ -477,7 +477,7 @@ async fn two_tables(hook: &str) -> (TestDb, String) {
 #[tokio::test]
 async fn a_before_expire_hook_that_exits_1_keeps_the_partition_and_fails_only_its_table() {
     let (db, config) = two_tables(
-        "[tables.hooks]\nbefore_expire = [\"/bin/sh\", \"-c\", \"echo no space left >&2; exit 1\"]\n",
+        "[tables.hooks]\nbefore_expire = [\"/bin/sh\", \"-c\", \"echo connecting to $DATABASE_URL; echo no space left >&2; exit 1\"]\n",
     )
     .await;
     let cli = crate::common::Cli::new().config(&config);
