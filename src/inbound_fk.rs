@@ -66,18 +66,25 @@ pub async fn read(
 }
 
 /// What PostgreSQL will check, and lock, when a partition of `table` is detached or dropped.
-pub fn describe(fks: &[InboundFk]) -> Option<String> {
+/// `blocking`: the detach runs without CONCURRENTLY, so the table itself stays locked meanwhile.
+pub fn describe(fks: &[InboundFk], blocking: bool) -> Option<String> {
     if fks.is_empty() {
         return None;
     }
-    Some(format!(
+    let mut note = format!(
         "{} foreign key(s) reference this table ({}): before a partition is detached (and so before it is dropped or archived), PostgreSQL scans each referencing table for a row whose key lies in that partition, holding a SHARE lock on it meanwhile (writes to it wait, reads go on; the lock is taken under lock_timeout, the scan is bounded by statement_timeout); a partition still referenced is refused and kept — partkeeper looks for such rows first, without locking, and says which",
         fks.len(),
         fks.iter()
             .map(|f| format!("{} on {}", f.name, f.from_table))
             .collect::<Vec<_>>()
             .join(", ")
-    ))
+    );
+    if blocking {
+        note.push_str(
+            "; this detach runs without CONCURRENTLY (a default partition exists, or PostgreSQL 13), so the table itself stays ACCESS EXCLUSIVE-locked during that scan: an index on the referencing columns keeps it short",
+        );
+    }
+    Some(note)
 }
 
 /// The first referencing row found for `partition` through `fk`, shown as its key, if any.
@@ -119,14 +126,14 @@ mod tests {
 
     #[test]
     fn no_foreign_key_no_note() {
-        assert!(describe(&[]).is_none());
+        assert!(describe(&[], true).is_none());
         let fk = InboundFk {
             name: "bookings_price_fk".into(),
             from_table: QualifiedName::new("public", "bookings"),
             from_columns: vec!["price_id".into(), "price_date".into()],
             to_columns: vec!["id".into(), "date".into()],
         };
-        let d = describe(std::slice::from_ref(&fk)).unwrap();
+        let d = describe(std::slice::from_ref(&fk), false).unwrap();
         assert!(d.contains("bookings_price_fk on public.bookings") && d.contains("SHARE lock"));
         let r = refusal(
             &fk,

@@ -57,7 +57,23 @@ pub async fn extend_plan(
     }
     if plan.actions.iter().any(is_expiry) {
         extras.inbound_fks = inbound_fk::read(conn, &table.name).await?;
-        if let Some(note) = inbound_fk::describe(&extras.inbound_fks) {
+        let blocking = plan.actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Drop {
+                    concurrently: false,
+                    ..
+                } | Action::Detach {
+                    concurrently: false,
+                    ..
+                } | Action::Archive {
+                    concurrently: false,
+                    pending: false,
+                    ..
+                }
+            )
+        });
+        if let Some(note) = inbound_fk::describe(&extras.inbound_fks, blocking) {
             plan.notes.push(note);
         }
     }
@@ -218,6 +234,7 @@ pub async fn assess(
     table: &ManagedTable,
     policy: &TablePolicy,
     extras: &Extras,
+    server_version: i32,
     health: &mut crate::check::TableHealth,
 ) -> Result<(), sqlx::Error> {
     if let Some(spec) = &extras.template {
@@ -237,7 +254,10 @@ pub async fn assess(
     }
     if policy.retention.is_some() {
         let fks = inbound_fk::read(conn, &table.name).await?;
-        if let Some(note) = inbound_fk::describe(&fks) {
+        let blocking = table.default.is_some()
+            || policy.default_partition
+            || server_version < crate::plan::DETACH_CONCURRENTLY_SINCE;
+        if let Some(note) = inbound_fk::describe(&fks, blocking) {
             health.notes.push(note);
         }
     }

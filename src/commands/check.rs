@@ -55,7 +55,7 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
     {
         crate::pg::answered(
             deadline,
-            crate::lifecycle_pass::assess(&mut conn, t, p, x, h),
+            crate::lifecycle_pass::assess(&mut conn, t, p, x, version, h),
         )
         .await?;
     }

@@ -677,7 +677,10 @@ async fn expiry_of_a_referenced_partition_is_refused_while_rows_point_at_it_and_
         assert!(
             dry.stdout
                 .contains("bookings_price_id_price_date_fkey on public.bookings")
-                && dry.stdout.contains("SHARE lock"),
+                && dry.stdout.contains("SHARE lock")
+                && dry
+                    .stdout
+                    .contains("stays ACCESS EXCLUSIVE-locked during that scan"),
             "{dry}"
         );
         let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
