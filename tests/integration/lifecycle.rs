@@ -653,6 +653,40 @@ async fn a_template_unique_index_on_id_is_on_every_partition_and_rejects_a_dupli
     assert!(again.stdout.contains("nothing to do"), "{again}");
 }
 
+#[tokio::test]
+async fn a_template_primary_key_becomes_each_partitions_primary_key_when_the_parent_has_none() {
+    let db = shared().create_database().await;
+    db.exec(
+        "CREATE TABLE events (id bigint NOT NULL, d date NOT NULL, body text) PARTITION BY RANGE (d);
+         CREATE TABLE events_template (LIKE events);
+         ALTER TABLE events_template ADD PRIMARY KEY (id);",
+    )
+    .await;
+    let cli = fixtures::cli(
+        &db,
+        "[[tables]]\nname = \"public.events\"\ncolumn = \"d\"\ninterval = \"1 month\"\npremake = 1\ndefault_partition = false\ntemplate = \"public.events_template\"\n",
+    );
+    cli.run_async(["maintain", "--now", "2026-11-25"])
+        .await
+        .assert_success();
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text || ' ' || pg_get_constraintdef(k.oid)
+           FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+           JOIN pg_constraint k ON k.conrelid = c.oid AND k.contype = 'p'
+          WHERE i.inhparent = 'events'::regclass ORDER BY 1",
+    )
+    .fetch_all(&mut db.connect().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        keys,
+        [
+            "events_2026_11 PRIMARY KEY (id)",
+            "events_2026_12 PRIMARY KEY (id)"
+        ]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // A table referenced by a foreign key
 
