@@ -996,6 +996,42 @@ async fn migrate_carries_a_foreign_key_into_the_table_and_it_stays_enforced() {
 }
 
 #[tokio::test]
+async fn migrate_finalize_keeps_the_moved_foreign_key() {
+    let db = shared().create_database().await;
+    db.exec(
+        "CREATE TABLE pricing_data (id bigserial, date date NOT NULL, PRIMARY KEY (id, date));
+         INSERT INTO pricing_data (date) SELECT current_date - (g % 100) FROM generate_series(1, 500) g;
+         CREATE TABLE bookings (id serial PRIMARY KEY, price_id bigint, price_date date,
+           FOREIGN KEY (price_id, price_date) REFERENCES pricing_data);
+         INSERT INTO bookings (price_id, price_date) SELECT id, date FROM pricing_data WHERE id % 10 = 0;",
+    )
+    .await;
+    let cli = crate::common::Cli::new().config(&format!(
+        "[database]\nurl = \"{}\"\n\n[[tables]]\nname = \"public.pricing_data\"\ncolumn = \"date\"\ninterval = \"1 month\"\n",
+        db.url()
+    ));
+    for step in ["run", "verify", "finalize"] {
+        cli.run_async(["migrate", step, "--table", "public.pricing_data"])
+            .await
+            .assert_success();
+    }
+    assert_eq!(
+        fk_target(&db, "bookings").await,
+        ("pricing_data p".to_string(), true)
+    );
+    let backup: Option<String> = db
+        .query_scalar("SELECT to_regclass('pricing_data_backup')::text")
+        .await;
+    assert_eq!(backup, None);
+    assert!(db
+        .try_query_scalar::<i32>(
+            "WITH i AS (INSERT INTO bookings (price_id, price_date) VALUES (-1, current_date) RETURNING 1) SELECT 1 FROM i",
+        )
+        .await
+        .is_err());
+}
+
+#[tokio::test]
 async fn migrate_still_refuses_a_foreign_key_over_the_id_alone_and_says_why() {
     let db = shared().create_database().await;
     db.exec(
