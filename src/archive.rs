@@ -114,6 +114,7 @@ pub async fn clashes(
         .bind(&partition.schema)
         .bind(&partition.name)
         .bind(schema)
+        .persistent(false)
         .fetch_all(&mut *conn)
         .await?;
         out.extend(taken.into_iter().map(|t| {
@@ -151,6 +152,7 @@ pub async fn list(
     )
     .bind(schema)
     .bind(&table.name)
+    .persistent(false)
     .fetch_all(conn)
     .await?;
     Ok(rows

@@ -52,6 +52,7 @@ pub async fn read(
         "#,
     )
     .bind(table.quoted())
+    .persistent(false)
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -107,7 +108,10 @@ pub async fn referencing_row(
         fk.from_table.quoted(),
         partition.quoted()
     );
-    sqlx::query_scalar(&sql).fetch_optional(conn).await
+    sqlx::query_scalar(&sql)
+        .persistent(false)
+        .fetch_optional(conn)
+        .await
 }
 
 /// Refusal message for a partition that is still referenced.

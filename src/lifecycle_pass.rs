@@ -179,12 +179,14 @@ pub async fn before(
     if is_expiry(action) && !matches!(action, Action::FinalizeDetach { .. }) {
         for fk in &extras.inbound_fks {
             let deadline = crate::pg::reply_deadline(db);
-            match crate::pg::answered(
-                deadline,
-                inbound_fk::referencing_row(conn, fk, action.partition()),
-            )
-            .await
-            {
+            // Behind a transaction pooler in a transaction of its own, with the timeouts set.
+            let look = async {
+                let mut reader = crate::pooler::db_reader(conn, db).await?;
+                let row = inbound_fk::referencing_row(&mut reader, fk, action.partition()).await?;
+                reader.done().await?;
+                Ok::<_, sqlx::Error>(row)
+            };
+            match crate::pg::answered(deadline, look).await {
                 Ok(None) => {}
                 Ok(Some(key)) => {
                     return Err(refused(inbound_fk::refusal(fk, action.partition(), &key)))

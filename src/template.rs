@@ -209,6 +209,7 @@ pub async fn read(
     .bind(&template.schema)
     .bind(table.name.quoted())
     .bind(&template.name)
+    .persistent(false)
     .fetch_optional(&mut *conn)
     .await?;
     let Some((relkind, reloptions, parent_has_primary_key)) = found else {
@@ -238,6 +239,7 @@ pub async fn read(
     )
     .bind(template.quoted())
     .bind(table.name.quoted())
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?;
     if !incompatible.is_empty() {
@@ -258,6 +260,7 @@ pub async fn read(
         "#,
     )
     .bind(template.quoted())
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?;
     let mut indexes = Vec::new();
@@ -298,6 +301,7 @@ pub async fn partition_indexes(
         "#,
     )
     .bind(&names)
+    .persistent(false)
     .fetch_all(conn)
     .await?;
     let mut out = vec![Vec::new(); partitions.len()];

@@ -11,6 +11,9 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
     let now = super::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
     let mut conn = super::connect(&cfg).await?;
     let deadline = crate::pg::reply_deadline(&cfg.database);
+    // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
+    let mut conn =
+        crate::pg::answered(deadline, crate::pooler::db_reader(&mut conn, &cfg.database)).await?;
     let version = crate::pg::answered(deadline, crate::pg::server_version(&mut conn)).await?;
     let mut resolved =
         crate::pg::answered(deadline, catalog::read_managed(&mut conn, &policies, false)).await?;
@@ -59,6 +62,7 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
         )
         .await?;
     }
+    crate::pg::answered(deadline, conn.done()).await?;
     match args.format {
         OutputFormat::Json => println!(
             "{}",

@@ -140,6 +140,7 @@ pub async fn read(
           ORDER BY 1, 2, 3",
     )
     .bind(table.quoted())
+    .persistent(false)
     .fetch_all(conn)
     .await?;
     Ok(rows
@@ -198,6 +199,7 @@ pub async fn validate(
           ORDER BY 1, 2, 3",
     )
     .bind(table.quoted())
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?;
     for (s, t, name) in &pending {
