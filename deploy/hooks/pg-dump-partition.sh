@@ -14,7 +14,8 @@
 #
 # From partkeeper's environment: DATABASE_URL, PARTKEEPER_DATABASE, PARTKEEPER_PARTITION_SCHEMA,
 # PARTKEEPER_PARTITION_NAME (and PARTKEEPER_PARTITION, _TABLE, _FROM, _TO, _ACTION).
-# PG_DUMP / PG_RESTORE name the programs (default: pg_dump, pg_restore on PATH); pg_dump must
+# PARTKEEPER_DUMP_URL, when set, is used instead of DATABASE_URL (e.g. a direct connection when
+# partkeeper goes through a transaction pooler). PG_DUMP / PG_RESTORE name the programs (default: pg_dump, pg_restore on PATH); pg_dump must
 # be of the server's major version or newer.
 #
 # Privileges: the role in DATABASE_URL needs SELECT on the partition (partkeeper's role owns
@@ -28,7 +29,8 @@ die() {
 
 dir=${1:-${PARTKEEPER_DUMP_DIR:-}}
 [ -n "$dir" ] || die "no directory: pass it as the first argument or set PARTKEEPER_DUMP_DIR"
-[ -n "${DATABASE_URL:-}" ] || die "DATABASE_URL is not set (partkeeper sets it for hooks)"
+url=${PARTKEEPER_DUMP_URL:-${DATABASE_URL:-}}
+[ -n "$url" ] || die "DATABASE_URL is not set (partkeeper sets it for hooks)"
 schema=${PARTKEEPER_PARTITION_SCHEMA:-}
 name=${PARTKEEPER_PARTITION_NAME:-}
 [ -n "$schema" ] && [ -n "$name" ] || die "PARTKEEPER_PARTITION_SCHEMA and PARTKEEPER_PARTITION_NAME must be set (run me as a partkeeper hook)"
@@ -49,7 +51,7 @@ pattern="$(quote "$schema").$(quote "$name")"
 partial="$target/$file.partial"
 rm -f "$partial" "$partial.sha256"
 echo "pg-dump-partition: dumping $schema.$name to $target/$file"
-"$pg_dump" --format=custom --no-password --dbname="$DATABASE_URL" --table="$pattern" --file="$partial" \
+"$pg_dump" --format=custom --no-password --dbname="$url" --table="$pattern" --file="$partial" \
 	|| die "pg_dump of $schema.$name failed"
 [ -s "$partial" ] || die "pg_dump wrote an empty file"
 "$pg_restore" --list "$partial" >/dev/null || die "pg_restore cannot read the dump $partial"
