@@ -88,6 +88,7 @@ pub struct RawReplica {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<String>,
+    pub web_config_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,6 +186,10 @@ pub struct ReplicaConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// TLS and basic auth for the HTTP server: an exporter-toolkit web configuration file
+    /// (relative to the working directory), read by `run` and `config validate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -629,7 +634,15 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             pooler,
         },
         replicas,
-        server: ServerConfig { listen },
+        server: ServerConfig {
+            listen,
+            web_config_file: raw
+                .server
+                .web_config_file
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        },
         schedule: ScheduleConfig {
             maintenance,
             timezone,
@@ -653,29 +666,13 @@ fn parse_tz(key: &str, text: &str, p: &mut impl FnMut(String)) -> Tz {
     }
 }
 
-/// 5-field cron gets a leading `0` seconds field; 6 fields pass as they are.
 fn with_seconds(expr: &str) -> Option<String> {
-    match expr.split_whitespace().count() {
-        5 => Some(format!("0 {expr}")),
-        6 => Some(expr.split_whitespace().collect::<Vec<_>>().join(" ")),
-        _ => None,
-    }
+    crate::cron::with_seconds(expr)
 }
 
 /// Validates with the same parser the scheduler uses, so what passes here also runs.
 pub fn check_cron(expr: &str) -> Result<(), String> {
-    let six = with_seconds(expr).ok_or_else(|| {
-        format!(
-            "has {} fields; write a standard 5-field cron expression such as \"0 2 * * *\" \
-             (minute hour day-of-month month day-of-week), or 6 fields with seconds first",
-            expr.split_whitespace().count()
-        )
-    })?;
-    croner::Cron::new(&six)
-        .with_seconds_required()
-        .parse()
-        .map(|_| ())
-        .map_err(|e| format!("{e}; write e.g. \"0 2 * * *\" for 02:00 every day"))
+    crate::cron::Schedule::parse(expr).map(|_| ())
 }
 
 fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod coverage;
+pub mod cron;
 pub mod daemon;
 pub mod ddl;
 pub mod demo;
