@@ -84,6 +84,12 @@ async fn over_tls_metrics_and_status_need_the_password_and_the_probes_do_not() {
         "{log}"
     );
     assert!(!log.contains(PASSWORD), "{log}");
+
+    // SIGTERM stops the HTTPS server as cleanly as the plain one.
+    let RunningDaemon { daemon, .. } = daemon;
+    daemon.terminate();
+    let out = daemon.wait(Duration::from_secs(10)).await;
+    out.assert_success();
 }
 
 #[tokio::test]
