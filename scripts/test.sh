@@ -28,6 +28,8 @@ missing=()
 have_initdb || missing+=(postgresql)
 # One package: promtool (rule tests) and the server (tests/integration/live_prometheus.rs).
 { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
+# The poolers:: tests start their own PgBouncer (the Debian service is never used).
+[[ -x /usr/sbin/pgbouncer ]] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
 
 if ((${#missing[@]})); then
   as_root=()

@@ -74,6 +74,7 @@ pub struct RawDatabase {
     pub statement_timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub lock_retries: Option<i64>,
+    pub pooler: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +146,35 @@ pub struct DatabaseConfig {
     #[serde(serialize_with = "ser_duration")]
     pub connect_timeout: Duration,
     pub lock_retries: u32,
+    /// What sits between partkeeper and PostgreSQL (`database.pooler`).
+    pub pooler: Pooler,
+}
+
+/// `database.pooler`: how partkeeper talks to the server (see the README, "Connection poolers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// A direct connection (or a pooler that passes startup parameters through): the session
+    /// settings travel as startup `options`, exactly as before this setting existed.
+    #[default]
+    None,
+    /// A session-mode pooler (PgBouncer `pool_mode = session`): no startup parameter a pooler
+    /// rejects; the session settings are `SET` once after connecting.
+    Session,
+    /// A transaction-mode pooler: unnamed statements only, every query inside an explicit
+    /// transaction with its settings `SET LOCAL`, and leases instead of session advisory locks.
+    Transaction,
+}
+
+impl Pooler {
+    pub fn parse(s: &str) -> Option<Pooler> {
+        match s {
+            "none" => Some(Pooler::None),
+            "session" => Some(Pooler::Session),
+            "transaction" => Some(Pooler::Transaction),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -408,6 +438,15 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             DEFAULT_LOCK_RETRIES
         }
     };
+    let pooler = match raw.database.pooler.as_deref() {
+        None => Pooler::None,
+        Some(v) => Pooler::parse(v).unwrap_or_else(|| {
+            p(format!(
+                "database.pooler = {v:?} is not one of \"none\" (a direct connection), \"session\" or \"transaction\" (the pool_mode of the PgBouncer in between)"
+            ));
+            Pooler::None
+        }),
+    };
 
     let mut replica_names = BTreeSet::new();
     let mut replicas = Vec::new();
@@ -592,6 +631,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             statement_timeout,
             connect_timeout,
             lock_retries,
+            pooler,
         },
         replicas,
         server: ServerConfig {

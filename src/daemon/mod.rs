@@ -75,6 +75,8 @@ pub struct Shared {
     /// Held for the length of a maintenance pass: one at a time.
     pub pass_lock: tokio::sync::Mutex<()>,
     pass_backend: Mutex<Option<i32>>,
+    /// The maintenance lease this instance holds as leader (transaction pooler only).
+    lease: Mutex<Option<crate::lease::Held>>,
     pass_task: Mutex<Option<tokio::task::AbortHandle>>,
     shutdown: watch::Sender<bool>,
     started_at: DateTime<Utc>,
@@ -198,6 +200,7 @@ impl Shared {
             scheduler: Mutex::default(),
             pass_lock: tokio::sync::Mutex::new(()),
             pass_backend: Mutex::default(),
+            lease: Mutex::default(),
             pass_task: Mutex::default(),
             shutdown: watch::channel(false).0,
             started_at: Utc::now(),
@@ -269,6 +272,14 @@ impl Shared {
 
     pub fn set_pass_backend(&self, pid: Option<i32>) {
         *lock(&self.pass_backend) = pid;
+    }
+
+    pub fn lease(&self) -> Option<crate::lease::Held> {
+        lock(&self.lease).clone()
+    }
+
+    pub fn set_lease(&self, held: Option<crate::lease::Held>) {
+        *lock(&self.lease) = held;
     }
 
     pub fn set_pass_task(&self, task: Option<tokio::task::AbortHandle>) {
@@ -480,6 +491,7 @@ async fn wait_for_pass(shared: &Shared) {
                 db.lock_timeout,
                 CANCEL_GRACE,
                 CANCEL_GRACE,
+                db.pooler,
             )
             .await?;
             sqlx::query("SELECT pg_cancel_backend($1)")

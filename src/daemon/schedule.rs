@@ -158,21 +158,38 @@ async fn run_pass(shared: Arc<Shared>) -> Result<PassReport, String> {
         db.lock_timeout,
         db.statement_timeout,
         db.connect_timeout,
+        db.pooler,
     )
     .await
     .map_err(|f| format!("cannot connect to the primary: {}", f.internal))?;
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut conn)
-        .await
-        .map_err(|e| pg::describe(&e))?;
-    shared.set_pass_backend(Some(pid));
     let options = Options {
         now: Utc::now(),
         dry_run: false,
         strict: false,
         lock_wait: maintain::LOCK_WAIT,
     };
-    let result = maintain::run_pass(&mut conn, db, &shared.config.tables, &options).await;
+    // Behind a transaction pooler the server session changes with every transaction: there is
+    // no pid to cancel (a shutdown stops the pass instead), and the pass runs under the
+    // leader's lease, checked by each step.
+    let result = if db.pooler == crate::config::Pooler::Transaction {
+        let Some(held) = shared.lease() else {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+            return Err("this instance no longer holds the maintenance lease".into());
+        };
+        crate::lease::FENCE
+            .scope(
+                held,
+                maintain::run_pass(&mut conn, db, &shared.config.tables, &options),
+            )
+            .await
+    } else {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| pg::describe(&e))?;
+        shared.set_pass_backend(Some(pid));
+        maintain::run_pass(&mut conn, db, &shared.config.tables, &options).await
+    };
     shared.set_pass_backend(None);
     let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
     result.map_err(|e| crate::logging::chain(&e))

@@ -19,6 +19,7 @@ mod locks;
 mod maintain;
 mod migrate;
 mod migrate_bench;
+mod poolers;
 mod shipped_config;
 mod web_config;
 mod writes_during_maintain;

@@ -12,6 +12,7 @@ pub mod database;
 pub mod eventually;
 pub mod fixtures;
 pub mod http;
+pub mod pgbouncer;
 pub mod prometheus;
 pub mod proxy;
 pub mod replica;
