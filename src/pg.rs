@@ -261,7 +261,7 @@ pub fn external_reason(e: &sqlx::Error) -> String {
 /// A small pool (commands and the daemon need only a few connections).
 pub async fn pool(db: &DatabaseConfig, max: u32) -> Result<PgPool, ConnectError> {
     let opts = db_options(db)?;
-    PgPoolOptions::new()
+    pool_options(db)
         .max_connections(max)
         .acquire_timeout(db.connect_timeout)
         .connect_with(opts)
@@ -272,10 +272,18 @@ pub async fn pool(db: &DatabaseConfig, max: u32) -> Result<PgPool, ConnectError>
         })
 }
 
+/// Pool options that apply the session settings after connecting behind a session pooler.
+fn pool_options(db: &DatabaseConfig) -> PgPoolOptions {
+    let (pooler, lock, statement) = (db.pooler, db.lock_timeout, db.statement_timeout);
+    PgPoolOptions::new().after_connect(move |conn, _| {
+        Box::pin(async move { after_connect(conn, pooler, lock, statement).await })
+    })
+}
+
 /// A lazily connecting pool: the daemon starts even when the database is down.
 pub fn lazy_pool(db: &DatabaseConfig, max: u32) -> Result<PgPool, ConnectError> {
     let opts = db_options(db)?;
-    Ok(PgPoolOptions::new()
+    Ok(pool_options(db)
         .max_connections(max)
         .acquire_timeout(db.connect_timeout)
         .connect_lazy_with(opts))

@@ -16,6 +16,7 @@ mod faults;
 mod harness;
 mod identifiers;
 mod keys;
+mod lifecycle;
 mod live_prometheus;
 mod locks;
 mod maintain;

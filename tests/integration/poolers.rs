@@ -256,6 +256,21 @@ async fn session_mode_the_daemon_leads_and_maintains() {
     })
     .await;
     assert_eq!(partition_count(&db).await, 5);
+    // The daemon's connections, sampled on the server while it ticks (a pass every 2 s, a
+    // refresh every second): never more than the three the README states.
+    let mut most = 0;
+    for _ in 0..15 {
+        let n: i64 = db
+            .query_scalar(&format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+                db.name()
+            ))
+            .await;
+        most = most.max(n);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("session pooler: at most {most} server connection(s) for one daemon in 3 s");
+    assert!((1..=3).contains(&most), "{most}");
 }
 
 #[tokio::test]
@@ -341,6 +356,11 @@ async fn two_daemons_one_leads_and_the_other_takes_over(
         },
     )
     .await;
+    // Both heartbeats answer (readiness is the heartbeat's), whatever the pool size.
+    for d in [&a, &b] {
+        let (code, body) = d.get("/readyz").await.expect("an answer");
+        assert_eq!(code, 200, "{body}");
+    }
     let (ma, mb) = (scrape(&a).await, scrape(&b).await);
     let (leader, follower, follower_metrics) = if sample(&ma, "partkeeper_leader") == Some(1.0) {
         (a, b, mb)

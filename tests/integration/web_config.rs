@@ -84,6 +84,12 @@ async fn over_tls_metrics_and_status_need_the_password_and_the_probes_do_not() {
         "{log}"
     );
     assert!(!log.contains(PASSWORD), "{log}");
+
+    // SIGTERM stops the HTTPS server as cleanly as the plain one.
+    let RunningDaemon { daemon, .. } = daemon;
+    daemon.terminate();
+    let out = daemon.wait(Duration::from_secs(10)).await;
+    out.assert_success();
 }
 
 #[tokio::test]
@@ -195,4 +201,37 @@ async fn a_bad_web_config_exits_2_naming_the_file_and_what_to_fix() {
             .contains("TLS (1.2+, client certificates verified if given), basic auth"),
         "{out}"
     );
+}
+
+/// The Kubernetes probes hit paths the web configuration leaves open, and the secure overlay
+/// (deploy/kubernetes-secure) switches them to HTTPS and the ServiceMonitor to https with
+/// credentials; otherwise the kubelet would restart every secured pod.
+#[test]
+fn the_kubernetes_probes_use_open_paths_and_the_secure_overlay_probes_over_https() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let deployment: serde_yaml_ng::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(root.join("deploy/kubernetes/deployment.yaml")).unwrap(),
+    )
+    .unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let path = container[probe]["httpGet"]["path"].as_str().unwrap();
+        assert!(
+            partkeeper::daemon::serve::OPEN_PATHS.contains(&path),
+            "{probe} {path} needs credentials the kubelet does not have"
+        );
+    }
+    let overlay =
+        std::fs::read_to_string(root.join("deploy/kubernetes-secure/kustomization.yaml")).unwrap();
+    for line in [
+        "path: /spec/template/spec/containers/0/livenessProbe/httpGet/scheme",
+        "path: /spec/template/spec/containers/0/readinessProbe/httpGet/scheme",
+        "value: HTTPS",
+        "value: --web.config.file=/etc/partkeeper-web/web.yml",
+        "path: /spec/endpoints/0/basicAuth",
+        "path: /spec/endpoints/0/tlsConfig",
+        "value: https",
+    ] {
+        assert!(overlay.contains(line), "the secure overlay lacks {line:?}");
+    }
 }
