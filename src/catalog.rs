@@ -318,7 +318,7 @@ pub async fn read_values(
 }
 
 /// The key type a policy reads the column as, or what to change in the configuration.
-fn key_for_policy(
+pub fn key_for_policy(
     column: KeyType,
     type_name: &str,
     policy: &TablePolicy,

@@ -519,21 +519,15 @@ pub async fn read_data(
     deadline: std::time::Duration,
     inv: &Inventory,
     key: &str,
-    key_sql_type: &str,
+    key_type: crate::bounds::KeyType,
     fill: Option<&str>,
 ) -> Result<DataFacts, sqlx::Error> {
+    let key_sql_type = key_type.sql_name();
     let t = inv.table.quoted();
     let k = crate::ident::quote_ident(key);
-    let epoch = |expr: &str| {
-        // Integer keys (SPEC part 2) are their own position on the line.
-        if matches!(key_sql_type, "smallint" | "integer" | "bigint") {
-            format!("({expr})::float8")
-        } else if key_sql_type == "timestamptz" {
-            format!("extract(epoch FROM ({expr})::timestamptz)::float8")
-        } else {
-            format!("extract(epoch FROM ({expr})::timestamp)::float8")
-        }
-    };
+    let epoch = |expr: &str| crate::keys::seconds_sql(key_type, expr);
+    let min_max = crate::keys::min_max_sql(key_type, &k);
+    let fill_min_max = crate::keys::min_max_sql(key_type, "f");
     let null_keys: i64 = crate::pg::answered(
         deadline,
         sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE {k} IS NULL"))
@@ -549,9 +543,11 @@ pub async fn read_data(
     ) = crate::pg::answered(
         deadline,
         sqlx::query_as(&format!(
-            "SELECT {}, {}, lo::text, hi::text FROM (SELECT min({k}) AS lo, max({k}) AS hi FROM {t}) s",
+            "SELECT {}, {}, lo::text, hi::text FROM (SELECT {} AS lo, {} AS hi FROM {t}) s",
             epoch("lo"),
-            epoch("hi")
+            epoch("hi"),
+            min_max.0,
+            min_max.1,
         ))
         .persistent(false)
         .fetch_one(&mut *conn),
@@ -572,8 +568,8 @@ pub async fn read_data(
             sqlx::query_as(&format!(
                 "SELECT {}, {}, count(*) FILTER (WHERE f IS NULL)
                    FROM (SELECT {filled} AS f FROM {t} WHERE {k} IS NULL) s",
-                epoch("min(f)"),
-                epoch("max(f)")
+                epoch(&fill_min_max.0),
+                epoch(&fill_min_max.1)
             ))
             .persistent(false)
             .fetch_one(&mut *conn),

@@ -128,21 +128,21 @@ pub fn judge(
     };
     // maintain manages integer, epoch and uuid keys (SPEC part 2); the conversion still reads
     // the data range as time, so it takes the three time types only.
-    // maintain manages epoch and uuid keys too (SPEC part 2); the conversion reads the data
-    // range as time or as plain integers, so it takes the time types and integer intervals.
+    // Every key kind of SPEC part 2, read as maintain reads it (epoch and uuid as instants).
     let integer_key = matches!(policy.interval, Width::Values(_)) && policy.epoch.is_none();
-    let Some(key_type) = KeyType::from_pg_type(&col.type_name).filter(|k| match k {
-        KeyType::Date | KeyType::Timestamp | KeyType::TimestampTz => !integer_key,
-        KeyType::Int(_) => integer_key,
-        _ => false,
-    }) else {
+    let Some(column_type) = KeyType::from_pg_type(&col.type_name) else {
         p.blockers.push(format!(
-            "the partition key {t}.{key} is of type {} with interval {}{}; migrate converts tables by a date, timestamp or timestamptz key with a calendar interval, or by an integer key with an integer interval (epoch and uuid keys are maintained once partitioned, but not converted yet)",
-            col.type_name,
-            policy.interval,
-            policy.epoch.map(|u| format!(" and epoch = \"{u}\"")).unwrap_or_default(),
+            "the partition key {t}.{key} is of type {}; partkeeper partitions by date, timestamp, timestamptz, smallint, integer, bigint or uuid",
+            col.type_name
         ));
         return p;
+    };
+    let key_type = match crate::catalog::key_for_policy(column_type, &col.type_name, policy) {
+        Ok(k) => k,
+        Err(e) => {
+            p.blockers.push(e);
+            return p;
+        }
     };
     if integer_key
         && !inv.indexes.iter().any(|i| {

@@ -75,9 +75,10 @@ pub async fn prepare(
             policy.name
         )));
     }
-    let key_type = inv
-        .column(&policy.column)
-        .and_then(|c| KeyType::from_pg_type(&c.type_name));
+    let key_type = inv.column(&policy.column).and_then(|c| {
+        let column = KeyType::from_pg_type(&c.type_name)?;
+        Some(catalog::key_for_policy(column, &c.type_name, policy).unwrap_or(column))
+    });
     let mut facts = None;
     if let (Some(kt), "r") = (key_type, inv.relkind.as_str()) {
         if let Some(fill) = &opts.fill {
@@ -96,7 +97,7 @@ pub async fn prepare(
                 deadline,
                 &inv,
                 &policy.column,
-                kt.sql_name(),
+                kt,
                 opts.fill.as_deref(),
             )
             .await?,
@@ -187,6 +188,7 @@ pub async fn run(
     };
     let bp = state.blueprint.clone();
     let key_type = KeyType::from_pg_type(&bp.key_sql_type)
+        .map(|k| catalog::key_for_policy(k, &bp.key_sql_type, policy).unwrap_or(k))
         .ok_or_else(|| Error::Failed(format!("unknown key type {}", bp.key_sql_type)))?;
 
     if !state.copy_done {
@@ -335,21 +337,15 @@ async fn cover_default_rows(
     within: Within,
 ) -> Result<usize, Error> {
     let integer_key = matches!(key_type, KeyType::Int(_));
-    let epoch = if integer_key {
-        "({})::float8"
-    } else if key_type == KeyType::TimestampTz {
-        "extract(epoch FROM {})::float8"
-    } else {
-        "extract(epoch FROM ({})::timestamp)::float8"
-    };
+    let epoch = crate::keys::seconds_sql(key_type, "{}");
     let k = bp.key_quoted();
     let deadline = pg::reply_deadline(db);
     let (lo, hi): (Option<f64>, Option<f64>) = pg::answered(
         deadline,
         sqlx::query_as(&format!(
             "SELECT {}, {} FROM {}",
-            epoch.replace("{}", &format!("min({k})")),
-            epoch.replace("{}", &format!("max({k})")),
+            epoch.replace("{}", &crate::keys::min_max_sql(key_type, &k).0),
+            epoch.replace("{}", &crate::keys::min_max_sql(key_type, &k).1),
             bp.default_partition.quoted()
         ))
         .fetch_one(&mut *conn),

@@ -757,3 +757,64 @@ async fn convert_by_id(mode: &str) {
     assert!(again.stdout.contains("nothing to do"), "{again}");
     cli.run_async(["check"]).await.assert_success();
 }
+
+#[tokio::test]
+async fn migrate_converts_by_epoch_milliseconds_and_by_uuid_v7() {
+    // Each row keeps its time in `at` as well, to check its partition against.
+    let kinds = [
+        (
+            "k bigint NOT NULL",
+            "(extract(epoch FROM at) * 1000)::int8",
+            "epoch = \"milliseconds\"\n",
+        ),
+        (
+            "k uuid NOT NULL",
+            "(lpad(to_hex((extract(epoch FROM at) * 1000)::int8), 12, '0') || '7abc8def0123456789ab')::uuid",
+            "",
+        ),
+    ];
+    for (column, value, extra) in kinds {
+        let db = shared().create_database().await;
+        db.exec(&format!(
+            "CREATE TABLE ev (id bigserial PRIMARY KEY, at timestamptz NOT NULL, {column});
+             INSERT INTO ev (at, k)
+               SELECT at, {value}
+                 FROM (SELECT TIMESTAMPTZ '2026-01-01 00:00:00+00' + g * INTERVAL '97 minutes' AS at
+                         FROM generate_series(0, 3000) g) s;"
+        ))
+        .await;
+        let cli = crate::common::Cli::new().config(&fixtures::config(
+            &db,
+            &format!(
+                "[[tables]]\nname = \"public.ev\"\ncolumn = \"k\"\ninterval = \"1 month\"\npremake = 1\ndefault_partition = true\ntimezone = \"UTC\"\n{extra}"
+            ),
+        ));
+        let before: i64 = db
+            .query_scalar("SELECT sum(hashtext(ROW(id, at, k)::text)::int8)::int8 FROM ev")
+            .await;
+        cli.run_async(["migrate", "plan", "--table", "public.ev"])
+            .await
+            .assert_success();
+        cli.run_async(["migrate", "run", "--offline", "--table", "public.ev"])
+            .await
+            .assert_success();
+        let after: i64 = db
+            .query_scalar("SELECT sum(hashtext(ROW(id, at, k)::text)::int8)::int8 FROM ev")
+            .await;
+        assert_eq!(after, before, "{column}");
+        // Every row sits in the partition of its month (the data runs 2026-01 to 2026-07).
+        let misplaced: i64 = db
+            .query_scalar(
+                "SELECT count(*) FROM ev WHERE tableoid::regclass::text <> 'ev_' || to_char(at AT TIME ZONE 'UTC', 'YYYY_MM')",
+            )
+            .await;
+        assert_eq!(misplaced, 0, "{column}");
+        cli.run_async(["migrate", "verify", "--table", "public.ev"])
+            .await
+            .assert_success();
+        let again = cli.run_async(["maintain"]).await;
+        again.assert_success();
+        assert!(again.stdout.contains("nothing to do"), "{column}: {again}");
+        cli.run_async(["check"]).await.assert_success();
+    }
+}
