@@ -23,15 +23,30 @@ pub enum Error {
     /// `check` (or `migrate verify`) found problems; they were printed already.
     #[error("{0}")]
     ProblemsFound(String),
-    #[error("database error: {0}")]
-    Database(String),
+    #[error("database error: {}", crate::pg::describe(.0))]
+    Database(#[source] sqlx::Error),
+    #[error("lost the connection to PostgreSQL: {}", crate::pg::describe(.0))]
+    ConnectionLost(#[source] sqlx::Error),
+    /// A transaction step failed (its name, and the server's error as the source).
+    #[error(transparent)]
+    Step(#[from] crate::tx::TxError),
+    #[error(transparent)]
+    Migrate(#[from] crate::migrate::MigrateError),
+    #[error(transparent)]
+    Bench(crate::bench::BenchError),
 }
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Connect(_) | Error::Mismatch(_) | Error::Usage(_) => 2,
-            Error::Failed(_) | Error::ProblemsFound(_) | Error::Database(_) => 1,
+            Error::Failed(_)
+            | Error::ProblemsFound(_)
+            | Error::Database(_)
+            | Error::ConnectionLost(_)
+            | Error::Step(_)
+            | Error::Migrate(_)
+            | Error::Bench(_) => 1,
         }
     }
 }
@@ -39,12 +54,9 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         if crate::pg::is_connection_lost(&e) {
-            Error::Failed(format!(
-                "lost the connection to PostgreSQL: {}",
-                crate::pg::describe(&e)
-            ))
+            Error::ConnectionLost(e)
         } else {
-            Error::Database(crate::pg::describe(&e))
+            Error::Database(e)
         }
     }
 }

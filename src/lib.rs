@@ -24,3 +24,4 @@ pub mod plan;
 pub mod replication;
 pub mod secret;
 pub mod throwaway;
+pub mod tx;

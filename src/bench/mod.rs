@@ -27,6 +27,37 @@ use crate::bounds::KeyType;
 use crate::config::{BenchQuery, TablePolicy};
 use crate::error::{Error, Result};
 use crate::ident::quote_ident;
+/// What can fail while measuring, with the query it concerns; the cause is kept as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("table {table} has no rows with a {key}; bench measures queries on real data")]
+    NoRows { table: String, key: String },
+    #[error("{label} ({sql}): {}", crate::pg::describe(.source))]
+    Query {
+        label: String,
+        sql: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("{label}: {source}")]
+    Plan {
+        label: String,
+        #[source]
+        source: explain::ExplainError,
+    },
+}
+
+impl From<BenchError> for Error {
+    fn from(e: BenchError) -> Self {
+        match e {
+            BenchError::Query { source, .. } if crate::pg::is_connection_lost(&source) => {
+                Error::ConnectionLost(source)
+            }
+            other => Error::Bench(other),
+        }
+    }
+}
+
 use queries::{Bind, Parameters, QueryClass, TableShape, Windows, PROPERTY_COLUMN};
 use report::{BenchReport, Layout, FORMAT_VERSION, WARMUP_RUNS};
 
@@ -122,10 +153,11 @@ pub async fn choose_parameters(
             .fetch_one(&mut *conn)
             .await?;
     let Some(newest) = newest else {
-        return Err(Error::Failed(format!(
-            "table {} has no rows with a {key}; bench measures queries on real data",
-            target.shape.name
-        )));
+        return Err(BenchError::NoRows {
+            table: target.shape.name.to_string(),
+            key,
+        }
+        .into());
     };
     let reference = newest.min(today);
     if target.shape.property_problem().is_some() {
@@ -232,18 +264,17 @@ pub async fn measure(
             .persistent(false)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| {
-                Error::Database(format!(
-                    "{} ({}): {}",
-                    class.label,
-                    class.sql,
-                    crate::pg::describe(&e)
-                ))
+            .map_err(|source| BenchError::Query {
+                label: class.label.to_string(),
+                sql: class.sql.clone(),
+                source,
             })?;
         // The plan is a json value, whose wire form is its text.
         let text: String = row.try_get_unchecked(0)?;
-        let figures =
-            explain::parse(&text).map_err(|e| Error::Failed(format!("{}: {e}", class.label)))?;
+        let figures = explain::parse(&text).map_err(|source| BenchError::Plan {
+            label: class.label.to_string(),
+            source,
+        })?;
         if i >= WARMUP_RUNS {
             timed.push(figures);
         }

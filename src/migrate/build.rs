@@ -124,11 +124,22 @@ pub fn retarget_trigger(def: &str, printed_table: &str, new_table: &str) -> Opti
     Some(def.replacen(&needle, &format!(" ON {new_table} "), 1))
 }
 
-/// Which parts of the build a mode wants now: offline builds keys and indexes after loading.
+/// Which parts of the build a mode wants now. Online: the primary key and unique keys with the
+/// table (the copy's `ON CONFLICT` needs them), the other indexes only on the parent (`ON ONLY`,
+/// invalid) and built per partition after the copy ([`super::indexes`]); offline: every key and
+/// index after loading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keys {
-    WithTable,
+    UniqueWithTable,
     Later,
+}
+
+/// Which indexes [`key_statements`] renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    All,
+    /// Constraints and unique indexes only.
+    Unique,
 }
 
 /// Statements creating the parent with everything but its partitions.
@@ -167,8 +178,8 @@ pub fn parent_statements(inv: &Inventory, b: &Blueprint, keys: Keys) -> Vec<Stri
             c.definition
         ));
     }
-    if keys == Keys::WithTable {
-        s.extend(key_statements(inv, b));
+    if keys == Keys::UniqueWithTable {
+        s.extend(key_statements(inv, b, Which::Unique));
     }
     for t in &b.user_triggers {
         s.push(t.create_on_new.clone());
@@ -177,16 +188,19 @@ pub fn parent_statements(inv: &Inventory, b: &Blueprint, keys: Keys) -> Vec<Stri
     s
 }
 
+/// The new table's name for the original's index `name`.
+fn building(b: &Blueprint, name: &str) -> String {
+    b.indexes
+        .iter()
+        .find(|i| i.original == name)
+        .map(|i| i.building.clone())
+        .unwrap_or_else(|| name.to_string())
+}
+
 /// Primary key, unique constraints (extended with the partition key) and indexes.
-pub fn key_statements(inv: &Inventory, b: &Blueprint) -> Vec<String> {
+pub fn key_statements(inv: &Inventory, b: &Blueprint, which: Which) -> Vec<String> {
     let new = b.partitioned.quoted();
-    let building = |name: &str| {
-        b.indexes
-            .iter()
-            .find(|i| i.original == name)
-            .map(|i| i.building.clone())
-            .unwrap_or_else(|| name.to_string())
-    };
+    let building = |name: &str| building(b, name);
     let mut s = Vec::new();
     for c in inv
         .constraints
@@ -200,7 +214,11 @@ pub fn key_statements(inv: &Inventory, b: &Blueprint) -> Vec<String> {
             ));
         }
     }
-    for i in inv.indexes.iter().filter(|i| !i.constraint) {
+    for i in inv
+        .indexes
+        .iter()
+        .filter(|i| !i.constraint && (i.unique || which == Which::All))
+    {
         let Some(tail) = index_tail(i, &inv.printed_name) else {
             continue;
         };
@@ -219,6 +237,25 @@ pub fn key_statements(inv: &Inventory, b: &Blueprint) -> Vec<String> {
         ));
     }
     s
+}
+
+/// The original's non-unique indexes on the new parent only (`CREATE INDEX ... ON ONLY`): invalid
+/// until every partition has its own attached ([`super::indexes`]). Rendered after the
+/// partitions, so that attaching them does not build the indexes empty and keep them up during
+/// the copy; partitions attached later (rows outside the range, maintenance) get them built.
+pub fn parent_only_indexes(inv: &Inventory, b: &Blueprint) -> Vec<String> {
+    inv.indexes
+        .iter()
+        .filter(|i| !i.constraint && !i.unique)
+        .filter_map(|i| {
+            let tail = index_tail(i, &inv.printed_name)?;
+            Some(format!(
+                "CREATE INDEX {} ON ONLY {} USING {tail}",
+                quote_ident(&building(b, &i.name)),
+                b.partitioned.quoted()
+            ))
+        })
+        .collect()
 }
 
 /// Table and column grants of the original, applied to `to` (GRANT is idempotent).
@@ -322,7 +359,7 @@ pub fn partition_statements(
     b: &Blueprint,
     key_type: KeyType,
     partitions: &[PlannedPartition],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, crate::bounds::BoundsError> {
     let table = managed(b, key_type, &inv.owner, false);
     let tpl = template(inv, b);
     let mut s = Vec::new();
@@ -337,7 +374,7 @@ pub fn partition_statements(
             partition: b.default_partition.clone(),
         }));
     for action in actions {
-        for step in ddl::render(&action, &table, &tpl).map_err(|e| e.to_string())? {
+        for step in ddl::render(&action, &table, &tpl)? {
             s.extend(step.statements);
         }
     }

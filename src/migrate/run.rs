@@ -12,7 +12,7 @@ use super::inventory::{self, DataFacts, Inventory};
 use super::plan::{self, Preflight};
 use super::progress::Progress;
 use super::state::{self, Phase, State};
-use super::{copy, swap, sync, Blueprint, Mode};
+use super::{copy, indexes, swap, sync, Blueprint, MigrateError, Mode};
 use crate::bounds::KeyType;
 use crate::catalog;
 use crate::config::{DatabaseConfig, TablePolicy};
@@ -22,6 +22,7 @@ use crate::error::Error;
 use crate::ident::derived_name;
 use crate::pg;
 use crate::plan::{Action, Clock};
+use crate::tx;
 
 /// What `plan` and `run` know before changing anything.
 pub struct Prepared {
@@ -38,6 +39,8 @@ pub struct Summary {
     pub partitions: usize,
     pub extra_partitions: usize,
     pub copy_secs: f64,
+    /// Building the non-unique indexes per partition after the copy (online).
+    pub index_secs: f64,
     pub total_secs: f64,
     pub lock_held: Duration,
     pub lock_waits: u32,
@@ -182,12 +185,12 @@ pub async fn run(
             build_online(conn, db, &prepared, &bp).await?;
             pg::answered(deadline, state::load(conn, &policy.name))
                 .await?
-                .ok_or_else(|| Error::Failed("the state row vanished after the build".into()))?
+                .ok_or(MigrateError::StateVanished)?
         }
     };
     let bp = state.blueprint.clone();
     let key_type = KeyType::from_pg_type(&bp.key_sql_type)
-        .ok_or_else(|| Error::Failed(format!("unknown key type {}", bp.key_sql_type)))?;
+        .ok_or_else(|| MigrateError::UnknownKeyType(bp.key_sql_type.clone()))?;
 
     if !state.copy_done {
         let copy_started = Instant::now();
@@ -215,6 +218,9 @@ pub async fn run(
         summary.copy_secs = copy_started.elapsed().as_secs_f64();
         summary.copy_retries = out.retries;
     }
+    // The non-unique indexes, per partition, now that the rows are in (idempotent on resume).
+    let built = indexes::build_after_copy(conn, db, &bp).await?;
+    summary.index_secs = built.secs;
     let after = pg::answered(deadline, state::load(conn, &bp.original)).await?;
     if let Some(s) = &after {
         summary.rows_copied = s.rows_copied;
@@ -250,7 +256,8 @@ pub async fn run(
     Ok(Outcome::Migrated(summary))
 }
 
-/// The build transaction: new table, partitions, sync functions, state row, and last the forward
+/// The build transaction: new table, partitions, the non-unique indexes on the parent only
+/// (built per partition after the copy), sync functions, state row, and last the forward
 /// triggers (the only statement that waits for the application's writers), then commit.
 async fn build_online(
     conn: &mut PgConnection,
@@ -259,66 +266,38 @@ async fn build_online(
     bp: &Blueprint,
 ) -> Result<(), Error> {
     let inv = &prepared.inventory;
-    let key_type = prepared
-        .preflight
-        .key_type
-        .ok_or_else(|| Error::Failed("no key type".into()))?;
-    let mut statements = build::parent_statements(inv, bp, Keys::WithTable);
-    statements.extend(
-        build::partition_statements(inv, bp, key_type, &prepared.preflight.partitions)
-            .map_err(Error::Failed)?,
-    );
+    let key_type = prepared.preflight.key_type.ok_or(MigrateError::NoKeyType)?;
+    let mut statements = build::parent_statements(inv, bp, Keys::UniqueWithTable);
+    statements.extend(build::partition_statements(
+        inv,
+        bp,
+        key_type,
+        &prepared.preflight.partitions,
+    )?);
+    statements.extend(build::parent_only_indexes(inv, bp));
     statements.push(sync::forward_function(bp));
     statements.push(sync::reverse_function(bp));
     let triggers = sync::forward_triggers(bp, &bp.original);
-    // Every round trip within the deadline; the server ends a stalled session of ours that
-    // holds the original's lock (idle_in_transaction_session_timeout, about lock_timeout).
-    let deadline = pg::reply_deadline(db);
-    let mut waits = 0;
-    loop {
-        let attempt = async {
-            let mut tx = pg::answered(deadline, conn.begin()).await?;
+    // The server ends a stalled session of ours that holds the original's lock
+    // (idle_in_transaction_session_timeout, about lock_timeout).
+    let step = format!(
+        "building {} (nothing is changed unless it completes)",
+        bp.partitioned
+    );
+    tx::Runner::step(step, db)
+        .run(conn, async |c, at| {
+            pg::answered(at.deadline, state::ensure_schema(c)).await?;
+            tx::exec_all(c, at, &statements).await?;
             pg::answered(
-                deadline,
-                pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
+                at.deadline,
+                state::insert(c, Phase::Copying, Mode::Online, bp),
             )
             .await?;
-            pg::answered(deadline, state::ensure_schema(&mut tx)).await?;
-            build::run(&mut tx, &statements, deadline).await?;
-            pg::answered(
-                deadline,
-                state::insert(&mut tx, Phase::Copying, Mode::Online, bp),
-            )
-            .await?;
-            build::run(&mut tx, &triggers, deadline).await?;
-            pg::answered(deadline, tx.commit()).await
-        };
-        match attempt.await {
-            Ok(()) => {
-                tracing::info!(table = %bp.original, partitions = prepared.preflight.partitions.len(), "built {}", bp.partitioned);
-                return Ok(());
-            }
-            Err(e) if crate::pg::is_retryable(&e) && waits + 1 < db.lock_retries.max(1) => {
-                waits += 1;
-                let pause = crate::pg::backoff(waits);
-                tracing::info!(attempt = waits, ?pause, error = %crate::pg::describe(&e), "build: lock not granted in time; retrying");
-                tokio::time::sleep(pause).await;
-            }
-            Err(e) if crate::pg::is_retryable(&e) => {
-                return Err(Error::Failed(format!(
-                    "could not add the sync trigger to {} within lock_timeout: a long transaction holds the table. Nothing was changed; run again",
-                    bp.original
-                )))
-            }
-            Err(e) => {
-                return Err(Error::Failed(format!(
-                    "building {} failed, nothing was changed: {}",
-                    bp.partitioned,
-                    crate::pg::describe(&e)
-                )))
-            }
-        }
-    }
+            tx::exec_all(c, at, &triggers).await
+        })
+        .await?;
+    tracing::info!(table = %bp.original, partitions = prepared.preflight.partitions.len(), "built {}", bp.partitioned);
+    Ok(())
 }
 
 /// Gives the rows that landed in the default partition partitions of their own (moving them as
@@ -448,15 +427,14 @@ async fn offline(
     started: Instant,
 ) -> Result<Outcome, Error> {
     let inv = &prepared.inventory;
-    let key_type = prepared
-        .preflight
-        .key_type
-        .ok_or_else(|| Error::Failed("no key type".into()))?;
+    let key_type = prepared.preflight.key_type.ok_or(MigrateError::NoKeyType)?;
     let mut statements = build::parent_statements(inv, bp, Keys::Later);
-    statements.extend(
-        build::partition_statements(inv, bp, key_type, &prepared.preflight.partitions)
-            .map_err(Error::Failed)?,
-    );
+    statements.extend(build::partition_statements(
+        inv,
+        bp,
+        key_type,
+        &prepared.preflight.partitions,
+    )?);
     statements.push(sync::reverse_function(bp));
     // Every round trip within the deadline, but no idle_in_transaction_session_timeout: this one
     // long transaction deliberately sleeps between lock attempts (swap::lock_with_savepoint) and
@@ -501,7 +479,12 @@ async fn offline(
         )
         .await?;
     }
-    build::run(&mut tx, &build::key_statements(inv, bp), deadline).await?;
+    build::run(
+        &mut tx,
+        &build::key_statements(inv, bp, build::Which::All),
+        deadline,
+    )
+    .await?;
     summary.copy_secs = copy_started.elapsed().as_secs_f64();
     let out = swap::offline(&mut tx, db, inv, bp).await?;
     pg::answered(
