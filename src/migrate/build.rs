@@ -258,6 +258,25 @@ pub fn parent_only_indexes(inv: &Inventory, b: &Blueprint) -> Vec<String> {
         .collect()
 }
 
+/// The table of keys the forward trigger records as gone during the copy ([`Blueprint::gone`]):
+/// the original's primary-key columns, no rows.
+pub fn gone_table(b: &Blueprint) -> Option<String> {
+    let gone = b.gone.as_ref()?;
+    Some(format!(
+        "CREATE TABLE {} AS SELECT {} FROM {} WITH NO DATA",
+        gone.quoted(),
+        Blueprint::list(&b.pk),
+        b.original.quoted()
+    ))
+}
+
+/// `DROP TABLE IF EXISTS` of the gone-keys table, when the migration has one.
+pub fn drop_gone_table(b: &Blueprint) -> Option<String> {
+    b.gone
+        .as_ref()
+        .map(|g| format!("DROP TABLE IF EXISTS {}", g.quoted()))
+}
+
 /// Table and column grants of the original, applied to `to` (GRANT is idempotent).
 pub fn grant_statements(inv: &Inventory, to: &QualifiedName) -> Vec<String> {
     let who = |g: &Option<String>| {

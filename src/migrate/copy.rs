@@ -1,19 +1,22 @@
 //! The online backfill: existing rows move to the new table in primary-key order, one batch per
-//! transaction, each batch committed together with its position in the state row. The batch reads
-//! `FOR SHARE` and inserts `ON CONFLICT DO NOTHING` (see the design note in `mod.rs` for why that
-//! and the sync trigger never disagree). A batch that meets a lock is rolled back and retried.
+//! transaction, each batch committed together with its position in the state row. The batch
+//! inserts `ON CONFLICT DO NOTHING`; it reads without row locks, and [`settle`] then removes the
+//! copies of rows deleted while it ran (see the design note in `mod.rs` for why that and the sync
+//! trigger never disagree). Migrations recorded by earlier versions read `FOR SHARE` instead.
+//! A batch that meets a lock is rolled back and retried.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection};
 
 use super::progress::Progress;
 use super::state;
-use super::Blueprint;
+use super::{Blueprint, MigrateError};
 use crate::config::DatabaseConfig;
 use crate::error::Error;
 use crate::ident::quote_ident;
 use crate::pg;
+use crate::tx;
 
 /// Lock wait of a copy batch. Below PostgreSQL's default `deadlock_timeout` (1 s), so that in a
 /// lock cycle with an application transaction the batch gives up first and the application
@@ -63,7 +66,7 @@ pub fn batch_sql(b: &Blueprint, first: bool) -> String {
             .collect();
     format!(
         "WITH src AS MATERIALIZED (
-           SELECT o.* FROM {orig} o {after} ORDER BY {order} LIMIT $2 FOR SHARE
+           SELECT o.* FROM {orig} o {after} ORDER BY {order} LIMIT $2{lock}
          ), ins AS (
            INSERT INTO {new} ({cols}){overriding} SELECT {select} FROM src s
            ON CONFLICT ({conflict}) DO NOTHING RETURNING 1
@@ -81,6 +84,100 @@ pub fn batch_sql(b: &Blueprint, first: bool) -> String {
         key = b.key_quoted(),
         last = last.join(", "),
         desc = desc.join(", "),
+        lock = if b.gone.is_some() { "" } else { " FOR SHARE" },
+    )
+}
+
+/// After the last batch: waits until every transaction that was writing when the copy ended has
+/// ended, then, in one transaction, removes from the new table each copied row whose key the
+/// forward trigger recorded as gone (deleted, or moved to another key) and which the original no
+/// longer has. Such a row was read by a batch before its deleter committed, and inserted after
+/// the deleter's trigger had looked for it; every deleter whose trigger ran before the last
+/// batch committed is waited for, so its delete is seen here. A row changed by a writer since
+/// this transaction's snapshot is left alone (its current version is the writer's). Idempotent.
+/// Returns the rows removed.
+pub async fn settle(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    b: &Blueprint,
+) -> Result<u64, Error> {
+    let Some(gone) = &b.gone else {
+        return Ok(0);
+    };
+    let deadline = pg::reply_deadline(db);
+    let writers: (Vec<i32>, Vec<String>) = pg::answered(
+        deadline,
+        sqlx::query_as(
+            "SELECT coalesce(array_agg(pid), '{}'), coalesce(array_agg(backend_xid::text), '{}')
+               FROM pg_stat_activity
+              WHERE datname = current_database() AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut *conn),
+    )
+    .await?;
+    let until = Instant::now() + db.statement_timeout;
+    loop {
+        let left: i64 = pg::answered(
+            deadline,
+            sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity a
+                   JOIN unnest($1::int4[], $2::text[]) w(pid, xid) ON a.pid = w.pid AND a.backend_xid::text = w.xid",
+            )
+            .bind(&writers.0)
+            .bind(&writers.1)
+            .fetch_one(&mut *conn),
+        )
+        .await?;
+        if left == 0 {
+            break;
+        }
+        if Instant::now() >= until {
+            return Err(MigrateError::SettleTimeout { writers: left }.into());
+        }
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+    let sql = settle_sql(b, gone);
+    let done = tx::Runner::step("remove copied rows that were deleted during the copy", db)
+        .run(conn, async |c, at| {
+            pg::answered(at.deadline, sqlx::query(&sql).persistent(false).execute(c))
+                .await
+                .map(|r| r.rows_affected())
+        })
+        .await?;
+    if done.value > 0 {
+        tracing::info!(
+            rows = done.value,
+            "removed copies of rows deleted during the copy"
+        );
+    }
+    Ok(done.value)
+}
+
+const SETTLE_POLL: Duration = Duration::from_millis(20);
+
+/// The statement of [`settle`].
+pub fn settle_sql(b: &Blueprint, gone: &crate::ident::QualifiedName) -> String {
+    let pk = |q: &str| {
+        b.pk.iter()
+            .map(|c| format!("{q}{}", quote_ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "WITH c AS MATERIALIZED (
+           SELECT n.tableoid AS rel, n.ctid AS row FROM {new} n
+            WHERE ({n_pk}) IN (SELECT {g_pk} FROM {gone} g)
+              AND NOT EXISTS (SELECT 1 FROM {orig} o WHERE ({o_pk}) = ({n_pk})
+                                 AND {filled} IS NOT DISTINCT FROM n.{key}))
+         DELETE FROM {new} n USING c WHERE n.tableoid = c.rel AND n.ctid = c.row",
+        new = b.partitioned.quoted(),
+        orig = b.original.quoted(),
+        gone = gone.quoted(),
+        n_pk = pk("n."),
+        o_pk = pk("o."),
+        g_pk = pk("g."),
+        filled = b.filled_key("o."),
+        key = b.key_quoted(),
     )
 }
 

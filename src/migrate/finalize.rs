@@ -39,6 +39,7 @@ pub async fn run(
         Phase::Swapped => {
             let mut statements = sync::drop_triggers(&b.original, [REVERSE_TRIGGER, REVERSE_TRUNCATE_TRIGGER]);
             statements.push(format!("DROP TABLE IF EXISTS {}", b.backup.quoted()));
+            statements.extend(super::build::drop_gone_table(b));
             statements.extend(rollback::drop_functions(b));
             match rollback::drop_with_state(conn, db, b, &statements).await {
                 Ok(()) => Ok(Outcome::Finalized),

@@ -577,6 +577,8 @@ pub fn judge(
         publications: inv.publications.clone(),
         default_partition,
         keep_default: policy.default_partition,
+        gone: (opts.mode == Mode::Online)
+            .then(|| QualifiedName::new(STATE_SCHEMA, derived_name(&fn_base, "gone"))),
         pause_autovacuum: opts.mode == Mode::Online
             && !inv
                 .reloptions

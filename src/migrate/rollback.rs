@@ -68,6 +68,7 @@ pub async fn cleanup(
         ));
     }
     statements.push(format!("DROP TABLE IF EXISTS {}", b.partitioned.quoted()));
+    statements.extend(super::build::drop_gone_table(b));
     statements.extend(drop_functions(b));
     drop_with_state(conn, db, b, &statements)
         .await

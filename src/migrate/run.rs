@@ -218,6 +218,8 @@ pub async fn run(
         summary.copy_secs = copy_started.elapsed().as_secs_f64();
         summary.copy_retries = out.retries;
     }
+    // Copies of rows deleted while the copy read them go (idempotent on resume).
+    copy::settle(conn, db, &bp).await?;
     // The non-unique indexes, per partition, now that the rows are in (idempotent on resume).
     let built = indexes::build_after_copy(conn, db, &bp).await?;
     summary.index_secs = built.secs;
@@ -275,6 +277,7 @@ async fn build_online(
         &prepared.preflight.partitions,
     )?);
     statements.extend(build::parent_only_indexes(inv, bp));
+    statements.extend(build::gone_table(bp));
     statements.push(sync::forward_function(bp));
     statements.push(sync::reverse_function(bp));
     let triggers = sync::forward_triggers(bp, &bp.original);

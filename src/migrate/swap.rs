@@ -49,6 +49,7 @@ pub fn forward_statements(
             &b.original,
             [FORWARD_TRIGGER, FORWARD_TRUNCATE_TRIGGER],
         ));
+        s.extend(super::build::drop_gone_table(b));
     }
     s.push(rename_table(&b.original, &b.backup.name));
     s.push(rename_table(&b.partitioned, &live.name));

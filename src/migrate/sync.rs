@@ -58,6 +58,20 @@ pub fn forward_function(b: &Blueprint) -> String {
         "IF current_setting('transaction_isolation') <> 'read committed' THEN\n      {}\n    END IF;",
         upsert("OLD", &format!("UPDATE SET {0} = EXCLUDED.{0}", quote_ident(&touch_col)))
     );
+    // The copy reads without row locks: a row it read may be deleted (or move to another key)
+    // before it inserts it. The key is recorded so that `copy::settle` can remove the copy.
+    let record_gone = match &b.gone {
+        Some(gone) => format!(
+            "\n      INSERT INTO {} ({}) VALUES ({});",
+            gone.quoted(),
+            Blueprint::list(&b.pk),
+            b.pk.iter()
+                .map(|c| format!("OLD.{}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => String::new(),
+    };
     format!(
         r#"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS {tag}
@@ -76,17 +90,18 @@ BEGIN
     _pk_new_key := ({new_key});
     IF {pk_changed} OR _pk_old_key IS DISTINCT FROM _pk_new_key THEN
     {guard}
-      DELETE FROM {new} WHERE {match_old};
+      DELETE FROM {new} WHERE {match_old};{record_gone}
     END IF;
     {upsert_new}
   ELSE
     _pk_old_key := ({old_key});
     {guard}
-    DELETE FROM {new} WHERE {match_old};
+    DELETE FROM {new} WHERE {match_old};{record_gone}
   END IF;
   RETURN NULL;
 END
 {tag}"#,
+        record_gone = record_gone,
         func = b.forward_function.quoted(),
         tag = BODY_TAG,
         kt = b.key_sql_type,

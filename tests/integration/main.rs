@@ -18,5 +18,6 @@ mod locks;
 mod maintain;
 mod migrate;
 mod migrate_bench;
+mod migrate_copy;
 mod shipped_config;
 mod writes_during_maintain;

@@ -26,7 +26,7 @@ const ROW_TEXT: &str = r#"ROW(id, "propertyId", COALESCE(date, "createdAt"::date
 
 const FILL: &str = "\"createdAt\"::date";
 
-fn config(db: &TestDb, default_partition: bool) -> String {
+pub(crate) fn config(db: &TestDb, default_partition: bool) -> String {
     format!(
         r#"
 [database]
@@ -46,7 +46,7 @@ default_partition = {default_partition}
 
 /// `rows` rows over 50 properties, dates from about 14 months back to 2 months ahead (future
 /// rows included), `nulls` of them with a NULL date.
-async fn pricing_data(rows: i64, nulls: i64, default_partition: bool) -> (TestDb, Cli) {
+pub(crate) async fn pricing_data(rows: i64, nulls: i64, default_partition: bool) -> (TestDb, Cli) {
     let db = shared().create_database().await;
     db.exec(SCHEMA).await;
     db.exec(&format!(
