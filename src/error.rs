@@ -40,6 +40,7 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config(_) | Error::Connect(_) | Error::Mismatch(_) | Error::Usage(_) => 2,
+            Error::Migrate(m) if m.is_usage() => 2,
             Error::Failed(_)
             | Error::ProblemsFound(_)
             | Error::Database(_)

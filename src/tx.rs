@@ -261,6 +261,18 @@ pub async fn exec(conn: &mut PgConnection, at: Attempt, sql: &str) -> Result<(),
         .map(|_| ())
 }
 
+/// One statement through the extended protocol (unnamed, not kept): the server refuses more than
+/// one statement, so text inside it (an operator's expression) cannot end it and start another.
+pub async fn exec_one(conn: &mut PgConnection, at: Attempt, sql: &str) -> Result<(), sqlx::Error> {
+    tracing::debug!(sql = %sql, "exec (extended protocol)");
+    pg::answered(
+        at.deadline,
+        sqlx::query(sql).persistent(false).execute(&mut *conn),
+    )
+    .await
+    .map(|_| ())
+}
+
 /// Statements in order, each within the attempt's deadline.
 pub async fn exec_all(
     conn: &mut PgConnection,

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
 use super::progress::Progress;
 use super::state;
@@ -16,7 +16,7 @@ use crate::config::DatabaseConfig;
 use crate::error::Error;
 use crate::ident::quote_ident;
 use crate::pg;
-use crate::tx;
+use crate::tx::{self, TxError};
 
 /// Lock wait of a copy batch. Below PostgreSQL's default `deadlock_timeout` (1 s), so that in a
 /// lock cycle with an application transaction the batch gives up first and the application
@@ -193,39 +193,37 @@ pub async fn run(
     let mut out = CopyOutcome::default();
     let first_sql = batch_sql(b, true);
     let next_sql = batch_sql(b, false);
+    // A batch that meets a lock gives up within COPY_LOCK_TIMEOUT and is retried; the server
+    // ends a stalled batch's session after a second (idle_in_transaction_session_timeout from
+    // the step's lock timeout), releasing what it holds.
+    let runner = tx::Runner::step("copy batch", db)
+        .lock_timeout(COPY_LOCK_TIMEOUT)
+        .attempts(MAX_ATTEMPTS)
+        .pause(pause);
     let mut size = batch_size.max(1);
     loop {
-        let mut attempts = 0;
-        let (read, inserted, filled, last) = loop {
-            match batch(conn, db, b, &first_sql, &next_sql, last_pk.as_deref(), size).await {
-                Ok(r) => break r,
-                Err(e) if pg::is_retryable(&e) && attempts + 1 < MAX_ATTEMPTS => {
-                    attempts += 1;
-                    out.retries += 1;
-                    if attempts % HALVE_AFTER == 0 {
-                        size = (size / 2).max(MIN_BATCH.min(batch_size));
-                    }
-                    let pause = Duration::from_millis(20 * u64::from(attempts.min(25)))
-                        .mul_f64(0.5 + fastrand::f64());
-                    tracing::debug!(attempt = attempts, batch = size, error = %pg::describe(&e), "copy batch met a lock; retrying");
-                    tokio::time::sleep(pause).await;
+        let done = runner
+            .run(conn, async |c, at| {
+                if at.failed > 0 && at.failed % HALVE_AFTER == 0 {
+                    // A smaller batch holds fewer locks and meets fewer writers.
+                    size = (size / 2).max(MIN_BATCH.min(batch_size));
                 }
-                Err(e) if pg::is_retryable(&e) => {
-                    return Err(Error::Failed(format!(
-                        "the copy could not lock its next batch after {attempts} attempts: application transactions keep the rows locked ({}). Progress is saved; run `migrate run` again",
-                        pg::describe(&e)
-                    )))
+                let pk = last_pk.as_deref();
+                batch(c, at, b, &first_sql, &next_sql, pk, size).await
+            })
+            .await
+            .map_err(|e| match e {
+                TxError::LockTimeout {
+                    attempts, source, ..
+                } => MigrateError::CopyLocked { attempts, source },
+                TxError::ConnectionLost { source, .. } => {
+                    MigrateError::CopyConnectionLost { source }
                 }
-                Err(e) if pg::is_connection_lost(&e) => {
-                    return Err(Error::Failed(format!(
-                        "the copy lost its connection to PostgreSQL: {}. The unfinished batch is rolled back and the progress before it is saved; run `migrate run` again",
-                        pg::describe(&e)
-                    )))
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        if size < batch_size && attempts == 0 {
+                TxError::Failed { source, .. } => MigrateError::Copy { source },
+            })?;
+        let (read, inserted, filled, last) = done.value;
+        out.retries += done.lock_waits;
+        if size < batch_size && done.lock_waits == 0 {
             size = (size * 2).min(batch_size);
         }
         out.batches += 1;
@@ -244,32 +242,27 @@ pub async fn run(
     Ok(out)
 }
 
-/// One batch in its own transaction, with its progress recorded in the same transaction.
+/// Pause before a batch's next attempt: short (the lock it met is an application's row or
+/// statement), growing, with jitter.
+fn pause(failed: u32) -> Duration {
+    Duration::from_millis(20 * u64::from(failed.min(25))).mul_f64(0.5 + fastrand::f64())
+}
+
+/// One batch, inside the runner's transaction, with its progress recorded in the same
+/// transaction. A crash loses at most the newest batches together with their recorded positions,
+/// which is safe: the next run copies them again.
 async fn batch(
     conn: &mut PgConnection,
-    db: &DatabaseConfig,
+    at: tx::Attempt,
     b: &Blueprint,
     first_sql: &str,
     next_sql: &str,
     last_pk: Option<&[String]>,
     size: i64,
 ) -> Result<(i64, i64, i64, Option<Vec<String>>), sqlx::Error> {
-    // Every round trip within the deadline: a stalled network fails the batch (it is rolled back,
-    // its position not recorded) instead of hanging. A batch holds row locks on the original and
-    // the new table's locks; a stalled session of ours is ended by the server after a second
-    // (idle_in_transaction_session_timeout, from the batch's lock timeout).
-    let deadline = pg::reply_deadline(db);
-    let mut tx = pg::answered(deadline, conn.begin()).await?;
     pg::answered(
-        deadline,
-        pg::set_local_step_timeouts(&mut tx, COPY_LOCK_TIMEOUT, db.statement_timeout),
-    )
-    .await?;
-    // A crash loses at most the newest batches together with their recorded positions, which
-    // is safe: the next run copies them again.
-    pg::answered(
-        deadline,
-        sqlx::query("SELECT set_config('synchronous_commit', 'off', true)").execute(&mut *tx),
+        at.deadline,
+        sqlx::query("SELECT set_config('synchronous_commit', 'off', true)").execute(&mut *conn),
     )
     .await?;
     let query = match last_pk {
@@ -278,15 +271,14 @@ async fn batch(
     }
     .bind(size);
     let row: (i64, i64, i64, Option<Vec<String>>) =
-        pg::answered(deadline, query.fetch_one(&mut *tx)).await?;
+        pg::answered(at.deadline, query.fetch_one(&mut *conn)).await?;
     if let Some(last) = &row.3 {
         pg::answered(
-            deadline,
-            state::record_batch(&mut tx, &b.original, last, row.1, row.2),
+            at.deadline,
+            state::record_batch(conn, &b.original, last, row.1, row.2),
         )
         .await?;
     }
-    pg::answered(deadline, tx.commit()).await?;
     Ok(row)
 }
 
@@ -296,14 +288,29 @@ mod tests {
     use crate::migrate::tests::pricing_blueprint;
 
     #[test]
-    fn batches_walk_the_primary_key_and_lock_what_they_read() {
+    fn settling_removes_only_stale_copies_of_recorded_keys() {
+        let b = pricing_blueprint(None);
+        let sql = settle_sql(&b, b.gone.as_ref().unwrap());
+        assert!(sql.contains("WHERE (n.\"id\") IN (SELECT g.\"id\" FROM \"partkeeper\".\"public_pricing_data_gone\" g)"), "{sql}");
+        assert!(sql.contains("NOT EXISTS (SELECT 1 FROM \"public\".\"pricing_data\" o WHERE (o.\"id\") = (n.\"id\")"), "{sql}");
+        assert!(
+            sql.contains("n.tableoid = c.rel AND n.ctid = c.row"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn batches_walk_the_primary_key_and_lock_what_they_read_only_without_a_gone_table() {
         let sql = batch_sql(&pricing_blueprint(None), false);
         assert!(
             sql.contains("WHERE (o.\"id\") > (($1::text[])[1]::bigint)"),
             "{sql}"
         );
+        assert!(sql.contains("ORDER BY o.\"id\" LIMIT $2\n"), "{sql}");
+        let mut earlier = pricing_blueprint(None);
+        earlier.gone = None;
         assert!(
-            sql.contains("ORDER BY o.\"id\" LIMIT $2 FOR SHARE"),
+            batch_sql(&earlier, false).contains("ORDER BY o.\"id\" LIMIT $2 FOR SHARE"),
             "{sql}"
         );
         assert!(

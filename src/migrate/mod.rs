@@ -51,6 +51,7 @@
 
 pub mod build;
 pub mod copy;
+pub mod fill;
 pub mod finalize;
 pub mod indexes;
 pub mod inventory;
@@ -83,9 +84,16 @@ pub enum MigrateError {
     Resolve(String),
     #[error(transparent)]
     Indexes(#[from] indexes::IndexError),
+    #[error(transparent)]
+    Fill(#[from] fill::FillError),
     #[error("the copy could not lock its next batch after {attempts} attempts: application transactions keep the rows locked ({}). Progress is saved; run `migrate run` again", crate::pg::describe(.source))]
     CopyLocked {
         attempts: u32,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("a copy batch failed: {}. Progress before it is saved; run `migrate run` again", crate::pg::describe(.source))]
+    Copy {
         #[source]
         source: sqlx::Error,
     },
@@ -162,6 +170,19 @@ pub enum MigrateError {
     Buckets(String),
     #[error("{writers} transaction(s) that were writing when the copy ended are still open after statement_timeout; the copy is complete, run `migrate run` again once they end")]
     SettleTimeout { writers: i64 },
+}
+
+impl MigrateError {
+    /// A bad argument: exit 2, nothing was changed.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, MigrateError::Fill(_))
+    }
+}
+
+impl From<fill::FillError> for crate::error::Error {
+    fn from(e: fill::FillError) -> Self {
+        MigrateError::from(e).into()
+    }
 }
 
 impl From<indexes::IndexError> for crate::error::Error {

@@ -365,15 +365,6 @@ pub fn judge(
         ));
     }
 
-    if let Some(fill) = &opts.fill {
-        if fill.contains(super::sync::BODY_TAG) || fill.contains(';') {
-            p.blockers.push(format!(
-                "--fill-null-with {fill:?} must be a single SQL expression (no ';' and no {})",
-                super::sync::BODY_TAG
-            ));
-        }
-    }
-
     let kinds: [(&'static str, bool); 12] = [
         (
             "unique constraints",

@@ -12,7 +12,7 @@ use super::inventory::{self, DataFacts, Inventory};
 use super::plan::{self, Preflight};
 use super::progress::Progress;
 use super::state::{self, Phase, State};
-use super::{copy, indexes, swap, sync, Blueprint, MigrateError, Mode};
+use super::{copy, fill, indexes, swap, sync, Blueprint, MigrateError, Mode};
 use crate::bounds::KeyType;
 use crate::catalog;
 use crate::config::{DatabaseConfig, TablePolicy};
@@ -65,6 +65,9 @@ pub async fn prepare(
     policy: &TablePolicy,
     opts: &plan::Options,
 ) -> Result<Prepared, Error> {
+    if let Some(fill) = &opts.fill {
+        fill::check_shape(fill)?;
+    }
     // Catalog reads (cheap) under one deadline each, the row scans each under their own.
     let deadline = pg::reply_deadline(db);
     let inv = pg::answered(
@@ -84,14 +87,7 @@ pub async fn prepare(
     let mut facts = None;
     if let (Some(kt), "r") = (key_type, inv.relkind.as_str()) {
         if let Some(fill) = &opts.fill {
-            inventory::check_fill(conn, deadline, &policy.name, fill, kt.sql_name())
-                .await
-                .map_err(|e| {
-                    Error::Usage(format!(
-                        "--fill-null-with {fill}: {e}. Give an SQL expression over the columns of {}, e.g. '\"createdAt\"::date'",
-                        policy.name
-                    ))
-                })?;
+            fill::check_on_server(conn, deadline, &policy.name, fill, kt.sql_name()).await?;
         }
         facts = Some(
             inventory::read_data(
@@ -278,8 +274,9 @@ async fn build_online(
     )?);
     statements.extend(build::parent_only_indexes(inv, bp));
     statements.extend(build::gone_table(bp));
-    statements.push(sync::forward_function(bp));
     statements.push(sync::reverse_function(bp));
+    // Through the extended protocol (one statement): its body carries the fill expression.
+    let forward = sync::forward_function(bp);
     let triggers = sync::forward_triggers(bp, &bp.original);
     // The server ends a stalled session of ours that holds the original's lock
     // (idle_in_transaction_session_timeout, about lock_timeout).
@@ -291,6 +288,7 @@ async fn build_online(
         .run(conn, async |c, at| {
             pg::answered(at.deadline, state::ensure_schema(c)).await?;
             tx::exec_all(c, at, &statements).await?;
+            tx::exec_one(c, at, &forward).await?;
             pg::answered(
                 at.deadline,
                 state::insert(c, Phase::Copying, Mode::Online, bp),
@@ -467,9 +465,13 @@ async fn offline(
         bp.select_list("o."),
         bp.original.quoted()
     );
-    let copied = pg::answered(deadline, sqlx::raw_sql(&copy).execute(&mut *tx))
-        .await?
-        .rows_affected();
+    // Extended protocol: the statement carries the fill expression, and is one statement.
+    let copied = pg::answered(
+        deadline,
+        sqlx::query(&copy).persistent(false).execute(&mut *tx),
+    )
+    .await?
+    .rows_affected();
     if !bp.keep_default && pg::answered(deadline, swap::default_has_rows(&mut tx, bp)).await? {
         summary.extra_partitions += cover_default_rows(
             &mut tx,

@@ -319,26 +319,50 @@ pub async fn online(
 
 /// Cancels autovacuum workers holding locks on `tables` or their partitions, as PostgreSQL itself
 /// does once a lock request has waited `deadlock_timeout` — but before the swap queues up, so the
-/// application's writers do not wait behind it meanwhile. Needs superuser (or, on recent
-/// servers, pg_signal_autovacuum_worker); without it nothing happens and the lock wait does it.
+/// application's writers do not wait behind it meanwhile. Never one that prevents wraparound
+/// (PostgreSQL does not cancel those either): the swap then waits for it within `lock_timeout`
+/// and retries, or gives up. Needs superuser (or, on recent servers,
+/// pg_signal_autovacuum_worker); without it nothing happens and the lock wait does it.
 async fn cancel_autovacuum(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
     tables: &[&QualifiedName],
 ) {
     let names: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
-    let query = sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM (
-           SELECT DISTINCT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-            WHERE a.backend_type = 'autovacuum worker' AND l.locktype = 'relation'
-              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-              AND l.relation IN (SELECT to_regclass(n) FROM unnest($1::text[]) n
-                                 UNION ALL SELECT i.inhrelid FROM pg_inherits i
-                                  WHERE i.inhparent IN (SELECT to_regclass(n) FROM unnest($1::text[]) n))) w",
+    let deadline = pg::reply_deadline(db);
+    let workers = sqlx::query_as::<_, (i32, String)>(
+        "SELECT DISTINCT l.pid, coalesce(a.query, '') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE a.backend_type = 'autovacuum worker' AND l.locktype = 'relation'
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND l.relation IN (SELECT to_regclass(n) FROM unnest($1::text[]) n
+                               UNION ALL SELECT i.inhrelid FROM pg_inherits i
+                                WHERE i.inhparent IN (SELECT to_regclass(n) FROM unnest($1::text[]) n))",
     )
     .bind(&names)
+    .fetch_all(&mut *conn);
+    let workers = match pg::answered(deadline, workers).await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::debug!(error = %pg::describe(&e), "could not list autovacuum workers");
+            return;
+        }
+    };
+    let (spared, cancel): (Vec<_>, Vec<_>) = workers
+        .into_iter()
+        .partition(|(_, query)| prevents_wraparound(query));
+    for (pid, query) in &spared {
+        tracing::info!(pid, query = %query, "an autovacuum to prevent wraparound holds the table; the swap waits for it (within lock_timeout)");
+    }
+    if cancel.is_empty() {
+        return;
+    }
+    let pids: Vec<i32> = cancel.iter().map(|(pid, _)| *pid).collect();
+    let query = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM unnest($1::int4[]) pid",
+    )
+    .bind(&pids)
     .fetch_one(&mut *conn);
-    match pg::answered(pg::reply_deadline(db), query).await {
+    match pg::answered(deadline, query).await {
         Ok(n) if n > 0 => tracing::info!(
             workers = n,
             "cancelled autovacuum on the tables before the swap"
@@ -348,6 +372,12 @@ async fn cancel_autovacuum(
             tracing::debug!(error = %pg::describe(&e), "could not cancel autovacuum (not permitted?)")
         }
     }
+}
+
+/// Whether an autovacuum worker's `pg_stat_activity.query` is an anti-wraparound vacuum
+/// (`autovacuum: VACUUM public.t (to prevent wraparound)`, also with ANALYZE).
+pub fn prevents_wraparound(query: &str) -> bool {
+    query.starts_with("autovacuum: ") && query.trim_end().ends_with("(to prevent wraparound)")
 }
 
 /// Opens a swap transaction (either direction): every round trip within the reply deadline, the
@@ -619,6 +649,23 @@ mod tests {
             &"ALTER INDEX \"public\".\"pricing_data_pkey_backup\" RENAME TO \"pricing_data_pkey\""
                 .to_string()
         ));
+    }
+
+    #[test]
+    fn anti_wraparound_autovacuums_are_told_apart() {
+        assert!(prevents_wraparound(
+            "autovacuum: VACUUM public.pricing_data (to prevent wraparound)"
+        ));
+        assert!(prevents_wraparound(
+            "autovacuum: VACUUM ANALYZE public.\"Events\" (to prevent wraparound)"
+        ));
+        assert!(!prevents_wraparound(
+            "autovacuum: VACUUM public.pricing_data"
+        ));
+        assert!(!prevents_wraparound(
+            "autovacuum: ANALYZE public.pricing_data"
+        ));
+        assert!(!prevents_wraparound("SELECT '(to prevent wraparound)'"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::{
 use crate::ident::{quote_ident, QualifiedName};
 
 /// Dollar-quote tag of the function bodies (it cannot occur in an identifier we splice: those are
-/// always double-quoted, and a fill expression containing it is refused by `plan`).
+/// always double-quoted, and a fill expression with any `$` is refused by [`super::fill`]).
 pub const BODY_TAG: &str = "$partkeeper_sync$";
 
 /// `CREATE OR REPLACE FUNCTION` for the forward (original → new) sync.

@@ -36,6 +36,15 @@ CREATE INDEX idx_pricing_data_date ON pricing_data (date);
 /// Days from three years back to two months ahead.
 const DAYS: i64 = 3 * 365 + 61;
 
+/// The CLI: `PARTKEEPER_BENCH_BIN` (a copy of the binary, so that rebuilding the worktree during
+/// a long run does not change the program measured), else the test build's.
+fn cli() -> Cli {
+    match std::env::var_os("PARTKEEPER_BENCH_BIN") {
+        Some(p) => Cli::program(p),
+        None => Cli::new(),
+    }
+}
+
 fn config(url: &str) -> String {
     format!(
         "[database]\nurl = \"{url}\"\nlock_timeout = \"2s\"\nstatement_timeout = \"2h\"\n\n\
@@ -154,7 +163,10 @@ async fn index_bytes(cluster: &Cluster, db: &str, t: &str) -> i64 {
         .query_scalar(
             db,
             &format!(
-                "SELECT coalesce(sum(pg_indexes_size(relid)), 0)::int8 FROM pg_partition_tree('{t}') WHERE isleaf"
+                "SELECT CASE WHEN c.relkind = 'p'
+                        THEN (SELECT coalesce(sum(pg_indexes_size(relid)), 0) FROM pg_partition_tree(c.oid) WHERE isleaf)
+                        ELSE pg_indexes_size(c.oid) END::int8
+                   FROM pg_class c WHERE c.oid = '{t}'::regclass"
             ),
         )
         .await
@@ -242,7 +254,7 @@ async fn migrate_bench() {
 
     // Offline.
     copy_db(&cluster, "base", "offline").await;
-    let cli = Cli::new()
+    let cli = cli()
         .config(&config(&cluster.url("offline")))
         .timeout(Duration::from_secs(7200));
     let l = lsn(&cluster).await;
@@ -285,7 +297,7 @@ async fn migrate_bench() {
     let (mut quiet, _) = before.await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let during = tokio::spawn(latency_writer(opts, max_id, stop.clone()));
-    let cli = Cli::new()
+    let cli = cli()
         .config(&config(&cluster.url("online")))
         .timeout(Duration::from_secs(7200));
     let l = lsn(&cluster).await;
@@ -407,7 +419,7 @@ async fn migrate_bench() {
     for i in 0..10 {
         let name = format!("swap{i}");
         copy_db(&cluster, "small", &name).await;
-        let cli = Cli::new().config(&config(&cluster.url(&name)));
+        let cli = cli().config(&config(&cluster.url(&name)));
         let out = cli
             .run_async(["migrate", "run", "--table", "public.pricing_data"])
             .await;

@@ -145,3 +145,36 @@ async fn a_row_deleted_while_a_batch_reads_it_is_not_left_in_the_new_table() {
     cli.run(["migrate", "verify", "--table", "public.pricing_data"])
         .assert_success();
 }
+
+#[tokio::test]
+async fn a_fill_that_is_not_one_expression_is_refused_with_exit_2_and_nothing_changes() {
+    let (db, cli) = pricing_data(200, 5, true).await;
+    for fill in [
+        "now()::date); DROP TABLE pricing_data; SELECT (now()",
+        "now()::date -- the rest is a comment",
+        "$x$ now() $x$::date",
+        "now()::date, 1",
+    ] {
+        for command in ["plan", "run"] {
+            let out = cli.run([
+                "migrate",
+                command,
+                "--table",
+                "public.pricing_data",
+                "--fill-null-with",
+                fill,
+            ]);
+            out.assert_code(2);
+            assert!(out.stderr.contains("--fill-null-with"), "{out}");
+        }
+    }
+    let left: Vec<String> = db
+        .query_scalar(
+            "SELECT ARRAY(SELECT relname::text FROM pg_class WHERE relname LIKE 'pricing_data_%' AND relkind IN ('r', 'p')
+                 UNION ALL SELECT nspname::text FROM pg_namespace WHERE nspname = 'partkeeper')",
+        )
+        .await;
+    assert!(left.is_empty(), "{left:?}");
+    let rows: i64 = db.query_scalar("SELECT count(*) FROM pricing_data").await;
+    assert_eq!(rows, 200);
+}

@@ -449,25 +449,34 @@ async fn migrate_run_stalled_in_the_middle_of_the_copy_fails_within_its_timeouts
     let proxy = Proxy::start(db_port(&db));
     let cli = cli_through(&proxy, &db);
 
-    // An application transaction has locked a row in the middle of the table, so the copy
-    // waits for it, retrying, with the rows before it locked FOR SHARE. The network stalls
-    // while the copy waits; then the transaction ends, so the server finishes the batch (or its
-    // lock wait times out) and answers into the stalled network: our session sits idle in its
-    // transaction, holding those row locks.
-    let mut row_lock = hold(
-        &db,
-        &format!(
-            "SELECT * FROM pricing_data WHERE id = {} FOR UPDATE",
-            MIGRATE_ROWS / 2
-        ),
-    )
-    .await;
+    // Once the copy has started, an application transaction locks the new table (SHARE), so
+    // the copy's next batch waits for it, retrying. The network stalls while the copy waits;
+    // then the transaction ends, so the server finishes the batch (or its lock wait times out)
+    // and answers into the stalled network: our session sits idle in its transaction, holding
+    // the batch's rows, inserted into the new table and not committed.
     let migrate = cli.spawn(MIGRATE_RUN);
     let copying = Instant::now();
+    loop {
+        let built: bool = db
+            .query_scalar("SELECT to_regclass('partkeeper.migrations') IS NOT NULL")
+            .await;
+        let started = built
+            && db
+                .query_scalar::<bool>(
+                    "SELECT EXISTS (SELECT 1 FROM partkeeper.migrations WHERE last_pk IS NOT NULL)",
+                )
+                .await;
+        if started {
+            break;
+        }
+        assert!(copying.elapsed() < PATIENCE, "the copy never started");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut row_lock = hold(&db, "LOCK TABLE pricing_data_partitioned IN SHARE MODE").await;
     while !partkeeper_session(&db, "wait_event_type = 'Lock'").await {
         assert!(
             copying.elapsed() < PATIENCE,
-            "the copy never waited for the row"
+            "the copy never waited for the lock"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -486,8 +495,9 @@ async fn migrate_run_stalled_in_the_middle_of_the_copy_fails_within_its_timeouts
         .await;
 
     // The application writes: a new row, and the row after the copy's saved position, which a
-    // stalled batch holds FOR SHARE. Neither waits for long: the server ends a stalled batch's
-    // session after idle_in_transaction_session_timeout.
+    // stalled batch has inserted into the new table (the forward trigger's upsert of it waits for
+    // that batch). Neither waits for long: the server ends a stalled batch's session after
+    // idle_in_transaction_session_timeout.
     let mut app = db.connect().await;
     let writes = async {
         sqlx::raw_sql(&format!(
