@@ -38,7 +38,7 @@ const DAYS: i64 = 3 * 365 + 61;
 
 /// The CLI: `PARTKEEPER_BENCH_BIN` (a copy of the binary, so that rebuilding the worktree during
 /// a long run does not change the program measured), else the test build's.
-fn cli() -> Cli {
+fn bench_cli() -> Cli {
     match std::env::var_os("PARTKEEPER_BENCH_BIN") {
         Some(p) => Cli::program(p),
         None => Cli::new(),
@@ -254,7 +254,7 @@ async fn migrate_bench() {
 
     // Offline.
     copy_db(&cluster, "base", "offline").await;
-    let cli = cli()
+    let cli = bench_cli()
         .config(&config(&cluster.url("offline")))
         .timeout(Duration::from_secs(7200));
     let l = lsn(&cluster).await;
@@ -297,7 +297,7 @@ async fn migrate_bench() {
     let (mut quiet, _) = before.await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let during = tokio::spawn(latency_writer(opts, max_id, stop.clone()));
-    let cli = cli()
+    let cli = bench_cli()
         .config(&config(&cluster.url("online")))
         .timeout(Duration::from_secs(7200));
     let l = lsn(&cluster).await;
@@ -419,7 +419,7 @@ async fn migrate_bench() {
     for i in 0..10 {
         let name = format!("swap{i}");
         copy_db(&cluster, "small", &name).await;
-        let cli = cli().config(&config(&cluster.url(&name)));
+        let cli = bench_cli().config(&config(&cluster.url(&name)));
         let out = cli
             .run_async(["migrate", "run", "--table", "public.pricing_data"])
             .await;
