@@ -140,6 +140,33 @@ impl Runner {
         &self.name
     }
 
+    /// Opens one transaction with the step's timeouts, for a caller that runs a single long
+    /// transaction itself (no retries: `--offline`, whose lock waits retry behind savepoints with
+    /// [`Runner::in_savepoint`]). Returns it with the attempt's deadline.
+    pub async fn begin<'c>(
+        &self,
+        conn: &'c mut PgConnection,
+    ) -> Result<(sqlx::Transaction<'c, sqlx::Postgres>, Attempt), TxError> {
+        let at = Attempt {
+            failed: 0,
+            deadline: self.deadline,
+        };
+        let opened = async {
+            let mut tx = pg::answered(self.deadline, conn.begin()).await?;
+            pg::answered(self.deadline, self.set_local(&mut tx)).await?;
+            Ok(tx)
+        }
+        .await;
+        let mut failed = 0;
+        match opened {
+            Ok(tx) => Ok((tx, at)),
+            Err(e) => match self.judge::<()>(Err(e), &mut failed) {
+                Some(Err(e)) => Err(e),
+                _ => unreachable!("an error is judged an error"),
+            },
+        }
+    }
+
     /// Runs `body` in its own transaction until it commits, fails with an error that a retry
     /// would not cure, or has met a lock timeout `attempts` times.
     pub async fn run<T, F>(&self, conn: &mut PgConnection, mut body: F) -> Result<Done<T>, TxError>

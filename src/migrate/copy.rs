@@ -39,7 +39,7 @@ pub struct CopyOutcome {
 
 /// The batch statement. `$1`: text of the last copied primary key (NULL for the first batch),
 /// `$2`: batch size. Returns rows read, rows inserted, NULL keys filled, the batch's last key.
-pub fn batch_sql(b: &Blueprint, first: bool) -> String {
+pub fn batch_sql(b: &Blueprint, first: bool, upsert: bool) -> String {
     let pk_cols: Vec<String> =
         b.pk.iter()
             .map(|c| format!("o.{}", quote_ident(c)))
@@ -69,7 +69,7 @@ pub fn batch_sql(b: &Blueprint, first: bool) -> String {
            SELECT o.* FROM {orig} o {after} ORDER BY {order} LIMIT $2{lock}
          ), ins AS (
            INSERT INTO {new} ({cols}){overriding} SELECT {select} FROM src s
-           ON CONFLICT ({conflict}) DO NOTHING RETURNING 1
+           {conflict} RETURNING 1
          )
          SELECT (SELECT count(*) FROM src)::int8,
                 (SELECT count(*) FROM ins)::int8,
@@ -80,7 +80,11 @@ pub fn batch_sql(b: &Blueprint, first: bool) -> String {
         cols = Blueprint::list(&b.columns),
         overriding = b.overriding_clause(),
         select = b.select_list("s."),
-        conflict = Blueprint::list(&b.new_pk),
+        conflict = if upsert {
+            format!("ON CONFLICT ({}) DO NOTHING", Blueprint::list(&b.new_pk))
+        } else {
+            String::new()
+        },
         key = b.key_quoted(),
         last = last.join(", "),
         desc = desc.join(", "),
@@ -88,14 +92,15 @@ pub fn batch_sql(b: &Blueprint, first: bool) -> String {
     )
 }
 
-/// After the last batch: waits until every transaction that was writing when the copy ended has
-/// ended, then, in one transaction, removes from the new table each copied row whose key the
-/// forward trigger recorded as gone (deleted, or moved to another key) and which the original no
-/// longer has. Such a row was read by a batch before its deleter committed, and inserted after
-/// the deleter's trigger had looked for it; every deleter whose trigger ran before the last
-/// batch committed is waited for, so its delete is seen here. A row changed by a writer since
-/// this transaction's snapshot is left alone (its current version is the writer's). Idempotent.
-/// Returns the rows removed.
+/// After the last batch: brings the rows of every key the forward trigger recorded during the
+/// copy ([`Blueprint::gone`]: deleted, moved to another key, or changed before they were copied)
+/// up to date. Such a row may have been read by a batch before its writer committed. First it
+/// waits until every transaction that was writing when the copy ended has ended (a writer whose
+/// trigger ran before the last batch committed is one of them). Then, in chunks of
+/// [`SETTLE_CHUNK`] keys, each in a short transaction that holds the original's writers back
+/// (`EXCLUSIVE`: reads go on) under `lock_timeout`: the copies that the original no longer has
+/// under that key are deleted, and the original's current rows upserted. Resumable: a chunk's
+/// keys are removed from the table in the chunk's transaction. Returns the keys settled.
 pub async fn settle(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
@@ -104,6 +109,45 @@ pub async fn settle(
     let Some(gone) = &b.gone else {
         return Ok(0);
     };
+    wait_for_writers(conn, db).await?;
+    let sql = settle_sql(b, gone);
+    let lock = format!("LOCK TABLE {} IN EXCLUSIVE MODE", b.original.quoted());
+    let runner = tx::Runner::step("bring rows written during the copy up to date", db);
+    let mut settled = 0u64;
+    loop {
+        let done = runner
+            .run(conn, async |c, at| {
+                tx::exec(c, at, &lock).await?;
+                pg::answered(
+                    at.deadline,
+                    sqlx::query_scalar::<_, i64>(&sql)
+                        .bind(SETTLE_CHUNK)
+                        .persistent(false)
+                        .fetch_one(c),
+                )
+                .await
+            })
+            .await?;
+        settled += done.value as u64;
+        if done.value < SETTLE_CHUNK {
+            break;
+        }
+    }
+    if settled > 0 {
+        tracing::info!(
+            keys = settled,
+            "brought rows written during the copy up to date"
+        );
+    }
+    Ok(settled)
+}
+
+/// Keys per settle transaction: small enough that writers wait only milliseconds for it.
+pub const SETTLE_CHUNK: i64 = 1000;
+const SETTLE_POLL: Duration = Duration::from_millis(20);
+
+/// Waits until the transactions of this database that hold a transaction id now have ended.
+async fn wait_for_writers(conn: &mut PgConnection, db: &DatabaseConfig) -> Result<(), Error> {
     let deadline = pg::reply_deadline(db);
     let writers: (Vec<i32>, Vec<String>) = pg::answered(
         deadline,
@@ -129,33 +173,18 @@ pub async fn settle(
         )
         .await?;
         if left == 0 {
-            break;
+            return Ok(());
         }
         if Instant::now() >= until {
             return Err(MigrateError::SettleTimeout { writers: left }.into());
         }
         tokio::time::sleep(SETTLE_POLL).await;
     }
-    let sql = settle_sql(b, gone);
-    let done = tx::Runner::step("remove copied rows that were deleted during the copy", db)
-        .run(conn, async |c, at| {
-            pg::answered(at.deadline, sqlx::query(&sql).persistent(false).execute(c))
-                .await
-                .map(|r| r.rows_affected())
-        })
-        .await?;
-    if done.value > 0 {
-        tracing::info!(
-            rows = done.value,
-            "removed copies of rows deleted during the copy"
-        );
-    }
-    Ok(done.value)
 }
 
-const SETTLE_POLL: Duration = Duration::from_millis(20);
-
-/// The statement of [`settle`].
+/// The statement of one [`settle`] chunk (`$1`: keys per chunk): takes up to `$1` recorded keys
+/// off the table, deletes their copies that the original does not have under the same key, and
+/// upserts the original's rows. Returns the number of keys taken.
 pub fn settle_sql(b: &Blueprint, gone: &crate::ident::QualifiedName) -> String {
     let pk = |q: &str| {
         b.pk.iter()
@@ -164,20 +193,38 @@ pub fn settle_sql(b: &Blueprint, gone: &crate::ident::QualifiedName) -> String {
             .join(", ")
     };
     format!(
-        "WITH c AS MATERIALIZED (
-           SELECT n.tableoid AS rel, n.ctid AS row FROM {new} n
-            WHERE ({n_pk}) IN (SELECT {g_pk} FROM {gone} g)
+        "WITH k AS (
+           DELETE FROM {gone} g WHERE g.ctid = ANY (ARRAY(SELECT ctid FROM {gone} LIMIT $1))
+           RETURNING {g_pk}
+         ), d AS (
+           DELETE FROM {new} n USING (SELECT DISTINCT {k_pk} FROM k) kk
+            WHERE ({n_pk}) = ({kk_pk})
               AND NOT EXISTS (SELECT 1 FROM {orig} o WHERE ({o_pk}) = ({n_pk})
-                                 AND {filled} IS NOT DISTINCT FROM n.{key}))
-         DELETE FROM {new} n USING c WHERE n.tableoid = c.rel AND n.ctid = c.row",
+                                 AND {filled} IS NOT DISTINCT FROM n.{key})
+           RETURNING 1
+         ), u AS (
+           INSERT INTO {new} ({cols}){overriding} SELECT {select} FROM {orig} s
+            WHERE ({s_pk}) IN (SELECT {k_pk} FROM k)
+           ON CONFLICT ({conflict}) DO {set}
+           RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM k) + 0 * ((SELECT count(*) FROM d) + (SELECT count(*) FROM u))",
         new = b.partitioned.quoted(),
         orig = b.original.quoted(),
         gone = gone.quoted(),
+        g_pk = pk("g."),
+        k_pk = pk(""),
+        kk_pk = pk("kk."),
         n_pk = pk("n."),
         o_pk = pk("o."),
-        g_pk = pk("g."),
+        s_pk = pk("s."),
         filled = b.filled_key("o."),
         key = b.key_quoted(),
+        cols = Blueprint::list(&b.columns),
+        overriding = b.overriding_clause(),
+        select = b.select_list("s."),
+        conflict = Blueprint::list(&b.new_pk),
+        set = b.update_set(&b.new_pk),
     )
 }
 
@@ -191,8 +238,13 @@ pub async fn run(
     progress: &mut Progress,
 ) -> Result<CopyOutcome, Error> {
     let mut out = CopyOutcome::default();
-    let first_sql = batch_sql(b, true);
-    let next_sql = batch_sql(b, false);
+    // A plain INSERT first: `ON CONFLICT` costs a speculative insertion per row (half as much
+    // again as the insert). A batch that meets a row the trigger wrote first fails with a unique
+    // violation and is run again with `ON CONFLICT DO NOTHING`. Migrations recorded by earlier
+    // versions (no gone table) always upsert.
+    let plain = [batch_sql(b, true, false), batch_sql(b, false, false)];
+    let upserting = [batch_sql(b, true, true), batch_sql(b, false, true)];
+    let mut upsert = b.gone.is_none();
     // A batch that meets a lock gives up within COPY_LOCK_TIMEOUT and is retried; the server
     // ends a stalled batch's session after a second (idle_in_transaction_session_timeout from
     // the step's lock timeout), releasing what it holds.
@@ -209,18 +261,27 @@ pub async fn run(
                     size = (size / 2).max(MIN_BATCH.min(batch_size));
                 }
                 let pk = last_pk.as_deref();
-                batch(c, at, b, &first_sql, &next_sql, pk, size).await
+                let [first_sql, next_sql] = if upsert { &upserting } else { &plain };
+                batch(c, at, b, first_sql, next_sql, pk, size).await
             })
-            .await
-            .map_err(|e| match e {
-                TxError::LockTimeout {
-                    attempts, source, ..
-                } => MigrateError::CopyLocked { attempts, source },
-                TxError::ConnectionLost { source, .. } => {
-                    MigrateError::CopyConnectionLost { source }
-                }
-                TxError::Failed { source, .. } => MigrateError::Copy { source },
-            })?;
+            .await;
+        let done = match done {
+            Err(TxError::Failed { source, .. })
+                if !upsert && pg::sqlstate(&source).as_deref() == Some(UNIQUE_VIOLATION) =>
+            {
+                upsert = true;
+                continue;
+            }
+            other => other,
+        };
+        upsert = b.gone.is_none();
+        let done = done.map_err(|e| match e {
+            TxError::LockTimeout {
+                attempts, source, ..
+            } => MigrateError::CopyLocked { attempts, source },
+            TxError::ConnectionLost { source, .. } => MigrateError::CopyConnectionLost { source },
+            TxError::Failed { source, .. } => MigrateError::Copy { source },
+        })?;
         let (read, inserted, filled, last) = done.value;
         out.retries += done.lock_waits;
         if size < batch_size && done.lock_waits == 0 {
@@ -241,6 +302,9 @@ pub async fn run(
     }
     Ok(out)
 }
+
+/// SQLSTATE of a duplicate key.
+const UNIQUE_VIOLATION: &str = "23505";
 
 /// Pause before a batch's next attempt: short (the lock it met is an application's row or
 /// statement), growing, with jitter.
@@ -288,20 +352,26 @@ mod tests {
     use crate::migrate::tests::pricing_blueprint;
 
     #[test]
-    fn settling_removes_only_stale_copies_of_recorded_keys() {
+    fn settling_deletes_stale_copies_and_upserts_current_rows_of_recorded_keys() {
         let b = pricing_blueprint(None);
         let sql = settle_sql(&b, b.gone.as_ref().unwrap());
-        assert!(sql.contains("WHERE (n.\"id\") IN (SELECT g.\"id\" FROM \"partkeeper\".\"public_pricing_data_gone\" g)"), "{sql}");
-        assert!(sql.contains("NOT EXISTS (SELECT 1 FROM \"public\".\"pricing_data\" o WHERE (o.\"id\") = (n.\"id\")"), "{sql}");
         assert!(
-            sql.contains("n.tableoid = c.rel AND n.ctid = c.row"),
+            sql.contains("DELETE FROM \"partkeeper\".\"public_pricing_data_gone\" g"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("NOT EXISTS (SELECT 1 FROM \"public\".\"pricing_data\" o WHERE (o.\"id\") = (n.\"id\")"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ON CONFLICT (\"id\", \"date\") DO UPDATE SET"),
             "{sql}"
         );
     }
 
     #[test]
     fn batches_walk_the_primary_key_and_lock_what_they_read_only_without_a_gone_table() {
-        let sql = batch_sql(&pricing_blueprint(None), false);
+        let sql = batch_sql(&pricing_blueprint(None), false, true);
         assert!(
             sql.contains("WHERE (o.\"id\") > (($1::text[])[1]::bigint)"),
             "{sql}"
@@ -310,14 +380,15 @@ mod tests {
         let mut earlier = pricing_blueprint(None);
         earlier.gone = None;
         assert!(
-            batch_sql(&earlier, false).contains("ORDER BY o.\"id\" LIMIT $2 FOR SHARE"),
+            batch_sql(&earlier, false, true).contains("ORDER BY o.\"id\" LIMIT $2 FOR SHARE"),
             "{sql}"
         );
         assert!(
             sql.contains("ON CONFLICT (\"id\", \"date\") DO NOTHING"),
             "{sql}"
         );
-        let first = batch_sql(&pricing_blueprint(None), true);
+        assert!(!batch_sql(&pricing_blueprint(None), false, false).contains("ON CONFLICT"));
+        let first = batch_sql(&pricing_blueprint(None), true, true);
         assert!(
             first.contains("WHERE $1::text[] IS NULL ORDER BY"),
             "{first}"

@@ -11,6 +11,7 @@ use super::inventory::{DataFacts, Inventory};
 use super::{Blueprint, IndexNames, Mode, OwnedSequence, UserTrigger, STATE_SCHEMA};
 use crate::bounds::KeyType;
 use crate::config::TablePolicy;
+use crate::coverage::{self, TooMany};
 use crate::ident::{derived_name, QualifiedName};
 use crate::plan::Clock;
 
@@ -459,27 +460,35 @@ pub fn judge(
             None => ahead,
         }
     };
-    let mut start = first;
-    while start < last_end && p.partitions.len() <= MAX_PARTITIONS {
-        let next = crate::calendar::add_periods(start, clock.interval, 1, clock.tz);
-        if next <= start {
-            break;
+    let next = |at| crate::calendar::add_periods(at, clock.interval, 1, clock.tz);
+    let cover = |end| coverage::cover(&[], first, end, MAX_PARTITIONS, next);
+    let (pieces, too_many) = match cover(last_end) {
+        Ok(pieces) => (pieces, false),
+        Err(TooMany) => {
+            let end = crate::calendar::add_periods(
+                first,
+                clock.interval,
+                MAX_PARTITIONS as i32,
+                clock.tz,
+            );
+            (cover(end).unwrap_or_default(), true)
         }
-        p.partitions.push(PlannedPartition {
-            name: t.sibling(derived_name(&t.name, &clock.suffix(start))),
-            from: start,
-            to: next,
-        });
-        start = next;
-    }
-    if p.partitions.len() > MAX_PARTITIONS {
+    };
+    p.partitions = pieces
+        .iter()
+        .map(|x| PlannedPartition {
+            name: t.sibling(derived_name(&t.name, &x.suffix(clock.suffix(x.period)))),
+            from: x.from,
+            to: x.to,
+        })
+        .collect();
+    if too_many {
         p.blockers.push(format!(
             "the key range of {t} ({} .. {}) needs more than {MAX_PARTITIONS} partitions of {}; look for outlier values (a mistyped year) and fix them, or choose a longer interval",
             facts.and_then(|f| f.min_key_text.clone()).unwrap_or_default(),
             facts.and_then(|f| f.max_key_text.clone()).unwrap_or_default(),
             policy.interval
         ));
-        p.partitions.truncate(MAX_PARTITIONS);
     }
     let default_partition = t.sibling(derived_name(&t.name, "default"));
     let mut wanted: Vec<&QualifiedName> = p.partitions.iter().map(|x| &x.name).collect();
@@ -568,7 +577,7 @@ pub fn judge(
         publications: inv.publications.clone(),
         default_partition,
         keep_default: policy.default_partition,
-        gone: (opts.mode == Mode::Online)
+        gone: (opts.mode == Mode::Online && copies_without_row_locks(inv))
             .then(|| QualifiedName::new(STATE_SCHEMA, derived_name(&fn_base, "gone"))),
         pause_autovacuum: opts.mode == Mode::Online
             && !inv
@@ -577,6 +586,18 @@ pub fn judge(
                 .any(|o| o.starts_with("autovacuum_enabled=")),
     });
     p
+}
+
+/// Whether the online copy may read without row locks ([`Blueprint::gone`]). It then may insert
+/// a row version that a writer has since replaced (settled after the copy), which only the
+/// primary key tolerates: another unique key or an outbound foreign key could refuse the stale
+/// version (a value a writer has since moved to another row, a parent deleted since), so such
+/// tables are copied with `FOR SHARE`, which reads only current versions.
+pub fn copies_without_row_locks(inv: &Inventory) -> bool {
+    !inv.constraints
+        .iter()
+        .any(|c| c.kind == "u" || c.kind == "f" || c.kind == "x")
+        && !inv.indexes.iter().any(|i| i.unique && !i.primary)
 }
 
 /// Seconds since the epoch (on the table's calendar) as an instant.

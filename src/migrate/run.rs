@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
 use super::build::{self, Keys};
 use super::inventory::{self, DataFacts, Inventory};
@@ -342,51 +342,13 @@ async fn cover_default_rows(
         catalog::read(conn, &[(bp.partitioned.clone(), bp.key.clone())], false),
     )
     .await?;
-    let table = catalog::resolve(&rows[0], &scoped).map_err(Error::Failed)?;
+    let table = catalog::resolve(&rows[0], &scoped).map_err(MigrateError::Resolve)?;
     let clock = Clock::new(policy, key_type, Utc::now());
     let to_utc = |s: f64| DateTime::<Utc>::from_timestamp(s.floor() as i64, 0).unwrap_or_default();
-    let mut start = crate::calendar::period_start(to_utc(lo), clock.interval, clock.tz);
-    let end = crate::calendar::add_periods(
-        crate::calendar::period_start(to_utc(hi), clock.interval, clock.tz),
-        clock.interval,
-        1,
-        clock.tz,
-    );
-    let ranges: Vec<coverage::Range> = table.partitions.iter().map(|p| (p.from, p.to)).collect();
-    let mut actions = Vec::new();
-    while start < end {
-        let next = crate::calendar::add_periods(start, clock.interval, 1, clock.tz);
-        for (i, (from, to)) in coverage::uncovered(&ranges, start, next)
-            .into_iter()
-            .enumerate()
-        {
-            let suffix = if i == 0 {
-                clock.suffix(start)
-            } else {
-                format!("{}_{}", clock.suffix(start), i + 1)
-            };
-            actions.push(Action::Create {
-                partition: bp
-                    .original
-                    .sibling(derived_name(&bp.original.name, &suffix)),
-                from,
-                to,
-            });
-        }
-        if actions.len() > plan::MAX_PARTITIONS || next <= start {
-            return Err(Error::Failed(format!(
-                "rows written during the migration have {} values far outside the table's range (more than {} new partitions would be needed); fix them in {} or set default_partition = true, then run again",
-                bp.key,
-                plan::MAX_PARTITIONS,
-                bp.original
-            )));
-        }
-        start = next;
-    }
+    let actions = default_cover(bp, &table, &clock, to_utc(lo), to_utc(hi))?;
     let tpl = build::template(inv, bp);
     for action in &actions {
-        let mut steps =
-            ddl::render(action, &table, &tpl).map_err(|e| Error::Failed(e.to_string()))?;
+        let mut steps = ddl::render(action, &table, &tpl)?;
         // Writers reach the new table through the forward trigger. One that routed its row to
         // the default partition just before the new partition is attached would fail on the
         // default's changed constraint; holding the original's writers back for the moment of
@@ -404,11 +366,50 @@ async fn cover_default_rows(
         } else {
             crate::execute::run_steps(conn, db, &steps)
                 .await
-                .map_err(|e| Error::Failed(e.to_string()))?;
+                .map_err(MigrateError::Cover)?;
         }
         tracing::info!(partition = %action.partition(), "created a partition for rows written during the migration");
     }
     Ok(actions.len())
+}
+
+/// Partitions for rows that landed in the default partition, with keys from `lo` to `hi`: every
+/// period between them that `table`'s partitions do not cover (pure; [`coverage::cover`]).
+pub fn default_cover(
+    bp: &Blueprint,
+    table: &crate::catalog::ManagedTable,
+    clock: &Clock,
+    lo: DateTime<Utc>,
+    hi: DateTime<Utc>,
+) -> Result<Vec<Action>, MigrateError> {
+    let (interval, tz) = (clock.interval, clock.tz);
+    let start = crate::calendar::period_start(lo, interval, tz);
+    let end = crate::calendar::add_periods(
+        crate::calendar::period_start(hi, interval, tz),
+        interval,
+        1,
+        tz,
+    );
+    let ranges: Vec<coverage::Range> = table.partitions.iter().map(|p| (p.from, p.to)).collect();
+    let pieces = coverage::cover(&ranges, start, end, plan::MAX_PARTITIONS, |t| {
+        crate::calendar::add_periods(t, interval, 1, tz)
+    })
+    .map_err(|_| MigrateError::FarOutside {
+        key: bp.key.clone(),
+        max: plan::MAX_PARTITIONS,
+        table: bp.original.clone(),
+    })?;
+    Ok(pieces
+        .iter()
+        .map(|p| Action::Create {
+            partition: bp.original.sibling(derived_name(
+                &bp.original.name,
+                &p.suffix(clock.suffix(p.period)),
+            )),
+            from: p.from,
+            to: p.to,
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -442,12 +443,10 @@ async fn offline(
     // would be ended, its copy thrown away. A stalled network here fails the command; the
     // server keeps the session (and its SHARE lock) until TCP keepalive notices the dead peer.
     let deadline = pg::reply_deadline(db);
-    let mut tx = pg::answered(deadline, conn.begin()).await?;
-    pg::answered(
-        deadline,
-        pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
-    )
-    .await?;
+    let (mut tx, _) = crate::tx::Runner::step("the offline migration", db)
+        .without_idle_timeout()
+        .begin(conn)
+        .await?;
     pg::answered(deadline, state::ensure_schema(&mut tx)).await?;
     build::run(&mut tx, &statements, deadline).await?;
     swap::lock_with_savepoint(
