@@ -80,6 +80,9 @@ pub async fn run_pass(
     opts: &Options,
 ) -> Result<PassReport, Error> {
     let started = Instant::now();
+    if db.pooler == crate::config::Pooler::Transaction && !opts.dry_run {
+        return crate::lease::maintain_pass(conn, db, policies, opts, started).await;
+    }
     let deadline = crate::pg::reply_deadline(db);
     if !opts.dry_run
         && !crate::pg::answered(
@@ -88,15 +91,7 @@ pub async fn run_pass(
         )
         .await?
     {
-        return Ok(PassReport {
-            tables: Vec::new(),
-            skipped: Some(
-                "another partkeeper instance is maintaining this database right now; nothing done"
-                    .into(),
-            ),
-            dry_run: false,
-            duration_ms: started.elapsed().as_millis() as u64,
-        });
+        return Ok(skipped(started));
     }
     let mut lost = false;
     let result = pass_locked(conn, db, policies, opts, &mut lost).await;
@@ -113,7 +108,20 @@ pub async fn run_pass(
     })
 }
 
-async fn pass_locked(
+/// The report of a pass that found another instance maintaining.
+pub(crate) fn skipped(started: Instant) -> PassReport {
+    PassReport {
+        tables: Vec::new(),
+        skipped: Some(
+            "another partkeeper instance is maintaining this database right now; nothing done"
+                .into(),
+        ),
+        dry_run: false,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+pub(crate) async fn pass_locked(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
     policies: &[TablePolicy],
@@ -125,12 +133,23 @@ async fn pass_locked(
         *connection_lost = crate::pg::is_connection_lost(&e);
         Error::from(e)
     };
-    let version = crate::pg::answered(deadline, crate::pg::server_version(conn))
+    // Behind a transaction pooler the reads share one transaction ([`crate::pooler::Reader`]).
+    let mut reader = crate::pg::answered(deadline, crate::pooler::db_reader(conn, db))
         .await
         .map_err(&mut lost)?;
-    let resolved = crate::pg::answered(deadline, catalog::read_managed(conn, policies, false))
+    let version = crate::pg::answered(deadline, crate::pg::server_version(&mut reader))
         .await
         .map_err(&mut lost)?;
+    let resolved = crate::pg::answered(
+        deadline,
+        catalog::read_managed(&mut reader, policies, false),
+    )
+    .await
+    .map_err(&mut lost)?;
+    crate::pg::answered(deadline, reader.done())
+        .await
+        .map_err(&mut lost)?;
+    let version = crate::pooler::planning_version(version, db.pooler);
     if opts.strict {
         let problems: Vec<String> = resolved
             .iter()
@@ -202,33 +221,40 @@ async fn maintain_table(
         .iter()
         .filter_map(|a| a.creates().cloned())
         .collect();
-    match crate::pg::answered(deadline, catalog::existing_relations(conn, &new_names)).await {
-        Ok(taken) if !taken.is_empty() => {
+    let reads = async {
+        let mut reader = crate::pooler::db_reader(conn, db).await?;
+        let taken = catalog::existing_relations(&mut reader, &new_names).await?;
+        let template = if new_names.is_empty() || !taken.is_empty() {
+            ddl::Template::default()
+        } else {
+            match execute::read_template(&mut reader, table).await {
+                Ok(t) => t,
+                Err(e) => return Ok((taken, Err(e))),
+            }
+        };
+        reader.done().await?;
+        Ok::<_, sqlx::Error>((taken, Ok(template)))
+    };
+    let template = match crate::pg::answered(deadline, reads).await {
+        Ok((taken, _)) if !taken.is_empty() => {
             report.error = Some(format!(
                 "cannot create {}: a relation with that name already exists but is not a partition covering that range; rename or drop it, or attach it yourself",
                 taken.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             ));
             return (report, false);
         }
-        Ok(_) => {}
+        Ok((_, Ok(template))) => template,
+        Ok((_, Err(e))) => {
+            report.error = Some(format!(
+                "cannot read {}: {}",
+                table.name,
+                crate::pg::describe(&e)
+            ));
+            return (report, crate::pg::is_connection_lost(&e));
+        }
         Err(e) => {
             report.error = Some(crate::pg::describe(&e));
             return (report, crate::pg::is_connection_lost(&e));
-        }
-    }
-    let template = if new_names.is_empty() {
-        ddl::Template::default()
-    } else {
-        match crate::pg::answered(deadline, execute::read_template(conn, table)).await {
-            Ok(t) => t,
-            Err(e) => {
-                report.error = Some(format!(
-                    "cannot read {}: {}",
-                    table.name,
-                    crate::pg::describe(&e)
-                ));
-                return (report, crate::pg::is_connection_lost(&e));
-            }
         }
     };
     let total = plan.actions.len();

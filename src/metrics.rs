@@ -11,6 +11,7 @@
 //!   in ordinary counters and a histogram, fed by the [`PassReport`]s of the passes it ran.
 //!   Counters start at 0 for every configured table, so `increase()` sees the first failure.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -109,6 +110,8 @@ pub struct Metrics {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
     /// The encoded facts of one snapshot (see [`Metrics::facts_text`]).
     facts: Mutex<Option<(Arc<Snapshot>, Arc<str>)>>,
+    /// Set while the leader session's heartbeat fails (see [`Metrics::heartbeat`]).
+    heartbeat_failing: Arc<AtomicBool>,
 }
 
 impl Metrics {
@@ -169,8 +172,11 @@ impl Metrics {
         registry
             .register(Box::new(duration.clone()))
             .expect("unique metric name");
+        let heartbeat_failing = Arc::new(AtomicBool::new(false));
+        let mut state = StateCollector::new(Arc::clone(&snapshot), leader);
+        state.heartbeat_failing = Arc::clone(&heartbeat_failing);
         registry
-            .register(Box::new(StateCollector::new(Arc::clone(&snapshot), leader)))
+            .register(Box::new(state))
             .expect("unique metric names");
         for t in tables {
             for r in [RunResult::Success, RunResult::Failure] {
@@ -190,7 +196,15 @@ impl Metrics {
             duration,
             snapshot,
             facts: Mutex::new(None),
+            heartbeat_failing,
         }
+    }
+
+    /// The verdict of the leader session's heartbeat (every second, bounded by its timeout):
+    /// while it fails, `up` is 0 whatever the last refresh found, so that `up` follows
+    /// `/readyz` within seconds instead of waiting for a refresh stuck on a dead network.
+    pub fn heartbeat(&self, answered: bool) {
+        self.heartbeat_failing.store(!answered, Ordering::Relaxed);
     }
 
     /// Counts one pass. A pass skipped because another instance held the maintenance lock did
@@ -277,6 +291,7 @@ impl Metrics {
 pub struct StateCollector {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
     leader: watch::Receiver<bool>,
+    heartbeat_failing: Arc<AtomicBool>,
     descs: Vec<Desc>,
 }
 
@@ -301,6 +316,7 @@ impl StateCollector {
         StateCollector {
             snapshot,
             leader,
+            heartbeat_failing: Arc::default(),
             descs,
         }
     }
@@ -312,7 +328,11 @@ impl Collector for StateCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        state_families(&current(&self.snapshot), *self.leader.borrow())
+        state_families(
+            &current(&self.snapshot),
+            *self.leader.borrow(),
+            self.heartbeat_failing.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -360,15 +380,19 @@ fn gauge_family(name: &str, samples: Vec<proto::Metric>) -> MetricFamily {
     f
 }
 
-/// `build_info`, `up`, `leader` and the refresh gauges (pure).
-pub fn state_families(s: &Snapshot, leader: bool) -> Vec<MetricFamily> {
+/// `build_info`, `up`, `leader` and the refresh gauges (pure). `up` needs both the last refresh
+/// and the last heartbeat to have reached the primary.
+pub fn state_families(s: &Snapshot, leader: bool, heartbeat_failing: bool) -> Vec<MetricFamily> {
     let one = |v: f64| vec![sample(&[], v)];
     let mut out = vec![
         gauge_family(
             "build_info",
             vec![sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
         ),
-        gauge_family("up", one(f64::from(u8::from(s.primary_up)))),
+        gauge_family(
+            "up",
+            one(f64::from(u8::from(s.primary_up && !heartbeat_failing))),
+        ),
         gauge_family("leader", one(f64::from(u8::from(leader)))),
     ];
     if let Some(d) = s.duration_seconds {
@@ -386,7 +410,7 @@ pub fn state_families(s: &Snapshot, leader: bool) -> Vec<MetricFamily> {
 fn help(name: &str) -> &'static str {
     match name {
         "build_info" => "Always 1; the version label names the running partkeeper.",
-        "up" => "1 if the last refresh reached the primary database.",
+        "up" => "1 if the last refresh reached the primary database and its last heartbeat (every second) did not fail.",
         "leader" => "1 if this instance holds the leader lock and runs maintenance.",
         "partitions" => "Partitions of the table, the default partition included.",
         "partition_size_bytes" => "Total relation size of the partition (pg_total_relation_size).",
@@ -565,6 +589,18 @@ mod tests {
         )
     }
 
+    /// Issue 14: a refresh stuck on a dead network leaves `primary_up` true for up to
+    /// `PRIMARY_TIMEOUT`; the heartbeat's failure turns `up` to 0 at once.
+    #[test]
+    fn up_is_0_while_the_heartbeat_fails_whatever_the_last_refresh_found() {
+        let (m, _cell) = metrics(snapshot(vec![part("t_a", 100)], Some(10)));
+        assert!(m.render().contains("\npartkeeper_up 1\n"));
+        m.heartbeat(false);
+        assert!(m.render().contains("\npartkeeper_up 0\n"));
+        m.heartbeat(true);
+        assert!(m.render().contains("\npartkeeper_up 1\n"));
+    }
+
     #[test]
     fn a_dropped_partition_s_series_disappear_at_the_next_snapshot() {
         let (m, cell) = metrics(snapshot(vec![part("t_a", 100), part("t_b", 200)], Some(10)));
@@ -599,7 +635,7 @@ mod tests {
             !text.contains("partkeeper_replication_lag_seconds{"),
             "{text}"
         );
-        assert!(text.contains("partkeeper_leader 1"), "{text}");
+        assert!(text.contains("\npartkeeper_leader 1\n"), "{text}");
     }
 
     #[test]

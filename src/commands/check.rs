@@ -11,6 +11,9 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
     let now = super::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
     let mut conn = super::connect(&cfg).await?;
     let deadline = crate::pg::reply_deadline(&cfg.database);
+    // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
+    let mut conn =
+        crate::pg::answered(deadline, crate::pooler::db_reader(&mut conn, &cfg.database)).await?;
     let version = crate::pg::answered(deadline, crate::pg::server_version(&mut conn)).await?;
     let resolved =
         crate::pg::answered(deadline, catalog::read_managed(&mut conn, &policies, false)).await?;
@@ -35,6 +38,7 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
     let mut counts = crate::pg::answered(deadline, catalog::count_rows(&mut conn, &defaults))
         .await?
         .into_iter();
+    crate::pg::answered(deadline, conn.done()).await?;
     let health: Vec<TableHealth> = tables
         .iter()
         .zip(&policies)

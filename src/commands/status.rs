@@ -29,6 +29,8 @@ struct PartitionStatus<'a> {
 pub async fn run(cfg: Config, args: StatusArgs) -> Result<i32> {
     let policies = cfg.select_tables(args.table.as_deref())?;
     let mut conn = super::connect(&cfg).await?;
+    // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
+    let mut conn = crate::pooler::db_reader(&mut conn, &cfg.database).await?;
     let resolved = catalog::read_managed(&mut conn, &policies, true).await?;
     let mut out = Vec::new();
     for r in &resolved {
@@ -58,6 +60,7 @@ pub async fn run(cfg: Config, args: StatusArgs) -> Result<i32> {
             Vec::new()
         }
     };
+    conn.done().await?;
     let replicas = futures::future::join_all(
         cfg.replicas
             .iter()
