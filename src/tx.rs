@@ -173,25 +173,14 @@ impl Runner {
     where
         F: AsyncFnMut(&mut PgConnection, Attempt) -> Result<T, sqlx::Error>,
     {
-        let mut failed = 0;
-        loop {
-            let at = Attempt {
-                failed,
-                deadline: self.deadline,
-            };
-            let result = async {
-                let mut tx = pg::answered(self.deadline, conn.begin()).await?;
-                pg::answered(self.deadline, self.set_local(&mut tx)).await?;
-                let value = body(&mut tx, at).await?;
-                pg::answered(self.deadline, tx.commit()).await?;
-                Ok(value)
-            }
-            .await;
-            match self.judge(result, &mut failed) {
-                Some(r) => return r,
-                None => tokio::time::sleep((self.pause)(failed)).await,
-            }
-        }
+        self.retrying(async |at| {
+            let mut tx = pg::answered(self.deadline, conn.begin()).await?;
+            pg::answered(self.deadline, self.set_local(&mut tx)).await?;
+            let value = body(&mut tx, at).await?;
+            pg::answered(self.deadline, tx.commit()).await?;
+            Ok(value)
+        })
+        .await
     }
 
     /// Like [`Runner::run`], inside the caller's open transaction: each attempt behind a
@@ -205,28 +194,37 @@ impl Runner {
     where
         F: AsyncFnMut(&mut PgConnection, Attempt) -> Result<T, sqlx::Error>,
     {
+        self.retrying(async |at| {
+            exec(conn, at, "SAVEPOINT partkeeper_step").await?;
+            match body(&mut *conn, at).await {
+                Ok(v) => {
+                    exec(conn, at, "RELEASE SAVEPOINT partkeeper_step").await?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    if pg::is_retryable(&e) {
+                        exec(conn, at, "ROLLBACK TO SAVEPOINT partkeeper_step").await?;
+                    }
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    /// The retry loop of both: `attempt` until it succeeds, fails for good, or has met a lock
+    /// timeout `attempts` times, pausing between attempts.
+    async fn retrying<T>(
+        &self,
+        mut attempt: impl AsyncFnMut(Attempt) -> Result<T, sqlx::Error>,
+    ) -> Result<Done<T>, TxError> {
         let mut failed = 0;
         loop {
             let at = Attempt {
                 failed,
                 deadline: self.deadline,
             };
-            let result = async {
-                exec(conn, at, "SAVEPOINT partkeeper_step").await?;
-                match body(&mut *conn, at).await {
-                    Ok(v) => {
-                        exec(conn, at, "RELEASE SAVEPOINT partkeeper_step").await?;
-                        Ok(v)
-                    }
-                    Err(e) => {
-                        if pg::is_retryable(&e) {
-                            exec(conn, at, "ROLLBACK TO SAVEPOINT partkeeper_step").await?;
-                        }
-                        Err(e)
-                    }
-                }
-            }
-            .await;
+            let result = attempt(at).await;
             match self.judge(result, &mut failed) {
                 Some(r) => return r,
                 None => tokio::time::sleep((self.pause)(failed)).await,

@@ -254,6 +254,16 @@ pub async fn run(
     Ok(Outcome::Migrated(summary))
 }
 
+/// The new parent (keys as `keys` says) and its partitions, as both modes build them.
+fn table_statements(prepared: &Prepared, bp: &Blueprint, keys: Keys) -> Result<Vec<String>, Error> {
+    let inv = &prepared.inventory;
+    let key_type = prepared.preflight.key_type.ok_or(MigrateError::NoKeyType)?;
+    let mut statements = build::parent_statements(inv, bp, keys);
+    let partitions = &prepared.preflight.partitions;
+    statements.extend(build::partition_statements(inv, bp, key_type, partitions)?);
+    Ok(statements)
+}
+
 /// The build transaction: new table, partitions, the non-unique indexes on the parent only
 /// (built per partition after the copy), sync functions, state row, and last the forward
 /// triggers (the only statement that waits for the application's writers), then commit.
@@ -264,14 +274,7 @@ async fn build_online(
     bp: &Blueprint,
 ) -> Result<(), Error> {
     let inv = &prepared.inventory;
-    let key_type = prepared.preflight.key_type.ok_or(MigrateError::NoKeyType)?;
-    let mut statements = build::parent_statements(inv, bp, Keys::UniqueWithTable);
-    statements.extend(build::partition_statements(
-        inv,
-        bp,
-        key_type,
-        &prepared.preflight.partitions,
-    )?);
+    let mut statements = table_statements(prepared, bp, Keys::UniqueWithTable)?;
     statements.extend(build::parent_only_indexes(inv, bp));
     statements.extend(build::gone_table(bp));
     statements.push(sync::reverse_function(bp));
@@ -430,13 +433,7 @@ async fn offline(
 ) -> Result<Outcome, Error> {
     let inv = &prepared.inventory;
     let key_type = prepared.preflight.key_type.ok_or(MigrateError::NoKeyType)?;
-    let mut statements = build::parent_statements(inv, bp, Keys::Later);
-    statements.extend(build::partition_statements(
-        inv,
-        bp,
-        key_type,
-        &prepared.preflight.partitions,
-    )?);
+    let mut statements = table_statements(prepared, bp, Keys::Later)?;
     statements.push(sync::reverse_function(bp));
     // Every round trip within the deadline, but no idle_in_transaction_session_timeout: this one
     // long transaction deliberately sleeps between lock attempts (swap::lock_with_savepoint) and

@@ -15,6 +15,14 @@ const PLAIN_INDEX_BYTES: &str = "SELECT coalesce(sum(pg_relation_size(x.indexrel
    FROM pg_partition_tree('pricing_data') t JOIN pg_index x ON x.indrelid = t.relid
   WHERE t.isleaf AND NOT x.indisunique";
 
+/// Indexes of `pricing_data` and its partitions that are not valid.
+async fn invalid_indexes(db: &crate::common::TestDb) -> i64 {
+    db.query_scalar(
+        "SELECT count(*) FROM pg_partition_tree('pricing_data') t JOIN pg_index x ON x.indrelid = t.relid WHERE NOT x.indisvalid",
+    )
+    .await
+}
+
 #[tokio::test]
 async fn online_indexes_are_built_per_partition_after_the_copy_as_small_as_a_fresh_build() {
     let (db, cli) = pricing_data(20_000, 0, true).await;
@@ -26,12 +34,7 @@ async fn online_indexes_are_built_per_partition_after_the_copy_as_small_as_a_fre
     );
     // Every index of the new table is valid, and every partition (the default one too) has both
     // non-unique indexes, attached to the parent's.
-    let invalid: i64 = db
-        .query_scalar(
-            "SELECT count(*) FROM pg_partition_tree('pricing_data') t JOIN pg_index x ON x.indrelid = t.relid WHERE NOT x.indisvalid",
-        )
-        .await;
-    assert_eq!(invalid, 0);
+    assert_eq!(invalid_indexes(&db).await, 0);
     let missing: i64 = db
         .query_scalar(
             "SELECT count(*) FROM pg_partition_tree('pricing_data') t
@@ -78,12 +81,7 @@ async fn a_partition_too_big_to_index_within_lock_timeout_is_indexed_concurrentl
         run.stderr.contains("building CONCURRENTLY"),
         "no partition was indexed concurrently: {run}"
     );
-    let invalid: i64 = db
-        .query_scalar(
-            "SELECT count(*) FROM pg_partition_tree('pricing_data') t JOIN pg_index x ON x.indrelid = t.relid WHERE NOT x.indisvalid",
-        )
-        .await;
-    assert_eq!(invalid, 0);
+    assert_eq!(invalid_indexes(&db).await, 0);
     cli.run(["migrate", "verify", "--table", "public.pricing_data"])
         .assert_success();
 }
