@@ -30,10 +30,12 @@ pub enum Error {
     /// A transaction step failed (its name, and the server's error as the source).
     #[error(transparent)]
     Step(#[from] crate::tx::TxError),
+    /// Boxed: its variants carry the step's error and names, and `Result<_, Error>` is returned
+    /// everywhere.
     #[error(transparent)]
-    Migrate(#[from] crate::migrate::MigrateError),
+    Migrate(Box<crate::migrate::error::MigrateError>),
     #[error(transparent)]
-    Bench(crate::bench::BenchError),
+    Bench(crate::bench::error::BenchError),
 }
 
 impl Error {
@@ -49,6 +51,43 @@ impl Error {
             | Error::Migrate(_)
             | Error::Bench(_) => 1,
         }
+    }
+}
+
+impl From<crate::migrate::indexes::IndexError> for Error {
+    fn from(e: crate::migrate::indexes::IndexError) -> Self {
+        crate::migrate::error::MigrateError::from(e).into()
+    }
+}
+
+impl From<crate::migrate::fill::FillError> for Error {
+    fn from(e: crate::migrate::fill::FillError) -> Self {
+        crate::migrate::error::MigrateError::from(e).into()
+    }
+}
+
+impl From<crate::bounds::BoundsError> for Error {
+    fn from(e: crate::bounds::BoundsError) -> Self {
+        crate::migrate::error::MigrateError::from(e).into()
+    }
+}
+
+impl From<crate::bench::error::BenchError> for Error {
+    fn from(e: crate::bench::error::BenchError) -> Self {
+        match e {
+            crate::bench::error::BenchError::Query { source, .. }
+                if crate::pg::is_connection_lost(&source) =>
+            {
+                Error::ConnectionLost(source)
+            }
+            other => Error::Bench(other),
+        }
+    }
+}
+
+impl From<crate::migrate::error::MigrateError> for Error {
+    fn from(e: crate::migrate::error::MigrateError) -> Self {
+        Error::Migrate(Box::new(e))
     }
 }
 

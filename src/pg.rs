@@ -1,6 +1,6 @@
 //! Connections: the session settings every partkeeper connection runs with, connecting within a
 //! deadline, classifying server errors, and the backoff between lock-timeout retries (the retries
-//! themselves run in [`crate::tx::Runner`]) that keep our DDL from ever queueing in front of
+//! themselves run in the transaction runner, `tx.rs`) that keep our DDL from ever queueing in front of
 //! application queries for longer than `lock_timeout`.
 
 use std::future::Future;

@@ -11,6 +11,7 @@
 //! cannot change data under EXPLAIN ANALYZE.
 
 pub mod chart;
+pub mod error;
 pub mod explain;
 pub mod queries;
 pub mod report;
@@ -27,36 +28,7 @@ use crate::bounds::KeyType;
 use crate::config::{BenchQuery, TablePolicy};
 use crate::error::{Error, Result};
 use crate::ident::quote_ident;
-/// What can fail while measuring, with the query it concerns; the cause is kept as the source.
-#[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    #[error("table {table} has no rows with a {key}; bench measures queries on real data")]
-    NoRows { table: String, key: String },
-    #[error("{label} ({sql}): {}", crate::pg::describe(.source))]
-    Query {
-        label: String,
-        sql: String,
-        #[source]
-        source: sqlx::Error,
-    },
-    #[error("{label}: {source}")]
-    Plan {
-        label: String,
-        #[source]
-        source: explain::ExplainError,
-    },
-}
-
-impl From<BenchError> for Error {
-    fn from(e: BenchError) -> Self {
-        match e {
-            BenchError::Query { source, .. } if crate::pg::is_connection_lost(&source) => {
-                Error::ConnectionLost(source)
-            }
-            other => Error::Bench(other),
-        }
-    }
-}
+use error::BenchError;
 
 use queries::{Bind, Parameters, QueryClass, TableShape, Windows, PROPERTY_COLUMN};
 use report::{BenchReport, Layout, FORMAT_VERSION, WARMUP_RUNS};

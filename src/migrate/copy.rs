@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 
+use super::error::MigrateError;
 use super::progress::Progress;
 use super::state;
-use super::{Blueprint, MigrateError};
+use super::Blueprint;
 use crate::config::DatabaseConfig;
 use crate::error::Error;
 use crate::ident::quote_ident;

@@ -4,8 +4,9 @@
 
 use sqlx::PgConnection;
 
+use super::error::MigrateError;
 use super::state::{Phase, State};
-use super::{rollback, sync, MigrateError, REVERSE_TRIGGER, REVERSE_TRUNCATE_TRIGGER};
+use super::{rollback, sync, REVERSE_TRIGGER, REVERSE_TRUNCATE_TRIGGER};
 use crate::config::DatabaseConfig;
 use crate::error::Error;
 
@@ -41,11 +42,11 @@ pub async fn run(
             match rollback::drop_with_state(conn, db, b, &statements).await {
                 Ok(()) => Ok(Outcome::Finalized),
                 Err(e) if e.is_lock_timeout() => {
-                    Err(MigrateError::FinalizeLocked(b.original.clone(), e).into())
+                    Err(MigrateError::FinalizeLocked(b.original.clone(), Box::new(e)).into())
                 }
                 Err(e) => Err(MigrateError::Finalize {
                     backup: b.backup.clone(),
-                    source: e,
+                    source: Box::new(e),
                 }
                 .into()),
             }

@@ -319,7 +319,7 @@ mod tests {
             partition_index_name(&p, "idx_pricing_data_date_partitioned"),
             "pricing_data_2024_01_idx_pricing_data_date_idx"
         );
-        let long = QualifiedName::new("public", &"x".repeat(60));
+        let long = QualifiedName::new("public", "x".repeat(60));
         let n = partition_index_name(&long, "idx_pricing_data_date_partitioned");
         assert!(n.len() <= 63, "{n}");
         assert_eq!(

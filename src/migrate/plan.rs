@@ -6,7 +6,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
-use super::build;
+use super::definition;
 use super::inventory::{DataFacts, Inventory};
 use super::{Blueprint, IndexNames, Mode, OwnedSequence, UserTrigger, STATE_SCHEMA};
 use crate::bounds::KeyType;
@@ -211,12 +211,12 @@ pub fn judge(
         if i.constraint {
             continue;
         }
-        match (build::index_tail(i, &inv.printed_name), i.unique) {
+        match (definition::index_tail(i, &inv.printed_name), i.unique) {
             (None, _) => p.blockers.push(format!(
                 "cannot read the definition of index {} ({}); drop it before converting and re-create it afterwards",
                 i.name, i.definition
             )),
-            (Some(tail), true) => match build::extend_key_list(tail, &inv.printed_key) {
+            (Some(tail), true) => match definition::extend_key_list(tail, &inv.printed_key) {
                 Some(extended) => {
                     p.carried.push(format!("unique index {} (becomes USING {extended})", i.name));
                     p.warnings.push(format!(
@@ -242,7 +242,7 @@ pub fn judge(
     let partitioned = t.sibling(partitioned_name(t));
     let mut user_triggers = Vec::new();
     for tr in &inv.triggers {
-        match build::retarget_trigger(&tr.definition, &inv.printed_name, &partitioned.quoted()) {
+        match definition::retarget_trigger(&tr.definition, &inv.printed_name, &partitioned.quoted()) {
             Some(create_on_new) => {
                 p.carried.push(format!("trigger {}: {}", tr.name, tr.definition));
                 user_triggers.push(UserTrigger {

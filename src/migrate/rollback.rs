@@ -5,8 +5,9 @@
 
 use sqlx::PgConnection;
 
+use super::error::MigrateError;
 use super::state::{self, Phase, State};
-use super::{swap, sync, Blueprint, MigrateError, FORWARD_TRIGGER, FORWARD_TRUNCATE_TRIGGER};
+use super::{swap, sync, Blueprint, FORWARD_TRIGGER, FORWARD_TRUNCATE_TRIGGER};
 use crate::config::DatabaseConfig;
 use crate::error::Error;
 use crate::pg;
@@ -77,12 +78,12 @@ pub async fn cleanup(
             if e.is_lock_timeout() {
                 MigrateError::CleanupLocked {
                     table: b.original.clone(),
-                    source: e,
+                    source: Box::new(e),
                 }
             } else {
                 MigrateError::Cleanup {
                     partitioned: b.partitioned.clone(),
-                    source: e,
+                    source: Box::new(e),
                 }
             }
             .into()

@@ -8,11 +8,12 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::build::{self, Keys};
+use super::error::MigrateError;
 use super::inventory::{self, DataFacts, Inventory};
 use super::plan::{self, Preflight};
 use super::progress::Progress;
 use super::state::{self, Phase, State};
-use super::{copy, fill, indexes, swap, sync, Blueprint, MigrateError, Mode};
+use super::{copy, fill, indexes, swap, sync, Blueprint, Mode};
 use crate::bounds::KeyType;
 use crate::catalog;
 use crate::config::{DatabaseConfig, TablePolicy};
@@ -299,7 +300,20 @@ async fn build_online(
             .await?;
             tx::exec_all(c, at, &triggers).await
         })
-        .await?;
+        .await
+        .map_err(|e| {
+            if e.is_lock_timeout() {
+                MigrateError::BuildLocked {
+                    table: bp.original.clone(),
+                    source: Box::new(e),
+                }
+            } else {
+                MigrateError::Build {
+                    table: bp.partitioned.clone(),
+                    source: Box::new(e),
+                }
+            }
+        })?;
     tracing::info!(table = %bp.original, partitions = prepared.preflight.partitions.len(), "built {}", bp.partitioned);
     Ok(())
 }

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 
+use super::error::MigrateError;
 use super::inventory::{self, Inventory};
 use super::state::{self, Phase};
 use super::{
-    sync, Blueprint, MigrateError, FORWARD_TRIGGER, FORWARD_TRUNCATE_TRIGGER, REVERSE_TRIGGER,
+    sync, Blueprint, FORWARD_TRIGGER, FORWARD_TRUNCATE_TRIGGER, REVERSE_TRIGGER,
     REVERSE_TRUNCATE_TRIGGER,
 };
 use crate::config::DatabaseConfig;
@@ -306,7 +307,7 @@ pub async fn online(
             TxError::LockTimeout { attempts, .. } => MigrateError::SwapLocked {
                 table: b.original.clone(),
                 attempts,
-                source: e,
+                source: Box::new(e),
             }
             .into(),
             other => Error::from(other),
@@ -460,7 +461,7 @@ pub async fn lock_with_savepoint(
             TxError::LockTimeout { attempts, .. } => MigrateError::OfflineLocked {
                 lock: lock.to_string(),
                 attempts,
-                source: e,
+                source: Box::new(e),
             }
             .into(),
             other => other.into(),
@@ -497,7 +498,7 @@ pub async fn back(
                 table: b.original.clone(),
                 backup: b.backup.clone(),
                 attempts,
-                source: e,
+                source: Box::new(e),
             }
             .into(),
             other => Error::from(other),
