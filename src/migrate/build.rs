@@ -305,4 +305,3 @@ pub async fn run(
     }
     Ok(())
 }
-

@@ -449,8 +449,9 @@ async fn migrate_run_stalled_in_the_middle_of_the_copy_fails_within_its_timeouts
     let proxy = Proxy::start(db_port(&db));
     let cli = cli_through(&proxy, &db);
 
-    // Once the copy has started, an application transaction locks the new table (SHARE), so
-    // the copy's next batch waits for it, retrying. The network stalls while the copy waits;
+    // Once the copy has started, an application transaction locks the new table's parent
+    // (SHARE, ONLY: the partitions one by one could deadlock with a batch), so the copy's next
+    // batch waits for it, retrying. The network stalls while the copy waits;
     // then the transaction ends, so the server finishes the batch (or its lock wait times out)
     // and answers into the stalled network: our session sits idle in its transaction, holding
     // the batch's rows, inserted into the new table and not committed.
@@ -472,7 +473,11 @@ async fn migrate_run_stalled_in_the_middle_of_the_copy_fails_within_its_timeouts
         assert!(copying.elapsed() < PATIENCE, "the copy never started");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let mut row_lock = hold(&db, "LOCK TABLE pricing_data_partitioned IN SHARE MODE").await;
+    let mut row_lock = hold(
+        &db,
+        "LOCK TABLE ONLY pricing_data_partitioned IN SHARE MODE",
+    )
+    .await;
     while !partkeeper_session(&db, "wait_event_type = 'Lock'").await {
         assert!(
             copying.elapsed() < PATIENCE,
