@@ -179,21 +179,13 @@ async fn a_server_crash_during_the_copy_or_while_the_swap_waits_leaves_a_migrati
 ) {
     let cluster = Cluster::start();
 
-    // During the copy: an application transaction has locked a row in the middle, so the copy
-    // is stuck halfway, retrying below it.
+    // During the copy: once it has started, an application transaction locks the new table's
+    // parent (SHARE), so the copy is stuck partway, retrying its next batch.
     let db = plain_pricing_data(&cluster, ROWS).await;
     let before = content(&db, "pricing_data").await;
     let cli = cli(&db, "30s");
-    let row_lock = hold(
-        &db,
-        &format!(
-            "SELECT * FROM pricing_data WHERE id = {} FOR UPDATE",
-            ROWS / 2
-        ),
-    )
-    .await;
     let migrate = cli.spawn(RUN);
-    eventually(PATIENCE, "the copy to be halfway", || async {
+    eventually(PATIENCE, "the copy to have started", || async {
         db.try_query_scalar::<bool>(
             "SELECT rows_copied > 0 AND NOT copy_done FROM partkeeper.migrations",
         )
@@ -201,6 +193,15 @@ async fn a_server_crash_during_the_copy_or_while_the_swap_waits_leaves_a_migrati
         .unwrap_or(false)
     })
     .await;
+    let row_lock = hold(
+        &db,
+        "LOCK TABLE ONLY pricing_data_partitioned IN SHARE MODE",
+    )
+    .await;
+    let stuck: bool = db
+        .query_scalar("SELECT NOT copy_done FROM partkeeper.migrations")
+        .await;
+    assert!(stuck, "the copy finished before it could be held up");
     let crash = crash_under(&cluster, migrate).await;
     drop(row_lock);
     assert_eq!(assert_consistent(&db, before, &crash).await, "copying");
