@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use sqlx::PgConnection;
-
 use super::{partkeeper_session, NOTICE_CRASH};
 use crate::common::{eventually, Cli, Cluster, Output, TestDb, PATIENCE};
 
@@ -165,15 +163,6 @@ async fn crash_under(cluster: &Cluster, running: crate::common::Daemon) -> Outpu
     out
 }
 
-async fn hold(db: &TestDb, sql: &str) -> PgConnection {
-    let mut conn = db.connect().await;
-    sqlx::raw_sql(&format!("BEGIN; {sql}"))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    conn
-}
-
 #[tokio::test]
 async fn a_server_crash_during_the_copy_or_while_the_swap_waits_leaves_a_migration_that_run_finishes(
 ) {
@@ -193,11 +182,9 @@ async fn a_server_crash_during_the_copy_or_while_the_swap_waits_leaves_a_migrati
         .unwrap_or(false)
     })
     .await;
-    let row_lock = hold(
-        &db,
-        "LOCK TABLE ONLY pricing_data_partitioned IN SHARE MODE",
-    )
-    .await;
+    let row_lock = db
+        .hold("LOCK TABLE ONLY pricing_data_partitioned IN SHARE MODE")
+        .await;
     let stuck: bool = db
         .query_scalar("SELECT NOT copy_done FROM partkeeper.migrations")
         .await;
@@ -211,7 +198,7 @@ async fn a_server_crash_during_the_copy_or_while_the_swap_waits_leaves_a_migrati
     let db = plain_pricing_data(&cluster, ROWS).await;
     let before = content(&db, "pricing_data").await;
     let cli = self::cli(&db, "30s");
-    let reader = hold(&db, "SELECT count(*) FROM pricing_data").await;
+    let reader = db.hold("SELECT count(*) FROM pricing_data").await;
     let migrate = cli.spawn(RUN);
     eventually(PATIENCE, "the swap to wait for its lock", || {
         partkeeper_session(&db, "wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%'")

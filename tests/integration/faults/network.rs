@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::PgConnection;
-
 use super::{
     config_with_lock_timeout, daemon_config, http_get_within, partkeeper_session, RunningDaemon,
 };
@@ -91,16 +89,6 @@ async fn check_through_a_cut_network_exits_2_quickly() {
         .assert_success();
 }
 
-/// A session holding `sql`'s lock in an open transaction.
-async fn hold(db: &TestDb, sql: &str) -> PgConnection {
-    let mut conn = db.connect().await;
-    sqlx::raw_sql(&format!("BEGIN; {sql}"))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    conn
-}
-
 #[tokio::test]
 async fn maintain_stalled_in_the_middle_of_a_step_fails_within_its_timeouts_and_leaves_no_lock_behind(
 ) {
@@ -114,7 +102,7 @@ async fn maintain_stalled_in_the_middle_of_a_step_fails_within_its_timeouts_and_
     // March 2027 is due a month later; its step waits for the default partition, which a report
     // is reading. The network stalls while it waits; then the report ends, so the server grants
     // the lock and answers into the stalled network.
-    let mut reader = hold(&db, "SELECT count(*) FROM pricing_data_default").await;
+    let mut reader = db.hold("SELECT count(*) FROM pricing_data_default").await;
     let maintain = cli.spawn(["maintain", "--now", "2026-12-25"]);
     eventually(PATIENCE, "maintain to wait for the default's lock", || {
         partkeeper_session(&db, "wait_event_type = 'Lock'")
@@ -355,7 +343,9 @@ async fn a_scheduled_pass_caught_by_a_stalled_network_fails_in_time_and_the_next
     // in between re-creates the partition, and then the test tries again.
     let mut reader = loop {
         db.exec(&format!("DROP TABLE IF EXISTS {next}")).await;
-        let reader = hold(&db, "LOCK TABLE pricing_data_default IN ACCESS SHARE MODE").await;
+        let reader = db
+            .hold("LOCK TABLE pricing_data_default IN ACCESS SHARE MODE")
+            .await;
         if !partition_names(&db).await.contains(&next) {
             break reader;
         }
@@ -473,11 +463,9 @@ async fn migrate_run_stalled_in_the_middle_of_the_copy_fails_within_its_timeouts
         assert!(copying.elapsed() < PATIENCE, "the copy never started");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let mut row_lock = hold(
-        &db,
-        "LOCK TABLE ONLY pricing_data_partitioned IN SHARE MODE",
-    )
-    .await;
+    let mut row_lock = db
+        .hold("LOCK TABLE ONLY pricing_data_partitioned IN SHARE MODE")
+        .await;
     while !partkeeper_session(&db, "wait_event_type = 'Lock'").await {
         assert!(
             copying.elapsed() < PATIENCE,
