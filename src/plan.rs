@@ -141,25 +141,18 @@ pub fn plan(
     let ranges: Vec<coverage::Range> = table.partitions.iter().map(|p| (p.from, p.to)).collect();
 
     // Periods that must exist: the current one and `premake` after it.
-    for k in 0..=policy.premake as i32 {
-        let start = clock.period(k);
-        let end = clock.period(k + 1);
-        let base = table.name.name.as_str();
-        for (i, (from, to)) in coverage::uncovered(&ranges, start, end)
-            .into_iter()
-            .enumerate()
-        {
-            let suffix = if i == 0 {
-                clock.suffix(start)
-            } else {
-                format!("{}_{}", clock.suffix(start), i + 1)
-            };
-            out.actions.push(Action::Create {
-                partition: table.name.sibling(derived_name(base, &suffix)),
-                from,
-                to,
-            });
-        }
+    let window = policy.premake as usize + 1;
+    let next = |at| calendar::add_periods(at, clock.interval, 1, clock.tz);
+    let end = clock.period(window as i32);
+    let pieces =
+        coverage::cover(&ranges, clock.period(0), end, usize::MAX, next).unwrap_or_default();
+    for piece in pieces {
+        let suffix = piece.suffix(clock.suffix(piece.period));
+        out.actions.push(Action::Create {
+            partition: table.name.sibling(derived_name(&table.name.name, &suffix)),
+            from: piece.from,
+            to: piece.to,
+        });
     }
 
     let will_have_default = table.default.is_some() || policy.default_partition;
