@@ -111,6 +111,10 @@ pub struct RawTable {
     pub retention_mode: Option<String>,
     pub default_partition: Option<bool>,
     pub timezone: Option<String>,
+    pub archive_schema: Option<String>,
+    pub template: Option<String>,
+    pub hooks: Option<crate::lifecycle::RawHooks>,
+    pub hook_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +221,8 @@ pub enum RetentionMode {
     Drop,
     /// `DETACH PARTITION`: the table stays, outside the partitioned table.
     Detach,
+    /// Detached and moved to `archive_schema`, keeping its name.
+    Archive,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -234,6 +240,9 @@ pub struct TablePolicy {
     /// Calendar zone for timestamptz bounds; defaults to `schedule.timezone`.
     #[serde(serialize_with = "ser_tz")]
     pub timezone: Tz,
+    /// Archive schema, template table and hooks.
+    #[serde(flatten)]
+    pub lifecycle: crate::lifecycle::Lifecycle,
 }
 
 /// A query class of the operator's, measured by `partkeeper bench --table <table>` next to the
@@ -550,9 +559,10 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         let retention_mode = match t.retention_mode.as_deref().map(str::trim) {
             None | Some("detach") => RetentionMode::Detach,
             Some("drop") => RetentionMode::Drop,
+            Some("archive") => RetentionMode::Archive,
             Some(other) => {
                 p(format!(
-                    "{} = {other:?}: write \"drop\" (delete expired partitions) or \"detach\" (keep them as plain tables)",
+                    "{} = {other:?}: write \"drop\" (delete expired partitions), \"detach\" (keep them as plain tables) or \"archive\" (detach and move them to archive_schema)",
                     key("retention_mode")
                 ));
                 RetentionMode::Detach
@@ -562,6 +572,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             Some(z) => parse_tz(&key("timezone"), z, &mut p),
             None => timezone,
         };
+        let lifecycle = crate::lifecycle::validate(
+            &key,
+            t.archive_schema.as_deref(),
+            t.template.as_deref(),
+            t.hooks,
+            t.hook_timeout.as_deref(),
+            &mut p,
+        );
         if let (Some(name), Some(column), Some(interval)) = (name, column, interval) {
             tables.push(TablePolicy {
                 name,
@@ -572,6 +590,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 retention_mode,
                 default_partition: t.default_partition.unwrap_or(true),
                 timezone: tz,
+                lifecycle,
             });
         }
     }

@@ -113,6 +113,7 @@ pub async fn read_template(
         tablespace,
         publications,
         columns,
+        template: None,
     })
 }
 

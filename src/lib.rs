@@ -1,5 +1,6 @@
 //! partkeeper: keeps PostgreSQL range-partitioned tables healthy. The binary is a thin shell
 //! over these modules, so tests drive the same code the binary runs.
+pub mod archive;
 pub mod bench;
 pub mod bounds;
 pub mod calendar;
@@ -15,8 +16,12 @@ pub mod ddl;
 pub mod demo;
 pub mod error;
 pub mod execute;
+pub mod hooks;
 pub mod ident;
+pub mod inbound_fk;
 pub mod lease;
+pub mod lifecycle;
+pub mod lifecycle_pass;
 pub mod logging;
 pub mod maintain;
 pub mod metrics;
@@ -26,5 +31,6 @@ pub mod plan;
 pub mod pooler;
 pub mod replication;
 pub mod secret;
+pub mod template;
 pub mod throwaway;
 pub mod tx;

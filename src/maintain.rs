@@ -27,6 +27,9 @@ pub struct ActionReport {
     pub duration_ms: u64,
     pub lock_waits: u32,
     pub rows_moved: u64,
+    /// The hooks run around the action (with `--dry-run`, those that would run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
     /// The SQL (with `--dry-run`, what would run).
     #[serde(skip)]
     pub steps: Vec<Step>,
@@ -140,9 +143,15 @@ pub(crate) async fn pass_locked(
     let version = crate::pg::answered(deadline, crate::pg::server_version(&mut reader))
         .await
         .map_err(&mut lost)?;
-    let resolved = crate::pg::answered(
+    let mut resolved = crate::pg::answered(
         deadline,
         catalog::read_managed(&mut reader, policies, false),
+    )
+    .await
+    .map_err(&mut lost)?;
+    let extras = crate::pg::answered(
+        deadline,
+        crate::lifecycle_pass::read_all(&mut reader, policies, &mut resolved),
     )
     .await
     .map_err(&mut lost)?;
@@ -163,7 +172,7 @@ pub(crate) async fn pass_locked(
         }
     }
     let mut reports = Vec::new();
-    for (policy, table) in policies.iter().zip(resolved) {
+    for ((policy, table), extras) in policies.iter().zip(resolved).zip(&extras) {
         let started = Instant::now();
         let mut report = match table {
             // A lost (or stalled) connection fails every later table too, each after its own
@@ -176,7 +185,8 @@ pub(crate) async fn pass_locked(
                 duration_ms: 0,
             },
             Ok(table) => {
-                let (report, lost) = maintain_table(conn, db, &table, policy, version, opts).await;
+                let (report, lost) =
+                    maintain_table(conn, db, &table, policy, extras, version, opts).await;
                 *connection_lost = lost;
                 report
             }
@@ -200,11 +210,28 @@ async fn maintain_table(
     db: &DatabaseConfig,
     table: &ManagedTable,
     policy: &TablePolicy,
+    extras: &crate::lifecycle_pass::Extras,
     version: i32,
     opts: &Options,
 ) -> (TableReport, bool) {
     let deadline = crate::pg::reply_deadline(db);
-    let plan = plan::plan(table, policy, opts.now, version);
+    let mut plan = plan::plan(table, policy, opts.now, version);
+    let mut extras = extras.clone();
+    let extended = crate::pg::answered(deadline, async {
+        // Behind a transaction pooler, reads in one transaction ([`crate::pooler::Reader`]).
+        let mut reader = crate::pooler::db_reader(conn, db).await?;
+        let problem = crate::lifecycle_pass::extend_plan(
+            &mut reader,
+            table,
+            &mut extras,
+            &mut plan,
+            db.pooler,
+        )
+        .await?;
+        reader.done().await?;
+        Ok::<_, sqlx::Error>(problem)
+    })
+    .await;
     let mut report = TableReport {
         table: table.name.clone(),
         actions: Vec::new(),
@@ -212,6 +239,17 @@ async fn maintain_table(
         error: None,
         duration_ms: 0,
     };
+    match extended {
+        Ok(None) => {}
+        Ok(Some(problem)) => {
+            report.error = Some(problem);
+            return (report, false);
+        }
+        Err(e) => {
+            report.error = Some(crate::pg::describe(&e));
+            return (report, crate::pg::is_connection_lost(&e));
+        }
+    }
     if plan.actions.is_empty() {
         return (report, false);
     }
@@ -257,20 +295,42 @@ async fn maintain_table(
             return (report, crate::pg::is_connection_lost(&e));
         }
     };
+    let mut template = template;
+    if let Some(spec) = &extras.template {
+        template.reloptions =
+            crate::template::merge_reloptions(&template.reloptions, &spec.reloptions);
+        template.template = Some(spec.clone());
+    }
     let total = plan.actions.len();
+    let mut hook_failed = 0;
     for (done, action) in plan.actions.into_iter().enumerate() {
         let started = Instant::now();
+        if hook_failed > 0 && crate::lifecycle_pass::is_expiry(&action) {
+            hook_failed += 1;
+            continue;
+        }
         let rendered = ddl::render(&action, table, &template);
         let steps = rendered.as_ref().cloned().unwrap_or_default();
+        let hook = crate::lifecycle_pass::hook_for(&action, table, policy, db);
         let mut locked_out = false;
         let mut lost = false;
         let (error, lock_waits, rows_moved) = if let Err(e) = &rendered {
             (Some(format!("cannot render the SQL: {e}")), 0, 0)
         } else if opts.dry_run {
             (None, 0, 0)
+        } else if let Err(refused) =
+            crate::lifecycle_pass::before(conn, &action, &extras, hook.as_ref(), db).await
+        {
+            if refused.hook_failed {
+                hook_failed = 1;
+            }
+            (Some(refused.message), 0, 0)
         } else {
             match execute::run_steps(conn, db, &steps).await {
-                Ok(o) => (None, o.lock_waits, o.rows_moved),
+                Ok(o) => match crate::lifecycle_pass::after(&action, hook.as_ref(), db).await {
+                    Ok(()) => (None, o.lock_waits, o.rows_moved),
+                    Err(e) => (Some(e), o.lock_waits, o.rows_moved),
+                },
                 Err(e) => {
                     locked_out = matches!(e, execute::ExecError::LockTimeout { .. });
                     lost = matches!(e, execute::ExecError::ConnectionLost { .. });
@@ -295,6 +355,7 @@ async fn maintain_table(
             duration_ms,
             lock_waits,
             rows_moved,
+            hooks: hook.iter().map(|h| h.describe()).collect(),
             steps,
         });
         // The other actions of this table need the same locks: waiting for each in turn would
@@ -314,6 +375,12 @@ async fn maintain_table(
             }
             return (report, true);
         }
+    }
+    if hook_failed > 1 {
+        report.error = Some(format!(
+            "{} more expiry action(s) left for the next run after the before_expire hook failed",
+            hook_failed - 1
+        ));
     }
     (report, false)
 }

@@ -91,6 +91,7 @@ pub const METRICS: &[(&str, MetricType, &[&str])] = &[
     ("partitions_created_total", MetricType::COUNTER, &["table"]),
     ("partitions_dropped_total", MetricType::COUNTER, &["table"]),
     ("partitions_detached_total", MetricType::COUNTER, &["table"]),
+    ("partitions_archived_total", MetricType::COUNTER, &["table"]),
     ("replication_lag_seconds", MetricType::GAUGE, &["replica"]),
     ("replication_lag_bytes", MetricType::GAUGE, &["replica"]),
     ("replica_up", MetricType::GAUGE, &["replica"]),
@@ -105,6 +106,7 @@ pub struct Metrics {
     created: IntCounterVec,
     dropped: IntCounterVec,
     detached: IntCounterVec,
+    archived: IntCounterVec,
     last_success: GaugeVec,
     duration: Histogram,
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
@@ -150,6 +152,11 @@ impl Metrics {
             "Expired partitions detached by maintenance.",
             &["table"],
         );
+        let archived = counter(
+            "partitions_archived_total",
+            "Expired partitions detached and moved to the archive schema by maintenance.",
+            &["table"],
+        );
         let last_success = GaugeVec::new(
             Opts::new(
                 format!("{PREFIX}maintenance_last_success_timestamp_seconds"),
@@ -182,7 +189,7 @@ impl Metrics {
             for r in [RunResult::Success, RunResult::Failure] {
                 runs.with_label_values(&[t.as_str(), r.as_str()]);
             }
-            for c in [&created, &dropped, &detached] {
+            for c in [&created, &dropped, &detached, &archived] {
                 c.with_label_values(&[t.as_str()]);
             }
         }
@@ -192,6 +199,7 @@ impl Metrics {
             created,
             dropped,
             detached,
+            archived,
             last_success,
             duration,
             snapshot,
@@ -237,6 +245,8 @@ impl Metrics {
                         then_drop: true, ..
                     } => &self.dropped,
                     Action::Detach { .. } | Action::FinalizeDetach { .. } => &self.detached,
+                    Action::Archive { .. } => &self.archived,
+                    Action::AddIndex { .. } => continue,
                 };
                 counter.with_label_values(&[table.as_str()]).inc();
             }
@@ -564,6 +574,7 @@ mod tests {
                     default_rows: None,
                     problems: Vec::new(),
                     notes: Vec::new(),
+                    archived: Vec::new(),
                 }),
                 partitions: parts,
             }],
@@ -639,6 +650,62 @@ mod tests {
     }
 
     #[test]
+    fn archives_count_as_archived_and_a_failed_hook_as_a_failed_run() {
+        let (m, _) = metrics(Snapshot::default());
+        let now = Utc.with_ymd_and_hms(2026, 11, 1, 2, 0, 0).unwrap();
+        let p = |n: &str| QualifiedName::new("public", n);
+        let archive = |n: &str, error: Option<&str>| ActionReport {
+            action: Action::Archive {
+                partition: p(n),
+                schema: "archive".into(),
+                concurrently: false,
+                pending: false,
+            },
+            error: error.map(String::from),
+            duration_ms: 1,
+            lock_waits: 0,
+            rows_moved: 0,
+            hooks: Vec::new(),
+            steps: Vec::new(),
+        };
+        let table = |actions| TableReport {
+            table: p("t"),
+            actions,
+            notes: Vec::new(),
+            error: None,
+            duration_ms: 1,
+        };
+        let report = PassReport {
+            tables: vec![table(vec![archive("t_2020_01", None)])],
+            skipped: None,
+            dry_run: false,
+            duration_ms: 1,
+        };
+        m.record_pass(&report, now);
+        let failed = PassReport {
+            tables: vec![table(vec![archive(
+                "t_2020_02",
+                Some("kept public.t_2020_02: the before_expire hook exited with status 1"),
+            )])],
+            skipped: None,
+            dry_run: false,
+            duration_ms: 1,
+        };
+        m.record_pass(&failed, now);
+        assert_eq!(m.runs("public.t", RunResult::Success), 1);
+        assert_eq!(m.runs("public.t", RunResult::Failure), 1);
+        let text = m.render();
+        assert!(
+            text.contains("partkeeper_partitions_archived_total{table=\"public.t\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("partkeeper_partitions_detached_total{table=\"public.t\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn passes_feed_the_counters_and_the_histogram() {
         let (m, _) = metrics(Snapshot::default());
         let now = Utc.with_ymd_and_hms(2026, 11, 1, 2, 0, 0).unwrap();
@@ -648,6 +715,7 @@ mod tests {
             duration_ms: 1,
             lock_waits: 0,
             rows_moved: 0,
+            hooks: Vec::new(),
             steps: Vec::new(),
         };
         let p = |n: &str| QualifiedName::new("public", n);

@@ -15,8 +15,13 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
     let mut conn =
         crate::pg::answered(deadline, crate::pooler::db_reader(&mut conn, &cfg.database)).await?;
     let version = crate::pg::answered(deadline, crate::pg::server_version(&mut conn)).await?;
-    let resolved =
+    let mut resolved =
         crate::pg::answered(deadline, catalog::read_managed(&mut conn, &policies, false)).await?;
+    let extras = crate::pg::answered(
+        deadline,
+        crate::lifecycle_pass::read_all(&mut conn, &policies, &mut resolved),
+    )
+    .await?;
     let mut mismatches = Vec::new();
     let mut tables = Vec::new();
     for r in resolved {
@@ -38,8 +43,7 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
     let mut counts = crate::pg::answered(deadline, catalog::count_rows(&mut conn, &defaults))
         .await?
         .into_iter();
-    crate::pg::answered(deadline, conn.done()).await?;
-    let health: Vec<TableHealth> = tables
+    let mut health: Vec<TableHealth> = tables
         .iter()
         .zip(&policies)
         .map(|(t, p)| {
@@ -47,6 +51,18 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
             check::assess(t, p, now, version, rows)
         })
         .collect();
+    for ((h, t), (p, x)) in health
+        .iter_mut()
+        .zip(&tables)
+        .zip(policies.iter().zip(&extras))
+    {
+        crate::pg::answered(
+            deadline,
+            crate::lifecycle_pass::assess(&mut conn, t, p, x, version, h),
+        )
+        .await?;
+    }
+    crate::pg::answered(deadline, conn.done()).await?;
     match args.format {
         OutputFormat::Json => println!(
             "{}",
@@ -67,6 +83,12 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
                 }
                 for n in &h.notes {
                     println!("  note: {n}");
+                }
+                if !h.archived.is_empty() {
+                    println!("  archived ({}, not part of the table):", h.archived.len());
+                    for a in &h.archived {
+                        println!("    {}", a.name);
+                    }
                 }
             }
         }

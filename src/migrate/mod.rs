@@ -55,6 +55,7 @@ pub mod definition;
 pub mod error;
 pub mod fill;
 pub mod finalize;
+pub mod foreign_keys;
 pub mod indexes;
 pub mod inventory;
 pub mod plan;

@@ -294,7 +294,11 @@ pub async fn online(
                 return Ok(None);
             }
             let views = pg::answered(at.deadline, views_of(c, &b.original)).await?;
+            let fks = pg::answered(at.deadline, super::foreign_keys::read(c, &b.original)).await?;
             tx::exec_all(c, at, &forward_statements(inv, b, &views, true)).await?;
+            let version = c.server_version_num().unwrap_or(0);
+            let repoint = super::foreign_keys::repoint(&fks, &b.original, version);
+            tx::exec_all(c, at, &repoint).await?;
             pg::answered(
                 at.deadline,
                 state::set_phase(c, &b.original, Phase::Swapped),
@@ -439,7 +443,11 @@ pub async fn offline(
         deadline: pg::reply_deadline(db),
     };
     let views = pg::answered(at.deadline, views_of(conn, &b.original)).await?;
+    let fks = pg::answered(at.deadline, super::foreign_keys::read(conn, &b.original)).await?;
     tx::exec_all(conn, at, &forward_statements(inv, b, &views, false)).await?;
+    let version = conn.server_version_num().unwrap_or(0);
+    let repoint = super::foreign_keys::repoint(&fks, &b.original, version);
+    tx::exec_all(conn, at, &repoint).await?;
     Ok(SwapOutcome {
         lock_held: locked.elapsed(),
         lock_waits: waits,
@@ -488,7 +496,11 @@ pub async fn back(
                 .fetch_all(&mut *c),
             )
             .await?;
+            let fks = pg::answered(at.deadline, super::foreign_keys::read(c, &b.original)).await?;
             tx::exec_all(c, at, &back_statements(b, &views, &published)).await?;
+            let version = c.server_version_num().unwrap_or(0);
+            let repoint = super::foreign_keys::repoint(&fks, &b.original, version);
+            tx::exec_all(c, at, &repoint).await?;
             pg::answered(at.deadline, state::set_phase(c, &b.original, Phase::RolledBack)).await?;
             Ok(locked)
         })

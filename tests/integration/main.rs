@@ -14,6 +14,7 @@ mod deploy;
 mod faults;
 mod harness;
 mod identifiers;
+mod lifecycle;
 mod live_prometheus;
 mod locks;
 mod maintain;
