@@ -34,3 +34,4 @@ pub mod replication;
 pub mod secret;
 pub mod template;
 pub mod throwaway;
+pub mod tx;

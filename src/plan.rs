@@ -74,14 +74,7 @@ impl Clock {
 
     /// Start of the period `n` periods after the current one.
     pub fn period(&self, n: i32) -> DateTime<Utc> {
-        match self.values {
-            Some((width, _)) => {
-                let at = keys::point_int(self.current).unwrap_or(0);
-                let moved = i128::from(at) + i128::from(n) * i128::from(width);
-                keys::int_point(moved.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
-            }
-            None => calendar::add_periods(self.current, self.interval, n, self.tz),
-        }
+        self.period_after_n(self.current, n)
     }
 
     /// Start of the period after the one starting at `start`.
@@ -92,6 +85,18 @@ impl Clock {
                 keys::int_point(keys::int_period(at, width, origin).1)
             }
             None => calendar::add_periods(start, self.interval, 1, self.tz),
+        }
+    }
+
+    /// Start of the period `n` periods after the one starting at `start`.
+    pub fn period_after_n(&self, start: DateTime<Utc>, n: i32) -> DateTime<Utc> {
+        match self.values {
+            Some((width, _)) => {
+                let at = keys::point_int(start).unwrap_or(0);
+                let moved = i128::from(at) + i128::from(n) * i128::from(width);
+                keys::int_point(moved.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
+            }
+            None => calendar::add_periods(start, self.interval, n, self.tz),
         }
     }
 
@@ -246,9 +251,10 @@ pub fn plan(
 
     // Periods that must exist: the current one and `premake` after it. Integer keys have no
     // clock to keep partitions ahead of the data: when the ids outran the partitions, the
-    // periods between the highest partition below and the current one are made too.
-    let mut end = clock.current;
-    let periods = policy.premake + 1;
+    // periods between the highest partition below and the current one are made too (at most
+    // MAX_CATCH_UP of them per pass).
+    let next = |at| clock.period_after(at);
+    let mut pieces = Vec::new();
     if clock.values.is_some() {
         let below = table
             .partitions
@@ -259,14 +265,14 @@ pub fn plan(
             })
             .max();
         if let Some(top) = below {
-            let mut behind = 0u64;
-            let mut at = clock.period_of(top);
-            while at < clock.current && behind <= u64::from(MAX_CATCH_UP) {
-                at = clock.period_after(at);
+            let from = clock.period_of(top);
+            let mut until = from;
+            let mut behind = 0;
+            while until < clock.current && behind < MAX_CATCH_UP {
+                until = next(until);
                 behind += 1;
             }
-            let catch_up = behind.min(u64::from(MAX_CATCH_UP)) as u32;
-            if behind > u64::from(MAX_CATCH_UP) {
+            if until < clock.current {
                 out.notes.push(format!(
                     "max({}) = {} is more than {MAX_CATCH_UP} periods above the highest partition below it (ending at {}); this pass makes the {MAX_CATCH_UP} periods after that one and the {} at max({}) and later; the rest follow on later passes. If that value is a stray, fix it",
                     table.column,
@@ -276,31 +282,24 @@ pub fn plan(
                     table.column,
                 ));
             }
-            // The periods from the top of the partitions upwards...
-            let mut start = clock.period_of(top);
-            for _ in 0..catch_up {
-                let next = clock.period_after(start);
-                create_missing(
-                    &mut out,
-                    table,
-                    &clock,
-                    &ranges,
-                    start,
-                    next.min(clock.current),
-                );
-                start = next;
-            }
+            pieces.extend(
+                coverage::cover(&ranges, from, until.min(clock.current), usize::MAX, next)
+                    .unwrap_or_default(),
+            );
         }
     }
-    // Stepped one period at a time: with sub-daily periods in a zone with DST each step may walk
-    // past empty periods, so asking for period k from the current one would cost k steps.
-    for _ in 0..periods {
-        let start = end;
-        end = clock.period_after(start);
-        if end <= start {
-            break;
-        }
-        create_missing(&mut out, table, &clock, &ranges, start, end);
+    let window = policy.premake as usize + 1;
+    let end = clock.period(window as i32);
+    pieces.extend(
+        coverage::cover(&ranges, clock.period(0), end, usize::MAX, next).unwrap_or_default(),
+    );
+    for piece in pieces {
+        let suffix = piece.suffix(clock.suffix(piece.period));
+        out.actions.push(Action::Create {
+            partition: table.name.sibling(derived_name(&table.name.name, &suffix)),
+            from: piece.from,
+            to: piece.to,
+        });
     }
 
     if let Some(v) = table.values.as_ref().filter(|v| !v.indexed) {
@@ -399,33 +398,6 @@ pub fn plan(
         }
     }
     out
-}
-
-/// Create actions for the parts of period `[start, end)` that no partition covers.
-fn create_missing(
-    out: &mut TablePlan,
-    table: &ManagedTable,
-    clock: &Clock,
-    ranges: &[coverage::Range],
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-) {
-    let base = table.name.name.as_str();
-    for (i, (from, to)) in coverage::uncovered(ranges, start, end)
-        .into_iter()
-        .enumerate()
-    {
-        let suffix = if i == 0 {
-            clock.suffix(start)
-        } else {
-            format!("{}_{}", clock.suffix(start), i + 1)
-        };
-        out.actions.push(Action::Create {
-            partition: table.name.sibling(derived_name(base, &suffix)),
-            from,
-            to,
-        });
-    }
 }
 
 #[cfg(test)]

@@ -582,25 +582,6 @@ pub async fn read_data(
     Ok(facts)
 }
 
-/// Checks that a fill expression is valid SQL over the table's columns and converts to the key
-/// type, without reading rows. The error is the server's message.
-pub async fn check_fill(
-    conn: &mut PgConnection,
-    deadline: std::time::Duration,
-    table: &QualifiedName,
-    fill: &str,
-    key_sql_type: &str,
-) -> Result<(), String> {
-    let sql = format!(
-        "SELECT ({fill})::{key_sql_type} FROM {} LIMIT 0",
-        table.quoted()
-    );
-    crate::pg::answered(deadline, sqlx::raw_sql(&sql).execute(conn))
-        .await
-        .map(|_| ())
-        .map_err(|e| crate::pg::describe(&e))
-}
-
 /// Free space beside the data directory, when the server runs on this machine and the setting is
 /// readable (superuser or pg_read_all_settings). Anything else: unknown.
 async fn free_disk(conn: &mut PgConnection) -> Option<(String, u64)> {

@@ -18,16 +18,23 @@
 //! committed together. `swap` is one short transaction under `lock_timeout`, retried with backoff.
 //!
 //! **Why the copy and the trigger never disagree.** The forward trigger upserts every written row
-//! into the new table (and deletes deleted ones) inside the writer's own transaction. The copier
-//! reads its batch `FOR SHARE`, so a row a writer is changing is either copied after that writer
-//! committed (READ COMMITTED re-reads the newest version, and skips a deleted one), or the writer
-//! waits until the batch is committed and then its trigger sees the copied row. Both sides write
-//! with `ON CONFLICT` on the new primary key, so a row written by both is written once. A writer
-//! at REPEATABLE READ cannot see a row copied after its snapshot; its trigger first upserts the
-//! old row, which turns that case into a serialization failure (which such writers retry) instead
-//! of a row silently left behind. The copier's waits run under a short lock timeout
-//! ([`copy::COPY_LOCK_TIMEOUT`], below `deadlock_timeout`), so in a lock cycle with an
-//! application transaction the copier is the one that backs off and retries.
+//! into the new table (and deletes deleted ones) inside the writer's own transaction. Both sides
+//! write with `ON CONFLICT` on the new primary key, so a row written by both is written once: a
+//! batch inserting a row the trigger wrote (or is writing: the insert waits for that writer) does
+//! nothing, and a trigger firing after the batch committed updates the copied row. The copier
+//! reads without row locks (locking every row it reads dirtied every page of the original and
+//! cost a third of the copy), so one case is left: a row read by a batch, deleted (or moved to
+//! another key) by a writer whose trigger looked for it in the new table before the batch
+//! committed, is inserted anyway. The trigger records the key of every row it deletes or moves
+//! ([`Blueprint::gone`]); after the last batch, [`copy::settle`] waits for every transaction
+//! that was writing then, and removes the copies of recorded keys that the original no longer
+//! has under that key — unless a writer changed that copy since (its version is the writer's).
+//! A writer at REPEATABLE READ cannot see a row copied after its snapshot; its trigger first
+//! upserts the old row, which turns that case into a serialization failure (which such writers
+//! retry) instead of a row silently left behind. The copier's waits run under a short lock
+//! timeout ([`copy::COPY_LOCK_TIMEOUT`], below `deadlock_timeout`), so in a lock cycle with an
+//! application transaction the copier is the one that backs off and retries. (Migrations
+//! recorded by earlier versions, which have no `gone` table, still read `FOR SHARE`.)
 //!
 //! **Out-of-range rows.** During an online migration the new table always has a default
 //! partition, so a writer inserting a date no partition covers yet never fails because of us.
@@ -44,8 +51,12 @@
 
 pub mod build;
 pub mod copy;
+pub mod definition;
+pub mod error;
+pub mod fill;
 pub mod finalize;
 pub mod foreign_keys;
+pub mod indexes;
 pub mod inventory;
 pub mod plan;
 pub mod progress;
@@ -117,6 +128,12 @@ pub struct Blueprint {
     /// autovacuum worker on a freshly filled partition would make the swap wait for it (until
     /// `deadlock_timeout` cancels it), and the application's writers queue behind the swap.
     pub pause_autovacuum: bool,
+    /// Online: the table where the forward trigger records the primary key of every row it
+    /// deletes from the original (or moves to another key) while the copy runs, so that the copy
+    /// can read without row locks ([`copy::settle`] removes what it copied of those rows).
+    /// `None` for migrations recorded by earlier versions, whose copy locks the rows it reads.
+    #[serde(default)]
+    pub gone: Option<QualifiedName>,
 }
 
 /// An index of the original and its counterpart on the new table. `building` is the new index's
@@ -265,6 +282,7 @@ pub(crate) mod tests {
             default_partition: q("pricing_data_default"),
             keep_default: false,
             pause_autovacuum: true,
+            gone: Some(QualifiedName::new(STATE_SCHEMA, "public_pricing_data_gone")),
         }
     }
 

@@ -6,11 +6,12 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
-use super::build;
+use super::definition;
 use super::inventory::{DataFacts, Inventory};
 use super::{Blueprint, IndexNames, Mode, OwnedSequence, UserTrigger, STATE_SCHEMA};
 use crate::bounds::KeyType;
 use crate::config::TablePolicy;
+use crate::coverage::{self, TooMany};
 use crate::ident::{derived_name, QualifiedName};
 use crate::keys::Width;
 use crate::plan::Clock;
@@ -240,12 +241,12 @@ pub fn judge(
         if i.constraint {
             continue;
         }
-        match (build::index_tail(i, &inv.printed_name), i.unique) {
+        match (definition::index_tail(i, &inv.printed_name), i.unique) {
             (None, _) => p.blockers.push(format!(
                 "cannot read the definition of index {} ({}); drop it before converting and re-create it afterwards",
                 i.name, i.definition
             )),
-            (Some(tail), true) => match build::extend_key_list(tail, &inv.printed_key) {
+            (Some(tail), true) => match definition::extend_key_list(tail, &inv.printed_key) {
                 Some(extended) => {
                     p.carried.push(format!("unique index {} (becomes USING {extended})", i.name));
                     p.warnings.push(format!(
@@ -277,7 +278,7 @@ pub fn judge(
     let partitioned = t.sibling(partitioned_name(t));
     let mut user_triggers = Vec::new();
     for tr in &inv.triggers {
-        match build::retarget_trigger(&tr.definition, &inv.printed_name, &partitioned.quoted()) {
+        match definition::retarget_trigger(&tr.definition, &inv.printed_name, &partitioned.quoted()) {
             Some(create_on_new) => {
                 p.carried.push(format!("trigger {}: {}", tr.name, tr.definition));
                 user_triggers.push(UserTrigger {
@@ -401,15 +402,6 @@ pub fn judge(
         ));
     }
 
-    if let Some(fill) = &opts.fill {
-        if fill.contains(super::sync::BODY_TAG) || fill.contains(';') {
-            p.blockers.push(format!(
-                "--fill-null-with {fill:?} must be a single SQL expression (no ';' and no {})",
-                super::sync::BODY_TAG
-            ));
-        }
-    }
-
     let kinds: [(&'static str, bool); 12] = [
         (
             "unique constraints",
@@ -510,27 +502,30 @@ pub fn judge(
             None => ahead,
         }
     };
-    let mut start = first;
-    while start < last_end && p.partitions.len() <= MAX_PARTITIONS {
-        let next = clock.period_after(start);
-        if next <= start {
-            break;
+    let next = |at| clock.period_after(at);
+    let cover = |end| coverage::cover(&[], first, end, MAX_PARTITIONS, next);
+    let (pieces, too_many) = match cover(last_end) {
+        Ok(pieces) => (pieces, false),
+        Err(TooMany) => {
+            let end = clock.period_after_n(first, MAX_PARTITIONS as i32);
+            (cover(end).unwrap_or_default(), true)
         }
-        p.partitions.push(PlannedPartition {
-            name: t.sibling(derived_name(&t.name, &clock.suffix(start))),
-            from: start,
-            to: next,
-        });
-        start = next;
-    }
-    if p.partitions.len() > MAX_PARTITIONS {
+    };
+    p.partitions = pieces
+        .iter()
+        .map(|x| PlannedPartition {
+            name: t.sibling(derived_name(&t.name, &x.suffix(clock.suffix(x.period)))),
+            from: x.from,
+            to: x.to,
+        })
+        .collect();
+    if too_many {
         p.blockers.push(format!(
             "the key range of {t} ({} .. {}) needs more than {MAX_PARTITIONS} partitions of {}; look for outlier values (a mistyped year) and fix them, or choose a longer interval",
             facts.and_then(|f| f.min_key_text.clone()).unwrap_or_default(),
             facts.and_then(|f| f.max_key_text.clone()).unwrap_or_default(),
             policy.interval
         ));
-        p.partitions.truncate(MAX_PARTITIONS);
     }
     let default_partition = t.sibling(derived_name(&t.name, "default"));
     let mut wanted: Vec<&QualifiedName> = p.partitions.iter().map(|x| &x.name).collect();
@@ -619,6 +614,8 @@ pub fn judge(
         publications: inv.publications.clone(),
         default_partition,
         keep_default: policy.default_partition,
+        gone: (opts.mode == Mode::Online && copies_without_row_locks(inv))
+            .then(|| QualifiedName::new(STATE_SCHEMA, derived_name(&fn_base, "gone"))),
         pause_autovacuum: opts.mode == Mode::Online
             && !inv
                 .reloptions
@@ -626,6 +623,18 @@ pub fn judge(
                 .any(|o| o.starts_with("autovacuum_enabled=")),
     });
     p
+}
+
+/// Whether the online copy may read without row locks ([`Blueprint::gone`]). It then may insert
+/// a row version that a writer has since replaced (settled after the copy), which only the
+/// primary key tolerates: another unique key or an outbound foreign key could refuse the stale
+/// version (a value a writer has since moved to another row, a parent deleted since), so such
+/// tables are copied with `FOR SHARE`, which reads only current versions.
+pub fn copies_without_row_locks(inv: &Inventory) -> bool {
+    !inv.constraints
+        .iter()
+        .any(|c| c.kind == "u" || c.kind == "f" || c.kind == "x")
+        && !inv.indexes.iter().any(|i| i.unique && !i.primary)
 }
 
 /// Seconds since the epoch (on the table's calendar) as an instant.

@@ -22,6 +22,7 @@ mod locks;
 mod maintain;
 mod migrate;
 mod migrate_bench;
+mod migrate_copy;
 mod poolers;
 mod shipped_config;
 mod web_config;
