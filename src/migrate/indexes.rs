@@ -195,11 +195,12 @@ impl Rate {
 }
 
 /// One partition's index, attached to the parent's. A plain `CREATE INDEX` (one pass, no waits
-/// for older snapshots) in a transaction with the attach, when it can finish within
-/// `lock_timeout`: it holds SHARE on the partition, so a writer of that partition (through the
-/// sync trigger) waits for it, and never longer than `lock_timeout` — its statement_timeout.
-/// Otherwise (a partition too big, or a plain build cancelled at that bound) `CREATE INDEX
-/// CONCURRENTLY`, which writers do not wait for, then the attach in a short transaction.
+/// for older snapshots) in its own transaction, when it can finish within `lock_timeout`: it
+/// holds SHARE on the partition, so a writer of that partition (through the sync trigger) waits
+/// for it, and never longer than `lock_timeout` — its statement_timeout, and the transaction's
+/// only statement. Otherwise (a partition too big, or a plain build cancelled at that bound)
+/// `CREATE INDEX CONCURRENTLY`, which writers do not wait for. Then the attach, in a short
+/// transaction of its own.
 async fn build_one(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
@@ -228,16 +229,13 @@ async fn build_one(
             let started = Instant::now();
             let plain = tx::Runner::step(name.clone(), db)
                 .statement_timeout(budget)
-                .run(conn, async |c, at| {
-                    tx::exec(c, at, &create).await?;
-                    tx::exec(c, at, &attach).await
-                })
+                .run(conn, async |c, at| tx::exec(c, at, &create).await)
                 .await;
             match plain {
                 Ok(_) => {
                     rate.bytes += p.heap_bytes as f64;
                     rate.secs += started.elapsed().as_secs_f64();
-                    return Ok(How::Plain);
+                    How::Plain
                 }
                 Err(e) if pg::sqlstate(e.sqlx()).as_deref() == Some(QUERY_CANCELED) => {
                     tracing::info!(index = %own, "a plain build would hold writers back longer than lock_timeout; building CONCURRENTLY");

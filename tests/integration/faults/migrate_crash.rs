@@ -168,27 +168,26 @@ async fn a_server_crash_during_the_copy_or_while_the_swap_waits_leaves_a_migrati
 ) {
     let cluster = Cluster::start();
 
-    // During the copy: once it has started, an application transaction locks the new table's
-    // parent (SHARE), so the copy is stuck partway, retrying its next batch.
+    // During the copy: a run stopped halfway through it, then an application transaction
+    // locks the new table's parent (SHARE), so the resumed copy is stuck there, retrying.
     let db = plain_pricing_data(&cluster, ROWS).await;
     let before = content(&db, "pricing_data").await;
     let cli = cli(&db, "30s");
-    let migrate = cli.spawn(RUN);
-    eventually(PATIENCE, "the copy to have started", || async {
-        db.try_query_scalar::<bool>(
-            "SELECT rows_copied > 0 AND NOT copy_done FROM partkeeper.migrations",
-        )
-        .await
-        .unwrap_or(false)
-    })
-    .await;
+    crate::common::fixtures::migration_stopped_mid_copy(&db, &self::cli(&db, "100ms"), ROWS / 2)
+        .await;
     let row_lock = db
         .hold("LOCK TABLE ONLY pricing_data_partitioned IN SHARE MODE")
         .await;
-    let stuck: bool = db
-        .query_scalar("SELECT NOT copy_done FROM partkeeper.migrations")
-        .await;
-    assert!(stuck, "the copy finished before it could be held up");
+    let migrate = cli.spawn(RUN);
+    eventually(PATIENCE, "the copy to wait for the lock", || async {
+        db.query_scalar::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                             WHERE datname = current_database() AND application_name = 'partkeeper'
+                               AND wait_event_type = 'Lock')",
+        )
+        .await
+    })
+    .await;
     let crash = crash_under(&cluster, migrate).await;
     drop(row_lock);
     assert_eq!(assert_consistent(&db, before, &crash).await, "copying");

@@ -439,33 +439,19 @@ async fn migrate_run_stalled_in_the_middle_of_the_copy_fails_within_its_timeouts
     let proxy = Proxy::start(db_port(&db));
     let cli = cli_through(&proxy, &db);
 
-    // Once the copy has started, an application transaction locks the new table's parent
-    // (SHARE, ONLY: the partitions one by one could deadlock with a batch), so the copy's next
-    // batch waits for it, retrying. The network stalls while the copy waits;
-    // then the transaction ends, so the server finishes the batch (or its lock wait times out)
-    // and answers into the stalled network: our session sits idle in its transaction, holding
-    // the batch's rows, inserted into the new table and not committed.
-    let migrate = cli.spawn(MIGRATE_RUN);
-    let copying = Instant::now();
-    loop {
-        let built: bool = db
-            .query_scalar("SELECT to_regclass('partkeeper.migrations') IS NOT NULL")
-            .await;
-        let started = built
-            && db
-                .query_scalar::<bool>(
-                    "SELECT EXISTS (SELECT 1 FROM partkeeper.migrations WHERE last_pk IS NOT NULL)",
-                )
-                .await;
-        if started {
-            break;
-        }
-        assert!(copying.elapsed() < PATIENCE, "the copy never started");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    // A run stopped halfway through its copy (built, the first half copied), then an
+    // application transaction locks the new table's parent (SHARE), so the resumed copy's next
+    // batch waits for it, retrying. The network stalls while the copy waits; then the
+    // transaction ends, so the server finishes the batch (or its lock wait times out) and
+    // answers into the stalled network: our session sits idle in its transaction, holding the
+    // batch's rows, inserted into the new table and not committed.
+    let prep = Cli::new().config(&config_with_lock_timeout(&db, MONTHLY, "100ms"));
+    crate::common::fixtures::migration_stopped_mid_copy(&db, &prep, MIGRATE_ROWS / 2).await;
     let mut row_lock = db
         .hold("LOCK TABLE ONLY pricing_data_partitioned IN SHARE MODE")
         .await;
+    let migrate = cli.spawn(MIGRATE_RUN);
+    let copying = Instant::now();
     while !partkeeper_session(&db, "wait_event_type = 'Lock'").await {
         assert!(
             copying.elapsed() < PATIENCE,
