@@ -3,14 +3,19 @@
 //! not granted, so application queries never queue behind us for longer than `lock_timeout`.
 //! Coordination between instances is a PostgreSQL advisory lock.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, Executor, PgConnection};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sqlx::{Executor, PgConnection};
 
 use crate::catalog::ManagedTable;
 use crate::config::DatabaseConfig;
 use crate::ddl::{Step, Template};
 use crate::pg;
+use crate::tx;
 
 /// Advisory-lock key held during a maintenance pass ("partkeep" in ASCII): one pass per database.
 pub const MAINTENANCE_LOCK: i64 = 0x7061_7274_6b65_6570;
@@ -117,7 +122,9 @@ pub async fn read_template(
     })
 }
 
-/// Runs the steps of one action in order, each with bounded lock-timeout retries.
+/// Runs the steps of one action in order: each transactional step through the one transaction
+/// runner ([`tx::Runner`]: timeouts, bounded lock-timeout retries with backoff), each statement
+/// outside a transaction once.
 pub async fn run_steps(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
@@ -127,123 +134,142 @@ pub async fn run_steps(
         lock_waits: 0,
         rows_moved: 0,
     };
+    // Shared with each attempt's future, which owns what it uses (see `tx::Runner::run_send`).
+    let shared = Arc::new(db.clone());
     for step in steps {
-        let mut waits = 0;
-        let result = loop {
-            match run_step(&mut *conn, db, step).await {
-                Ok(moved) => break Ok(moved),
-                // Only whole transactions are repeated. A statement outside one (DETACH ...
-                // CONCURRENTLY) may have committed its first half before timing out; repeating
-                // it fails ("already pending detach"), so the next pass, which re-reads the
-                // catalog, finalizes it instead.
-                Err((e, _))
-                    if pg::is_retryable(&e)
-                        && step.transactional
-                        && waits + 1 < db.lock_retries.max(1) =>
-                {
-                    waits += 1;
-                    let pause = pg::backoff(waits);
-                    tracing::info!(attempt = waits, ?pause, error = %pg::describe(&e), "lock not granted in time; retrying");
-                    tokio::time::sleep(pause).await;
-                }
-                Err((e, failed)) => {
-                    if pg::is_retryable(&e) {
-                        waits += 1;
-                    }
-                    break Err((e, failed));
-                }
+        if !step.transactional {
+            // Only whole transactions are repeated. A statement outside one (DETACH ...
+            // CONCURRENTLY) may have committed its first half before timing out; repeating
+            // it fails ("already pending detach"), so the next pass, which re-reads the
+            // catalog, finalizes it instead.
+            if let Err((e, failed)) = run_outside_transaction(&mut *conn, db, step).await {
+                let attempts = u32::from(pg::is_retryable(&e));
+                return Err(exec_error(step, failed, &e, attempts, db));
             }
-        };
-        total.lock_waits += waits;
-        match result {
-            Ok(moved) => total.rows_moved += moved,
-            Err((e, failed)) => {
-                // Name the statement that failed (it says which table and which lock), not the
-                // first of the step.
-                let statement = failed
-                    .and_then(|i| step.statements.get(i))
-                    .cloned()
-                    .unwrap_or_else(|| step.statements.join("; "));
-                if let Some(reason) = crate::pooler::GuardError::from_sqlx(&e) {
-                    let statement = first_line(&statement);
-                    return Err(ExecError::Guard { statement, reason });
-                }
-                return Err(if pg::is_retryable(&e) {
-                    ExecError::LockTimeout {
-                        statement: first_line(&statement),
-                        attempts: waits,
-                        lock_timeout: db.lock_timeout,
-                    }
-                } else if pg::is_connection_lost(&e) {
-                    ExecError::ConnectionLost {
-                        statement: first_line(&statement),
-                        reason: pg::describe(&e),
-                    }
-                } else {
-                    ExecError::Statement {
-                        statement: first_line(&statement),
-                        reason: pg::describe(&e),
-                    }
-                });
+            continue;
+        }
+        let at_statement = Arc::new(AtomicUsize::new(NO_STATEMENT));
+        let runner = tx::Runner::step("maintenance step", db);
+        match runner
+            .run_send(&mut *conn, step_body(step, &shared, &at_statement))
+            .await
+        {
+            Ok(done) => {
+                total.lock_waits += done.lock_waits;
+                total.rows_moved += done.value;
+            }
+            Err(e) => {
+                let failed =
+                    Some(at_statement.load(Ordering::Relaxed)).filter(|&i| i != NO_STATEMENT);
+                let attempts = match &e {
+                    tx::TxError::LockTimeout { attempts, .. } => *attempts,
+                    _ => 0,
+                };
+                return Err(exec_error(step, failed, e.sqlx(), attempts, db));
             }
         }
     }
     Ok(total)
 }
 
-/// One attempt of one step; returns the rows moved out of a default partition, or the error
-/// with the index of the statement that failed (`None`: BEGIN, SET or COMMIT).
+/// `at_statement` holds no statement: the attempt failed in BEGIN, SET, the guard or COMMIT.
+const NO_STATEMENT: usize = usize::MAX;
+
+/// One attempt of a transactional step, inside the transaction the runner opened with its
+/// timeouts; returns the rows moved out of a default partition. `at_statement` records which
+/// statement is running, so an error names it.
 ///
 /// `executor.execute(raw_sql(..))` rather than `raw_sql(..).execute(executor)` (the same call
 /// inside sqlx): the latter's future cannot be proven `Send` for every lifetime, which forbids
 /// running a pass in a spawned task (rust-lang/rust#110338).
-async fn run_step(
+fn step_body(
+    step: &Step,
+    db: &Arc<DatabaseConfig>,
+    at_statement: &Arc<AtomicUsize>,
+) -> impl for<'c> FnMut(&'c mut PgConnection, tx::Attempt) -> BoxFuture<'c, Result<u64, sqlx::Error>>
+       + Send
+       + 'static {
+    let statements: Arc<[String]> = step.statements.clone().into();
+    let db = Arc::clone(db);
+    let at_statement = Arc::clone(at_statement);
+    move |conn, at| {
+        let (statements, db, at_statement) = (statements.clone(), db.clone(), at_statement.clone());
+        async move {
+            at_statement.store(NO_STATEMENT, Ordering::Relaxed);
+            // Never DDL without its timeouts (nor, behind a transaction pooler, without the
+            // lease): checked after the runner's SET LOCAL.
+            pg::answered(at.deadline, crate::pooler::guard_step(conn, &db)).await?;
+            let mut moved = 0;
+            for (i, s) in statements.iter().enumerate() {
+                at_statement.store(i, Ordering::Relaxed);
+                let r = pg::answered(at.deadline, conn.execute(sqlx::raw_sql(s))).await?;
+                if s.starts_with("WITH moved AS") {
+                    moved += r.rows_affected();
+                }
+            }
+            at_statement.store(NO_STATEMENT, Ordering::Relaxed);
+            Ok(moved)
+        }
+        .boxed()
+    }
+}
+
+/// The statements of a step that cannot run in a transaction, each once, each after its
+/// session's timeouts are verified; the error comes with the index of the statement.
+async fn run_outside_transaction(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
     step: &Step,
-) -> Result<u64, (sqlx::Error, Option<usize>)> {
+) -> Result<(), (sqlx::Error, Option<usize>)> {
     // Every round trip is bounded on our side too: a stalled network never hangs the pass.
     let deadline = pg::reply_deadline(db);
-    let mut moved = 0;
-    if !step.transactional {
-        for (i, s) in step.statements.iter().enumerate() {
-            pg::answered(
-                deadline,
-                crate::pooler::guard_outside_transaction(conn, db, &first_line(s)),
-            )
-            .await
-            .map_err(|e| (e, Some(i)))?;
-            pg::answered(deadline, conn.execute(sqlx::raw_sql(s)))
-                .await
-                .map_err(|e| (e, Some(i)))?;
-        }
-        return Ok(0);
-    }
-    let mut tx = pg::answered(deadline, conn.begin())
-        .await
-        .map_err(|e| (e, None))?;
-    pg::answered(
-        deadline,
-        pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
-    )
-    .await
-    .map_err(|e| (e, None))?;
-    // Never DDL without its timeouts (nor, behind a transaction pooler, without the lease).
-    pg::answered(deadline, crate::pooler::guard_step(&mut tx, db))
-        .await
-        .map_err(|e| (e, None))?;
     for (i, s) in step.statements.iter().enumerate() {
-        let r = pg::answered(deadline, tx.execute(sqlx::raw_sql(s)))
+        pg::answered(
+            deadline,
+            crate::pooler::guard_outside_transaction(conn, db, &first_line(s)),
+        )
+        .await
+        .map_err(|e| (e, Some(i)))?;
+        pg::answered(deadline, conn.execute(sqlx::raw_sql(s)))
             .await
             .map_err(|e| (e, Some(i)))?;
-        if s.starts_with("WITH moved AS") {
-            moved += r.rows_affected();
+    }
+    Ok(())
+}
+
+/// The error of a failed step, naming the statement that failed (it says which table and which
+/// lock), not the first of the step; `attempts` that met a lock timeout.
+fn exec_error(
+    step: &Step,
+    failed: Option<usize>,
+    e: &sqlx::Error,
+    attempts: u32,
+    db: &DatabaseConfig,
+) -> ExecError {
+    let statement = failed
+        .and_then(|i| step.statements.get(i))
+        .cloned()
+        .unwrap_or_else(|| step.statements.join("; "));
+    let statement = first_line(&statement);
+    if let Some(reason) = crate::pooler::GuardError::from_sqlx(e) {
+        ExecError::Guard { statement, reason }
+    } else if pg::is_retryable(e) {
+        ExecError::LockTimeout {
+            statement,
+            attempts,
+            lock_timeout: db.lock_timeout,
+        }
+    } else if pg::is_connection_lost(e) {
+        ExecError::ConnectionLost {
+            statement,
+            reason: pg::describe(e),
+        }
+    } else {
+        ExecError::Statement {
+            statement,
+            reason: pg::describe(e),
         }
     }
-    pg::answered(deadline, tx.commit())
-        .await
-        .map_err(|e| (e, None))?;
-    Ok(moved)
 }
 
 fn first_line(s: &str) -> String {

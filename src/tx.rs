@@ -8,8 +8,10 @@
 //! caller's long transaction, repeating behind a savepoint. Errors carry the step's name and
 //! the server's error as their source.
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
+use futures::future::{BoxFuture, LocalBoxFuture};
 use sqlx::{Connection, PgConnection};
 
 use crate::config::DatabaseConfig;
@@ -151,14 +153,8 @@ impl Runner {
             failed: 0,
             deadline: self.deadline,
         };
-        let opened = async {
-            let mut tx = pg::answered(self.deadline, conn.begin()).await?;
-            pg::answered(self.deadline, self.set_local(&mut tx)).await?;
-            Ok(tx)
-        }
-        .await;
         let mut failed = 0;
-        match opened {
+        match self.open(conn).await {
             Ok(tx) => Ok((tx, at)),
             Err(e) => match self.judge::<()>(Err(e), &mut failed) {
                 Some(Err(e)) => Err(e),
@@ -169,18 +165,31 @@ impl Runner {
 
     /// Runs `body` in its own transaction until it commits, fails with an error that a retry
     /// would not cure, or has met a lock timeout `attempts` times.
-    pub async fn run<T, F>(&self, conn: &mut PgConnection, mut body: F) -> Result<Done<T>, TxError>
+    pub async fn run<T, F>(&self, conn: &mut PgConnection, body: F) -> Result<Done<T>, TxError>
     where
         F: AsyncFnMut(&mut PgConnection, Attempt) -> Result<T, sqlx::Error>,
     {
-        self.retrying(async |at| {
-            let mut tx = pg::answered(self.deadline, conn.begin()).await?;
-            pg::answered(self.deadline, self.set_local(&mut tx)).await?;
-            let value = body(&mut tx, at).await?;
-            pg::answered(self.deadline, tx.commit()).await?;
-            Ok(value)
-        })
-        .await
+        self.retrying(Attempting::<_, _, Local>::new(self, conn, body, false))
+            .await
+    }
+
+    /// [`Runner::run`] as a boxed `Send` future, for a body that returns boxed `Send` futures:
+    /// a maintenance pass runs in a task the daemon spawns, and with an `AsyncFnMut` body the
+    /// compiler cannot prove the run's future `Send` for every lifetime
+    /// (rust-lang/rust#110338). The body gets only the connection, so it owns (or shares through
+    /// an `Arc`) whatever else it uses.
+    pub fn run_send<'a, T, F>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        body: F,
+    ) -> BoxFuture<'a, Result<Done<T>, TxError>>
+    where
+        T: Send + 'a,
+        F: for<'c> FnMut(&'c mut PgConnection, Attempt) -> BoxFuture<'c, Result<T, sqlx::Error>>
+            + Send
+            + 'a,
+    {
+        Box::pin(self.retrying(Attempting::<_, _, Sendable>::new(self, conn, body, false)))
     }
 
     /// Like [`Runner::run`], inside the caller's open transaction: each attempt behind a
@@ -189,47 +198,41 @@ impl Runner {
     pub async fn in_savepoint<T, F>(
         &self,
         conn: &mut PgConnection,
-        mut body: F,
+        body: F,
     ) -> Result<Done<T>, TxError>
     where
         F: AsyncFnMut(&mut PgConnection, Attempt) -> Result<T, sqlx::Error>,
     {
-        self.retrying(async |at| {
-            exec(conn, at, "SAVEPOINT partkeeper_step").await?;
-            match body(&mut *conn, at).await {
-                Ok(v) => {
-                    exec(conn, at, "RELEASE SAVEPOINT partkeeper_step").await?;
-                    Ok(v)
-                }
-                Err(e) => {
-                    if pg::is_retryable(&e) {
-                        exec(conn, at, "ROLLBACK TO SAVEPOINT partkeeper_step").await?;
-                    }
-                    Err(e)
-                }
-            }
-        })
-        .await
+        self.retrying(Attempting::<_, _, Local>::new(self, conn, body, true))
+            .await
     }
 
-    /// The retry loop of both: `attempt` until it succeeds, fails for good, or has met a lock
+    /// The one retry loop: attempts until one succeeds, fails for good, or has met a lock
     /// timeout `attempts` times, pausing between attempts.
-    async fn retrying<T>(
-        &self,
-        mut attempt: impl AsyncFnMut(Attempt) -> Result<T, sqlx::Error>,
-    ) -> Result<Done<T>, TxError> {
+    async fn retrying<T, A: Attempts<T>>(&self, mut attempts: A) -> Result<Done<T>, TxError> {
         let mut failed = 0;
         loop {
             let at = Attempt {
                 failed,
                 deadline: self.deadline,
             };
-            let result = attempt(at).await;
+            let (back, result) = attempts.attempt(at).await;
+            attempts = back;
             match self.judge(result, &mut failed) {
                 Some(r) => return r,
                 None => tokio::time::sleep((self.pause)(failed)).await,
             }
         }
+    }
+
+    /// A transaction with the step's timeouts set.
+    async fn open<'c>(
+        &self,
+        conn: &'c mut PgConnection,
+    ) -> Result<sqlx::Transaction<'c, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = pg::answered(self.deadline, conn.begin()).await?;
+        pg::answered(self.deadline, self.set_local(&mut tx)).await?;
+        Ok(tx)
     }
 
     /// `Some` when the run is over; `None` to retry (and `failed` counts the attempt).
@@ -274,6 +277,109 @@ impl Runner {
         } else {
             pg::set_local_timeouts(conn, self.lock_timeout, self.statement_timeout).await
         }
+    }
+}
+
+/// What [`Runner::retrying`] repeats. An attempt takes the state (connection, body) and gives it
+/// back with its result, so its future borrows nothing from the loop: whether the loop's future
+/// is `Send` then follows from the attempt's future type alone, which for [`Runner::run_send`]
+/// is a `BoxFuture`. (A borrowing attempt, through an `AsyncFnMut` or a lifetime-generic
+/// associated type, makes the compiler ask `Send` for every lifetime: rust-lang/rust#110338.)
+trait Attempts<T>: Sized {
+    type Fut: std::future::Future<Output = (Self, Result<T, sqlx::Error>)>;
+    fn attempt(self, at: Attempt) -> Self::Fut;
+}
+
+/// An attempt in a transaction of its own, written once: the same code
+/// boxed as a local or a `Send` future (a generic function in between would bring back the
+/// lifetime-generic future that hides `Send`, rust-lang/rust#110338).
+macro_rules! in_transaction {
+    ($self:ident, $at:ident) => {
+        Box::pin(async move {
+            let result = async {
+                let mut tx = $self.runner.open(&mut *$self.conn).await?;
+                let value = ($self.body)(&mut tx, $at).await?;
+                pg::answered($self.runner.deadline, tx.commit()).await?;
+                Ok(value)
+            }
+            .await;
+            ($self, result)
+        })
+    };
+}
+
+/// The state of a run between attempts. `S` says how an attempt's future is boxed: [`Local`]
+/// ([`Runner::run`], [`Runner::in_savepoint`]) or [`Sendable`] ([`Runner::run_send`]).
+struct Attempting<'a, T, F, S> {
+    runner: &'a Runner,
+    conn: &'a mut PgConnection,
+    body: F,
+    /// Each attempt behind a savepoint in the caller's transaction instead of a transaction of
+    /// its own.
+    savepoint: bool,
+    /// What a successful attempt gives, and how it is boxed.
+    out: PhantomData<(fn() -> T, S)>,
+}
+
+impl<'a, T, F, S> Attempting<'a, T, F, S> {
+    fn new(runner: &'a Runner, conn: &'a mut PgConnection, body: F, savepoint: bool) -> Self {
+        Attempting {
+            runner,
+            conn,
+            body,
+            savepoint,
+            out: PhantomData,
+        }
+    }
+}
+
+struct Local;
+struct Sendable;
+
+impl<'a, T: 'a, F> Attempts<T> for Attempting<'a, T, F, Local>
+where
+    F: AsyncFnMut(&mut PgConnection, Attempt) -> Result<T, sqlx::Error> + 'a,
+{
+    type Fut = LocalBoxFuture<'a, (Self, Result<T, sqlx::Error>)>;
+
+    fn attempt(mut self, at: Attempt) -> Self::Fut {
+        if !self.savepoint {
+            return in_transaction!(self, at);
+        }
+        Box::pin(async move {
+            let result = async {
+                let conn = &mut *self.conn;
+                exec(conn, at, "SAVEPOINT partkeeper_step").await?;
+                match (self.body)(&mut *conn, at).await {
+                    Ok(v) => {
+                        exec(conn, at, "RELEASE SAVEPOINT partkeeper_step").await?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        if pg::is_retryable(&e) {
+                            exec(conn, at, "ROLLBACK TO SAVEPOINT partkeeper_step").await?;
+                        }
+                        Err(e)
+                    }
+                }
+            }
+            .await;
+            (self, result)
+        })
+    }
+}
+
+impl<'a, T, F> Attempts<T> for Attempting<'a, T, F, Sendable>
+where
+    T: Send + 'a,
+    F: for<'x> FnMut(&'x mut PgConnection, Attempt) -> BoxFuture<'x, Result<T, sqlx::Error>>
+        + Send
+        + 'a,
+{
+    type Fut = BoxFuture<'a, (Self, Result<T, sqlx::Error>)>;
+
+    fn attempt(mut self, at: Attempt) -> Self::Fut {
+        in_transaction!(self, at)
     }
 }
 
