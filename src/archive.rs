@@ -12,8 +12,8 @@
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use crate::ddl::Step;
 use crate::ident::{quote_ident, QualifiedName};
+use crate::step::Step;
 
 /// The steps of one `Action::Archive`.
 pub fn steps(

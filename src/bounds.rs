@@ -90,6 +90,38 @@ impl KeyType {
     }
 }
 
+/// SQL giving the position of a key value on the planner's line as `float8`, for range reads
+/// (`migrate`): Unix seconds for time-like keys (on the wall clock for `date` and `timestamp`),
+/// the value itself for plain integers. `expr` is SQL partkeeper built (a quoted column, an
+/// aggregate of it), never user text.
+pub fn seconds_sql(key: KeyType, expr: &str) -> String {
+    match key {
+        KeyType::Date | KeyType::Timestamp => {
+            format!("extract(epoch FROM ({expr})::timestamp)::float8")
+        }
+        KeyType::TimestampTz => format!("extract(epoch FROM ({expr})::timestamptz)::float8"),
+        KeyType::Int(_) => format!("({expr})::float8"),
+        KeyType::Epoch(_, unit) => format!("({expr})::float8 / {}", 1_000_000_000 / unit.nanos()),
+        // The first 48 bits of a UUIDv7 are its Unix milliseconds.
+        KeyType::Uuid => format!(
+            "(('x' || substr(replace(({expr})::text, '-', ''), 1, 12))::bit(48)::int8)::float8 / 1000"
+        ),
+    }
+}
+
+/// `min(expr)` and `max(expr)` for a key: PostgreSQL has no min/max for uuid before version 18,
+/// so uuids are compared as their text in the "C" collation (lower-case hex at fixed places:
+/// the same order as PostgreSQL's byte order) and cast back.
+pub fn min_max_sql(key: KeyType, expr: &str) -> (String, String) {
+    match key {
+        KeyType::Uuid => (
+            format!("min(({expr})::text COLLATE \"C\")::uuid"),
+            format!("max(({expr})::text COLLATE \"C\")::uuid"),
+        ),
+        _ => (format!("min({expr})"), format!("max({expr})")),
+    }
+}
+
 /// One end of a range bound. The derived order is the one PostgreSQL uses:
 /// MINVALUE < every value < MAXVALUE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

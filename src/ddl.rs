@@ -36,27 +36,7 @@ pub struct Template {
     pub template: Option<crate::template::TemplateSpec>,
 }
 
-/// One transaction (or one statement that must run outside a transaction block).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
-    pub transactional: bool,
-    pub statements: Vec<String>,
-}
-
-impl Step {
-    fn tx(statements: Vec<String>) -> Step {
-        Step {
-            transactional: true,
-            statements,
-        }
-    }
-    fn bare(statement: String) -> Step {
-        Step {
-            transactional: false,
-            statements: vec![statement],
-        }
-    }
-}
+pub use crate::step::Step;
 
 pub fn render(
     action: &Action,

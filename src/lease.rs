@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use sqlx::{Connection, Executor, PgConnection};
 
-use crate::pooler::GuardError;
+use crate::guard::GuardError;
 
 /// The lease that allows maintenance on this database.
 pub const MAINTENANCE: &str = "maintenance";
@@ -261,60 +261,4 @@ pub async fn check_fence(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     } else {
         Err(GuardError::LeaseLost.into_sqlx())
     }
-}
-
-/// A one-shot maintenance pass behind a transaction pooler: under the daemon's lease when it
-/// runs one ([`FENCE`] already set), else under a lease of its own, taken within `lock_wait`
-/// and given back at the end.
-pub async fn maintain_pass(
-    conn: &mut PgConnection,
-    db: &crate::config::DatabaseConfig,
-    policies: &[crate::config::TablePolicy],
-    opts: &crate::maintain::Options,
-    started: std::time::Instant,
-) -> Result<crate::maintain::PassReport, crate::error::Error> {
-    use crate::maintain::{pass_locked, skipped, PassReport};
-    let deadline = crate::pg::reply_deadline(db);
-    let report = |tables| PassReport {
-        tables,
-        skipped: None,
-        dry_run: false,
-        duration_ms: started.elapsed().as_millis() as u64,
-    };
-    if FENCE.try_with(|_| ()).is_ok() {
-        let mut lost = false;
-        return Ok(report(
-            pass_locked(conn, db, policies, opts, &mut lost).await?,
-        ));
-    }
-    match crate::pg::answered(deadline, async { Ok(ensure_table(conn).await) }).await? {
-        Ok(()) => {}
-        Err(LeaseError::Sql(e)) => return Err(e.into()),
-        Err(e @ LeaseError::Create(_)) => return Err(crate::error::Error::Failed(e.to_string())),
-    }
-    let holder = new_holder();
-    let give_up = std::time::Instant::now() + opts.lock_wait;
-    let token = loop {
-        match crate::pg::answered(deadline, try_take(conn, &holder, COMMAND_TTL)).await? {
-            Some(token) => break token,
-            None if std::time::Instant::now() >= give_up => return Ok(skipped(started)),
-            None => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
-    let held = Held {
-        holder,
-        token,
-        renew: Some(COMMAND_TTL),
-    };
-    let mut lost = false;
-    let result = FENCE
-        .scope(
-            held.clone(),
-            pass_locked(conn, db, policies, opts, &mut lost),
-        )
-        .await;
-    if !lost {
-        let _ = crate::pg::answered(deadline, release(conn, &held)).await;
-    }
-    Ok(report(result?))
 }

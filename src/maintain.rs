@@ -84,7 +84,7 @@ pub async fn run_pass(
 ) -> Result<PassReport, Error> {
     let started = Instant::now();
     if db.pooler == crate::config::Pooler::Transaction && !opts.dry_run {
-        return crate::lease::maintain_pass(conn, db, policies, opts, started).await;
+        return pass_under_lease(conn, db, policies, opts, started).await;
     }
     let deadline = crate::pg::reply_deadline(db);
     if !opts.dry_run
@@ -112,7 +112,7 @@ pub async fn run_pass(
 }
 
 /// The report of a pass that found another instance maintaining.
-pub(crate) fn skipped(started: Instant) -> PassReport {
+fn skipped(started: Instant) -> PassReport {
     PassReport {
         tables: Vec::new(),
         skipped: Some(
@@ -124,7 +124,63 @@ pub(crate) fn skipped(started: Instant) -> PassReport {
     }
 }
 
-pub(crate) async fn pass_locked(
+/// A one-shot maintenance pass behind a transaction pooler: under the daemon's lease when it
+/// runs one ([`crate::lease::FENCE`] already set), else under a lease of its own, taken within `lock_wait`
+/// and given back at the end.
+async fn pass_under_lease(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    policies: &[TablePolicy],
+    opts: &Options,
+    started: Instant,
+) -> Result<PassReport, Error> {
+    use crate::lease::{self, Held, LeaseError, COMMAND_TTL, FENCE};
+    let deadline = crate::pg::reply_deadline(db);
+    let report = |tables| PassReport {
+        tables,
+        skipped: None,
+        dry_run: false,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    if FENCE.try_with(|_| ()).is_ok() {
+        let mut lost = false;
+        return Ok(report(
+            pass_locked(conn, db, policies, opts, &mut lost).await?,
+        ));
+    }
+    match crate::pg::answered(deadline, async { Ok(lease::ensure_table(conn).await) }).await? {
+        Ok(()) => {}
+        Err(LeaseError::Sql(e)) => return Err(e.into()),
+        Err(e @ LeaseError::Create(_)) => return Err(Error::Failed(e.to_string())),
+    }
+    let holder = lease::new_holder();
+    let give_up = std::time::Instant::now() + opts.lock_wait;
+    let token = loop {
+        match crate::pg::answered(deadline, lease::try_take(conn, &holder, COMMAND_TTL)).await? {
+            Some(token) => break token,
+            None if std::time::Instant::now() >= give_up => return Ok(skipped(started)),
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let held = Held {
+        holder,
+        token,
+        renew: Some(COMMAND_TTL),
+    };
+    let mut lost = false;
+    let result = FENCE
+        .scope(
+            held.clone(),
+            pass_locked(conn, db, policies, opts, &mut lost),
+        )
+        .await;
+    if !lost {
+        let _ = crate::pg::answered(deadline, lease::release(conn, &held)).await;
+    }
+    Ok(report(result?))
+}
+
+async fn pass_locked(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
     policies: &[TablePolicy],

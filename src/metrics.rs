@@ -22,9 +22,9 @@ use prometheus::{
 };
 use tokio::sync::watch;
 
-use crate::daemon::refresh::Snapshot;
 use crate::maintain::PassReport;
 use crate::plan::Action;
+use crate::snapshot::Snapshot;
 
 /// Every metric name starts with this.
 pub const PREFIX: &str = "partkeeper_";
@@ -451,15 +451,13 @@ pub fn snapshot_families(s: &Snapshot) -> Vec<MetricFamily> {
         .iter()
         .filter_map(|t| Some((t, t.health.as_ref()?)))
         .collect();
-    let per_table = |f: &dyn Fn(
-        &crate::daemon::refresh::TableFacts,
-        &crate::check::TableHealth,
-    ) -> Option<f64>| {
-        tables
-            .iter()
-            .filter_map(|(t, h)| Some(sample(&[("table", &t.table)], f(t, h)?)))
-            .collect::<Vec<_>>()
-    };
+    let per_table =
+        |f: &dyn Fn(&crate::snapshot::TableFacts, &crate::check::TableHealth) -> Option<f64>| {
+            tables
+                .iter()
+                .filter_map(|(t, h)| Some(sample(&[("table", &t.table)], f(t, h)?)))
+                .collect::<Vec<_>>()
+        };
     family("partitions", per_table(&|_, h| Some(h.partitions as f64)));
     family(
         "table_size_bytes",
@@ -491,7 +489,7 @@ pub fn snapshot_families(s: &Snapshot) -> Vec<MetricFamily> {
         "default_partition_rows",
         per_table(&|_, h| h.default_rows.map(|n| n as f64)),
     );
-    let per_partition = |f: &dyn Fn(&crate::daemon::refresh::PartitionFacts) -> f64| {
+    let per_partition = |f: &dyn Fn(&crate::snapshot::PartitionFacts) -> f64| {
         tables
             .iter()
             .flat_map(|(t, _)| {
@@ -555,10 +553,10 @@ mod tests {
 
     use super::*;
     use crate::check::TableHealth;
-    use crate::daemon::refresh::{PartitionFacts, TableFacts};
     use crate::ident::QualifiedName;
     use crate::maintain::{ActionReport, TableReport};
     use crate::replication::ReplicaView;
+    use crate::snapshot::{PartitionFacts, TableFacts};
 
     fn part(name: &str, size: i64) -> PartitionFacts {
         PartitionFacts {

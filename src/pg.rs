@@ -83,6 +83,29 @@ pub fn session_settings(
     ]
 }
 
+/// Applies [`session_settings`] on `conn`: for the session (`local = false`, right
+/// after connecting through a session pooler) or for the current transaction only. One round
+/// trip; names and values are bind parameters.
+pub async fn set_session(
+    conn: &mut PgConnection,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+    local: bool,
+) -> Result<(), sqlx::Error> {
+    let (names, values): (Vec<&str>, Vec<String>) =
+        session_settings(lock_timeout, statement_timeout)
+            .into_iter()
+            .unzip();
+    sqlx::query("SELECT count(set_config(n, v, $3)) FROM unnest($1::text[], $2::text[]) AS s(n, v)")
+        .bind(names)
+        .bind(values)
+        .bind(local)
+        .persistent(false)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 /// Behind a session pooler the settings cannot travel at startup: they are set once on the
 /// fresh session (the pooler's `server_reset_query` clears them when we leave).
 async fn after_connect(
@@ -92,9 +115,18 @@ async fn after_connect(
     statement_timeout: Duration,
 ) -> Result<(), sqlx::Error> {
     if pooler == Pooler::Session {
-        crate::pooler::set_session(conn, lock_timeout, statement_timeout, false).await?;
+        set_session(conn, lock_timeout, statement_timeout, false).await?;
     }
     Ok(())
+}
+
+/// A connection failure's text, with what to do when a pooler refused our startup parameters.
+pub fn hint(reason: String, pooler: Pooler) -> String {
+    if pooler == Pooler::None && reason.contains("unsupported startup parameter") {
+        format!("{reason}. A connection pooler (PgBouncer?) is in between: set database.pooler = \"session\" or \"transaction\" (its pool_mode)")
+    } else {
+        reason
+    }
 }
 
 /// A maintenance step sends its statements back to back, so a step idle inside its transaction
@@ -165,7 +197,7 @@ pub async fn connect_url(
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(ConnectError::Failed {
             target: url.host_label(),
-            reason: crate::pooler::hint(scrub(&describe(&e), &[url]), pooler),
+            reason: hint(scrub(&describe(&e), &[url]), pooler),
         }),
         Err(_) => Err(ConnectError::Timeout {
             target: url.host_label(),
@@ -224,7 +256,7 @@ pub async fn try_connect(
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => {
             let mut f = Failure::from_sqlx(&e, &[url]);
-            f.internal = crate::pooler::hint(f.internal, pooler);
+            f.internal = hint(f.internal, pooler);
             Err(f)
         }
         Err(_) => Err(Failure::timeout("connect", connect_timeout)),
@@ -397,6 +429,14 @@ pub async fn server_version(conn: &mut PgConnection) -> Result<i32, sqlx::Error>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pooler_refusing_startup_parameters_gets_a_hint_only_without_pooler_set() {
+        let r = "unsupported startup parameter: extra_float_digits".to_string();
+        assert!(hint(r.clone(), Pooler::None).contains("database.pooler"));
+        assert_eq!(hint(r.clone(), Pooler::Session), r);
+        assert_eq!(hint("refused".into(), Pooler::None), "refused");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -15,61 +15,7 @@ use sqlx::{Connection, PgConnection, Postgres, Transaction};
 
 use crate::config::{DatabaseConfig, Pooler};
 
-/// Why a DDL step was not run. Carried inside `sqlx::Error::Configuration` through the step
-/// runner, which turns it back into [`crate::execute::ExecError::Guard`].
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum GuardError {
-    #[error("lock_timeout is {lock_found} and statement_timeout is {statement_found} in the step's transaction, not the configured {lock_expected} and {statement_expected}: something between partkeeper and PostgreSQL changed them, so no DDL was run. Check database.pooler and the pooler's settings")]
-    TimeoutsNotInForce {
-        lock_expected: String,
-        lock_found: String,
-        statement_expected: String,
-        statement_found: String,
-    },
-    #[error("`{0}` cannot run inside a transaction, and behind a transaction pooler (database.pooler = \"transaction\") lock_timeout cannot be guaranteed outside one: nothing was run. Finish it over a direct or session-mode connection")]
-    OutsideTransaction(String),
-    #[error("this process no longer holds the maintenance lease (another instance took it over, or it expired): the step was not run")]
-    LeaseLost,
-    #[error("behind a transaction pooler a DDL step needs the maintenance lease, and none is held: nothing was run")]
-    NoLease,
-}
-
-impl GuardError {
-    pub fn into_sqlx(self) -> sqlx::Error {
-        sqlx::Error::Configuration(Box::new(self))
-    }
-
-    /// The guard's refusal inside a driver error, if that is what it is.
-    pub fn from_sqlx(e: &sqlx::Error) -> Option<GuardError> {
-        match e {
-            sqlx::Error::Configuration(b) => b.downcast_ref::<GuardError>().cloned(),
-            _ => None,
-        }
-    }
-}
-
-/// Applies [`crate::pg::session_settings`] on `conn`: for the session (`local = false`, right
-/// after connecting through a session pooler) or for the current transaction only. One round
-/// trip; names and values are bind parameters.
-pub async fn set_session(
-    conn: &mut PgConnection,
-    lock_timeout: Duration,
-    statement_timeout: Duration,
-    local: bool,
-) -> Result<(), sqlx::Error> {
-    let (names, values): (Vec<&str>, Vec<String>) =
-        crate::pg::session_settings(lock_timeout, statement_timeout)
-            .into_iter()
-            .unzip();
-    sqlx::query("SELECT count(set_config(n, v, $3)) FROM unnest($1::text[], $2::text[]) AS s(n, v)")
-        .bind(names)
-        .bind(values)
-        .bind(local)
-        .persistent(false)
-        .execute(conn)
-        .await
-        .map(|_| ())
-}
+pub use crate::guard::GuardError;
 
 /// A connection to read from: the connection itself, or behind a transaction pooler a
 /// transaction on it with the session settings `SET LOCAL` (so the reads see UTC and ISO dates
@@ -117,7 +63,7 @@ pub async fn reader(
         return Ok(Reader::Direct(conn));
     }
     let mut tx = conn.begin().await?;
-    set_session(&mut tx, lock_timeout, statement_timeout, true).await?;
+    crate::pg::set_session(&mut tx, lock_timeout, statement_timeout, true).await?;
     Ok(Reader::Pooled(tx))
 }
 
@@ -167,7 +113,7 @@ pub async fn verify_timeouts(
 /// (behind a transaction pooler), the timeouts verified, and the lease checked (ditto).
 pub async fn guard_step(conn: &mut PgConnection, db: &DatabaseConfig) -> Result<(), sqlx::Error> {
     if db.pooler == Pooler::Transaction {
-        set_session(conn, db.lock_timeout, db.statement_timeout, true).await?;
+        crate::pg::set_session(conn, db.lock_timeout, db.statement_timeout, true).await?;
     }
     verify_timeouts(conn, db.lock_timeout, db.statement_timeout).await?;
     if db.pooler == Pooler::Transaction {
@@ -201,26 +147,9 @@ pub fn planning_version(version: i32, pooler: Pooler) -> i32 {
     }
 }
 
-/// A connection failure's text, with what to do when a pooler refused our startup parameters.
-pub fn hint(reason: String, pooler: Pooler) -> String {
-    if pooler == Pooler::None && reason.contains("unsupported startup parameter") {
-        format!("{reason}. A connection pooler (PgBouncer?) is in between: set database.pooler = \"session\" or \"transaction\" (its pool_mode)")
-    } else {
-        reason
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_pooler_refusing_startup_parameters_gets_a_hint_only_without_pooler_set() {
-        let r = "unsupported startup parameter: extra_float_digits".to_string();
-        assert!(hint(r.clone(), Pooler::None).contains("database.pooler"));
-        assert_eq!(hint(r.clone(), Pooler::Session), r);
-        assert_eq!(hint("refused".into(), Pooler::None), "refused");
-    }
 
     #[test]
     fn behind_a_transaction_pooler_the_plan_never_detaches_concurrently() {

@@ -1,5 +1,5 @@
 //! HTTP basic authentication against the bcrypt hashes of `basic_auth_users` (see
-//! [`super::web_config`]), as exporter-toolkit does it: an unknown user costs the same bcrypt
+//! `web_config`), as exporter-toolkit does it: an unknown user costs the same bcrypt
 //! check as a known one (no user enumeration by timing), checks run one at a time on a blocking
 //! thread (a flood of wrong passwords costs one core, never the async workers), and a successful
 //! check is remembered for [`CACHE_TTL`] so that a scrape every few seconds does not pay bcrypt

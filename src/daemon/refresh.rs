@@ -8,16 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 
 use crate::catalog;
-use crate::check::{self, TableHealth};
+use crate::check;
 use crate::config::Config;
 use crate::pg::{self, Failure};
 use crate::pooler;
-use crate::replication::{self, LagSeries, ReplicaProbe, ReplicaView, StandbyView};
+use crate::replication::{self, ReplicaProbe, StandbyView};
 
 use super::Shared;
 
@@ -30,55 +29,7 @@ pub const PRIMARY_TIMEOUT: Duration = Duration::from_secs(30);
 /// and keeps the last facts rather than queueing.
 pub const REFRESH_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What the last refresh found. Immutable: a new refresh makes a new one.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Snapshot {
-    /// When the last refresh started; `None` before the first one.
-    pub refreshed_at: Option<DateTime<Utc>>,
-    pub duration_seconds: Option<f64>,
-    /// Whether the last refresh reached the primary.
-    pub primary_up: bool,
-    /// Why it did not (short, safe to show).
-    pub primary_error: Option<String>,
-    /// Why the primary answered but the tables could not be read this time (a lock held for
-    /// longer than [`REFRESH_LOCK_TIMEOUT`], say): `tables` are from `tables_read_at`.
-    pub tables_error: Option<String>,
-    /// When `tables` and `standbys` were read: the last refresh that reached the primary. While
-    /// the primary is unreachable they keep the values read then.
-    pub tables_read_at: Option<DateTime<Utc>>,
-    pub tables: Vec<TableFacts>,
-    pub standbys: Vec<StandbyView>,
-    pub replicas: Vec<ReplicaView>,
-}
-
-impl Snapshot {
-    /// The `replica` series of `/metrics` (see [`replication::lag_series`]).
-    pub fn lag_series(&self) -> Vec<LagSeries> {
-        replication::lag_series(&self.replicas, &self.standbys)
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TableFacts {
-    /// `schema.table`, the metric label.
-    pub table: String,
-    /// Why the table could not be read against its policy (missing, not partitioned, ...).
-    pub error: Option<String>,
-    /// Range partitions by lower bound, then the default partition.
-    pub partitions: Vec<PartitionFacts>,
-    pub health: Option<TableHealth>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionFacts {
-    /// `schema.partition`, the metric label.
-    pub name: String,
-    pub bounds: String,
-    pub size_bytes: i64,
-    /// `reltuples`, 0 when the partition was never analyzed.
-    pub rows_estimate: f64,
-    pub default: bool,
-}
+pub use crate::snapshot::{PartitionFacts, Snapshot, TableFacts};
 
 /// Keeps the connections between refreshes and the facts of the last good one.
 pub struct Refresher {

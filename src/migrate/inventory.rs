@@ -525,9 +525,9 @@ pub async fn read_data(
     let key_sql_type = key_type.sql_name();
     let t = inv.table.quoted();
     let k = crate::ident::quote_ident(key);
-    let epoch = |expr: &str| crate::keys::seconds_sql(key_type, expr);
-    let min_max = crate::keys::min_max_sql(key_type, &k);
-    let fill_min_max = crate::keys::min_max_sql(key_type, "f");
+    let epoch = |expr: &str| crate::bounds::seconds_sql(key_type, expr);
+    let min_max = crate::bounds::min_max_sql(key_type, &k);
+    let fill_min_max = crate::bounds::min_max_sql(key_type, "f");
     let null_keys: i64 = crate::pg::answered(
         deadline,
         sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE {k} IS NULL"))

@@ -334,15 +334,15 @@ async fn cover_default_rows(
     within: Within,
 ) -> Result<usize, Error> {
     let integer_key = matches!(key_type, KeyType::Int(_));
-    let epoch = crate::keys::seconds_sql(key_type, "{}");
+    let epoch = crate::bounds::seconds_sql(key_type, "{}");
     let k = bp.key_quoted();
     let deadline = pg::reply_deadline(db);
     let (lo, hi): (Option<f64>, Option<f64>) = pg::answered(
         deadline,
         sqlx::query_as(&format!(
             "SELECT {}, {} FROM {}",
-            epoch.replace("{}", &crate::keys::min_max_sql(key_type, &k).0),
-            epoch.replace("{}", &crate::keys::min_max_sql(key_type, &k).1),
+            epoch.replace("{}", &crate::bounds::min_max_sql(key_type, &k).0),
+            epoch.replace("{}", &crate::bounds::min_max_sql(key_type, &k).1),
             bp.default_partition.quoted()
         ))
         .fetch_one(&mut *conn),
