@@ -31,6 +31,8 @@ pub const DEFAULT_METRICS_REFRESH: &str = "30s";
 pub const DEFAULT_PREMAKE: i64 = 3;
 /// A premake beyond this is almost certainly a typo (and would create thousands of tables).
 pub const MAX_PREMAKE: i64 = 1000;
+/// Rows of a new period moved out of the default partition inline by a maintenance pass.
+pub const DEFAULT_MOVE_LIMIT: i64 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -109,6 +111,7 @@ pub struct RawTable {
     pub retention_mode: Option<String>,
     pub default_partition: Option<bool>,
     pub timezone: Option<String>,
+    pub default_move_limit: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +202,9 @@ pub struct TablePolicy {
     /// Calendar zone for timestamptz bounds; defaults to `schedule.timezone`.
     #[serde(serialize_with = "ser_tz")]
     pub timezone: Tz,
+    /// Rows of a new period found in the default partition that a pass moves inline; above it
+    /// the period waits for `partkeeper drain`.
+    pub default_move_limit: u64,
 }
 
 /// A query class of the operator's, measured by `partkeeper bench --table <table>` next to the
@@ -518,6 +524,16 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             Some(z) => parse_tz(&key("timezone"), z, &mut p),
             None => timezone,
         };
+        let default_move_limit = match t.default_move_limit.unwrap_or(DEFAULT_MOVE_LIMIT) {
+            n if n >= 0 => n as u64,
+            n => {
+                p(format!(
+                    "{} = {n}: the rows of a new period moved out of the default partition inline; use 0 (always leave them to `partkeeper drain`) or more",
+                    key("default_move_limit")
+                ));
+                0
+            }
+        };
         if let (Some(name), Some(column), Some(interval)) = (name, column, interval) {
             tables.push(TablePolicy {
                 name,
@@ -528,6 +544,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 retention_mode,
                 default_partition: t.default_partition.unwrap_or(true),
                 timezone: tz,
+                default_move_limit,
             });
         }
     }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod coverage;
 pub mod daemon;
 pub mod ddl;
+pub mod default_partition;
 pub mod demo;
 pub mod error;
 pub mod execute;

@@ -11,6 +11,7 @@ use sqlx::PgConnection;
 use crate::catalog::{self, ManagedTable};
 use crate::config::{DatabaseConfig, TablePolicy};
 use crate::ddl::{self, Step};
+use crate::default_partition;
 use crate::error::Error;
 use crate::execute;
 use crate::ident::QualifiedName;
@@ -185,7 +186,7 @@ async fn maintain_table(
     opts: &Options,
 ) -> (TableReport, bool) {
     let deadline = crate::pg::reply_deadline(db);
-    let plan = plan::plan(table, policy, opts.now, version);
+    let mut plan = plan::plan(table, policy, opts.now, version);
     let mut report = TableReport {
         table: table.name.clone(),
         actions: Vec::new(),
@@ -193,6 +194,63 @@ async fn maintain_table(
         error: None,
         duration_ms: 0,
     };
+    // Next to a default partition: periods with too many rows there wait for `drain`, big
+    // defaults are attached online, helpers of an interrupted attach are resumed or removed.
+    let triage = match crate::pg::answered(
+        deadline,
+        default_partition::triage(conn, table, policy.default_move_limit, &mut plan.actions),
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(e) => {
+            report.error = Some(format!(
+                "cannot read the default partition of {}: {}",
+                table.name,
+                crate::pg::describe(&e)
+            ));
+            return (report, crate::pg::is_connection_lost(&e));
+        }
+    };
+    for (m, w) in triage
+        .messages(table, policy.default_move_limit)
+        .into_iter()
+        .zip(&triage.waiting)
+    {
+        tracing::warn!(table = %table.name, partition = %w.0, rows_at_least = w.3, limit = policy.default_move_limit, "rows of a new period wait in the default partition; left for `partkeeper drain`");
+        report.notes.push(m);
+    }
+    let cleanup = default_partition::cleanup_steps(table, &triage.facts);
+    if !cleanup.is_empty() {
+        let what = cleanup.join("; ");
+        if opts.dry_run {
+            report.notes.push(format!(
+                "would remove helpers left by an interrupted attach: {what}"
+            ));
+        } else {
+            let step = Step {
+                transactional: true,
+                statements: cleanup,
+            };
+            match execute::run_steps(conn, db, std::slice::from_ref(&step)).await {
+                Ok(_) => {
+                    tracing::info!(table = %table.name, removed = %what, "removed helpers left by an interrupted attach");
+                    report.notes.push(format!(
+                        "removed helpers left by an interrupted attach: {what}"
+                    ));
+                }
+                Err(e) => {
+                    report.error = Some(format!(
+                        "cannot remove helpers left by an interrupted attach: {e}"
+                    ));
+                    return (
+                        report,
+                        matches!(e, execute::ExecError::ConnectionLost { .. }),
+                    );
+                }
+            }
+        }
+    }
     if plan.actions.is_empty() {
         return (report, false);
     }
@@ -203,7 +261,12 @@ async fn maintain_table(
         .filter_map(|a| a.creates().cloned())
         .collect();
     match crate::pg::answered(deadline, catalog::existing_relations(conn, &new_names)).await {
-        Ok(taken) if !taken.is_empty() => {
+        // An interrupted attach's own table is resumed, not a collision.
+        Ok(taken) if taken.iter().any(|t| !triage.facts.resumes(t)) => {
+            let taken: Vec<_> = taken
+                .into_iter()
+                .filter(|t| !triage.facts.resumes(t))
+                .collect();
             report.error = Some(format!(
                 "cannot create {}: a relation with that name already exists but is not a partition covering that range; rename or drop it, or attach it yourself",
                 taken.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
@@ -234,7 +297,20 @@ async fn maintain_table(
     let total = plan.actions.len();
     for (done, action) in plan.actions.into_iter().enumerate() {
         let started = Instant::now();
-        let rendered = ddl::render(&action, table, &template);
+        let rendered = match (&action, triage.route_of(action.partition())) {
+            (
+                Action::Create {
+                    partition,
+                    from,
+                    to,
+                },
+                default_partition::Route::Online { resume },
+            ) => default_partition::online_steps(
+                table, &template, partition, *from, *to, resume, None,
+            )
+            .map(|s| s.for_pass(triage.facts.exclude_state(partition))),
+            _ => ddl::render(&action, table, &template),
+        };
         let steps = rendered.as_ref().cloned().unwrap_or_default();
         let mut locked_out = false;
         let mut lost = false;
