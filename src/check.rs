@@ -26,6 +26,10 @@ pub struct TableHealth {
     pub next_partition_missing: bool,
     pub default_partition: Option<QualifiedName>,
     pub default_rows: Option<i64>,
+    /// Rows of periods that `maintain` leaves in the default for `partkeeper drain` (each period
+    /// counted up to `default_move_limit + 1`).
+    #[serde(default)]
+    pub default_rows_waiting: u64,
     pub problems: Vec<String>,
     pub notes: Vec<String>,
 }
@@ -103,6 +107,7 @@ pub fn assess(
         next_partition_missing: !coverage::uncovered(&ranges, next, clock.period(2)).is_empty(),
         default_partition: table.default.as_ref().map(|d| d.name.clone()),
         default_rows,
+        default_rows_waiting: 0,
         problems,
         notes: plan.notes,
     }

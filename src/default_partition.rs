@@ -469,6 +469,56 @@ pub async fn triage(
     Ok(out)
 }
 
+/// Puts what [`triage`] found into a health verdict: each waiting period's problem replaces the
+/// planner's "maintain would create" (maintain will not), and an interrupted attach is a problem
+/// until the next pass finishes it.
+pub fn apply_to_health(
+    health: &mut crate::check::TableHealth,
+    triage: &Triage,
+    table: &ManagedTable,
+    limit: u64,
+) {
+    for (p, ..) in &triage.waiting {
+        let planned = format!("(maintain would create {p})");
+        health.problems.retain(|x| !x.ends_with(&planned));
+    }
+    health.problems.extend(triage.messages(table, limit));
+    health.default_rows_waiting = triage.rows_waiting();
+    for p in &triage.facts.in_progress {
+        health.problems.push(format!(
+            "{p} is an interrupted attach (a table not yet attached, holding the rows of its period that were moved or written meanwhile; they are not visible through {} until it is attached): `partkeeper maintain` finishes it",
+            table.name
+        ));
+    }
+}
+
+/// The health of every resolved table the way `check` and the refresher report it: the pure
+/// verdict plus the default partition's bounded row count, waiting periods and leftovers.
+pub async fn assess_all(
+    conn: &mut PgConnection,
+    tables: &[(&ManagedTable, &crate::config::TablePolicy)],
+    now: DateTime<Utc>,
+    version: i32,
+) -> Result<Vec<crate::check::TableHealth>, sqlx::Error> {
+    let defaults: Vec<QualifiedName> = tables
+        .iter()
+        .filter_map(|(t, _)| t.default.as_ref().map(|d| d.name.clone()))
+        .collect();
+    let mut counts = default_rows(conn, &defaults).await?.into_iter();
+    let mut out = Vec::with_capacity(tables.len());
+    for (t, policy) in tables {
+        let rows = t.default.as_ref().and_then(|_| counts.next()).map(|(n, _)| n);
+        let mut health = crate::check::assess(t, policy, now, version, rows);
+        if t.default.is_some() {
+            let mut actions = crate::plan::plan(t, policy, now, version).actions;
+            let tr = triage(conn, t, policy.default_move_limit, &mut actions).await?;
+            apply_to_health(&mut health, &tr, t, policy.default_move_limit);
+        }
+        out.push(health);
+    }
+    Ok(out)
+}
+
 /// Drops helpers of interrupted attaches that no planned create resumes: exclusion checks and
 /// redirect triggers on the default, and redirect functions no trigger uses. Empty when there
 /// is nothing to clean.
