@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod ddl;
 pub mod default_partition;
 pub mod demo;
+pub mod drain;
 pub mod error;
 pub mod execute;
 pub mod ident;
