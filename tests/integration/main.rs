@@ -10,6 +10,7 @@ mod common;
 mod daemon;
 mod daemon_bench;
 mod demo;
+mod default_partition;
 mod deploy;
 mod faults;
 mod harness;
