@@ -564,9 +564,11 @@ pub fn cleanup_steps(table: &ManagedTable, facts: &DefaultFacts) -> Vec<String> 
 }
 
 /// Rows in each of `defaults`, with bounded work: exact up to [`EXACT_ROWS_UP_TO`] (a count over
-/// a `LIMIT` subquery, which stops reading there); above, the planner's way of estimating
-/// (`reltuples / relpages` scaled to the relation's current size), never less than the exact
-/// lower bound. Returns (rows, exact).
+/// a `LIMIT` subquery, which stops reading there); above, an estimate: the live-tuple count of the
+/// statistics system (`n_live_tup`, kept current by every insert and delete), else the planner's
+/// way (`reltuples / relpages` scaled to the relation's current size); never less than the exact
+/// lower bound. When `n_live_tup` is already far above the bound the count is skipped (a stats
+/// reset only makes it smaller, so it never hides a small default). Returns (rows, exact).
 pub async fn default_rows(
     conn: &mut PgConnection,
     defaults: &[QualifiedName],
@@ -575,54 +577,67 @@ pub async fn default_rows(
         return Ok(Vec::new());
     }
     let cap = EXACT_ROWS_UP_TO + 1;
-    let sql = defaults
+    let names: Vec<String> = defaults.iter().map(QualifiedName::quoted).collect();
+    let stats: Vec<(String, i64, f64)> = sqlx::query_as(
+        "SELECT w.name, COALESCE(pg_stat_get_live_tuples(c.oid), 0)::int8,
+                CASE WHEN c.relpages > 0 AND c.reltuples >= 0
+                     THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::float8)
+                     ELSE -1 END::float8
+           FROM unnest($1::text[]) AS w(name) JOIN pg_class c ON c.oid = to_regclass(w.name)",
+    )
+    .bind(&names)
+    .fetch_all(&mut *conn)
+    .await?;
+    let stat = |q: &str| {
+        stats
+            .iter()
+            .find(|(n, ..)| n == q)
+            .map(|(_, live, planner)| (*live, *planner))
+            .unwrap_or((0, -1.0))
+    };
+    let estimate = |q: &str| {
+        let (live, planner) = stat(q);
+        if live > 0 {
+            live
+        } else {
+            planner.round() as i64
+        }
+    };
+    let to_count: Vec<&QualifiedName> = defaults
         .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            format!(
-                "SELECT {i} AS i, (SELECT count(*) FROM (SELECT 1 FROM {} LIMIT {cap}) s) AS n",
-                r.quoted()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    let counts: Vec<(i32, i64)> =
-        sqlx::query_as(&format!("SELECT i, n FROM ({sql}) s ORDER BY i"))
-            .fetch_all(&mut *conn)
-            .await?;
-    let big: Vec<String> = defaults
-        .iter()
-        .zip(&counts)
-        .filter(|(_, (_, n))| *n >= cap)
-        .map(|(d, _)| d.quoted())
+        .filter(|d| stat(&d.quoted()).0 <= 2 * cap)
         .collect();
-    let estimates: Vec<(String, f64)> = if big.is_empty() {
+    let counts: Vec<(i32, i64)> = if to_count.is_empty() {
         Vec::new()
     } else {
-        sqlx::query_as(
-            "SELECT w.name, CASE WHEN c.relpages > 0 AND c.reltuples >= 0
-                 THEN c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::float8)
-                 ELSE -1 END::float8
-               FROM unnest($1::text[]) AS w(name) JOIN pg_class c ON c.oid = to_regclass(w.name)",
-        )
-        .bind(&big)
-        .fetch_all(&mut *conn)
-        .await?
+        let sql = to_count
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                format!(
+                    "SELECT {i} AS i, (SELECT count(*) FROM (SELECT 1 FROM {} LIMIT {cap}) s) AS n",
+                    r.quoted()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        sqlx::query_as(&format!("SELECT i, n FROM ({sql}) s ORDER BY i"))
+            .fetch_all(&mut *conn)
+            .await?
     };
     Ok(defaults
         .iter()
-        .zip(counts)
-        .map(|(d, (_, n))| {
-            if n < cap {
-                return (n, true);
-            }
+        .map(|d| {
             let q = d.quoted();
-            let est = estimates
+            let counted = to_count
                 .iter()
-                .find(|(name, _)| *name == q)
-                .map(|(_, e)| *e)
-                .unwrap_or(-1.0);
-            ((est.round() as i64).max(cap), false)
+                .position(|c| c.quoted() == q)
+                .and_then(|i| counts.get(i))
+                .map(|(_, n)| *n);
+            match counted {
+                Some(n) if n < cap => (n, true),
+                _ => (estimate(&q).max(cap), false),
+            }
         })
         .collect())
 }
