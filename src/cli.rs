@@ -36,7 +36,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The daemon: scheduled maintenance, metrics and health over HTTP; stops on SIGTERM/SIGINT
-    Run,
+    Run(RunArgs),
     /// One maintenance pass now: create future partitions, expire old ones
     Maintain(MaintainArgs),
     /// Read-only health verdict per table; exit 1 when anything is wrong
@@ -54,6 +54,14 @@ pub enum Command {
     Config(ConfigCommand),
     /// Try partkeeper: a throwaway PostgreSQL, sample data, an online migration, the daemon
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// Web configuration (TLS, basic auth) in the Prometheus exporter-toolkit format; overrides
+    /// server.web_config_file
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -76,6 +76,7 @@ pub struct RawDatabase {
     pub statement_timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub lock_retries: Option<i64>,
+    pub pooler: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +90,7 @@ pub struct RawReplica {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<String>,
+    pub web_config_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +114,10 @@ pub struct RawTable {
     pub default_partition: Option<bool>,
     pub timezone: Option<String>,
     pub default_move_limit: Option<i64>,
+    pub archive_schema: Option<String>,
+    pub template: Option<String>,
+    pub hooks: Option<crate::lifecycle::RawHooks>,
+    pub hook_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +153,35 @@ pub struct DatabaseConfig {
     #[serde(serialize_with = "ser_duration")]
     pub connect_timeout: Duration,
     pub lock_retries: u32,
+    /// What sits between partkeeper and PostgreSQL (`database.pooler`).
+    pub pooler: Pooler,
+}
+
+/// `database.pooler`: how partkeeper talks to the server (see the README, "Connection poolers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// A direct connection (or a pooler that passes startup parameters through): the session
+    /// settings travel as startup `options`, exactly as before this setting existed.
+    #[default]
+    None,
+    /// A session-mode pooler (PgBouncer `pool_mode = session`): no startup parameter a pooler
+    /// rejects; the session settings are `SET` once after connecting.
+    Session,
+    /// A transaction-mode pooler: unnamed statements only, every query inside an explicit
+    /// transaction with its settings `SET LOCAL`, and leases instead of session advisory locks.
+    Transaction,
+}
+
+impl Pooler {
+    pub fn parse(s: &str) -> Option<Pooler> {
+        match s {
+            "none" => Some(Pooler::None),
+            "session" => Some(Pooler::Session),
+            "transaction" => Some(Pooler::Transaction),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,6 +193,10 @@ pub struct ReplicaConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// TLS and basic auth for the HTTP server: an exporter-toolkit web configuration file
+    /// (relative to the working directory), read by `run` and `config validate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -185,6 +224,8 @@ pub enum RetentionMode {
     Drop,
     /// `DETACH PARTITION`: the table stays, outside the partitioned table.
     Detach,
+    /// Detached and moved to `archive_schema`, keeping its name.
+    Archive,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -205,6 +246,9 @@ pub struct TablePolicy {
     /// Rows of a new period found in the default partition that a pass moves inline; above it
     /// the period waits for `partkeeper drain`.
     pub default_move_limit: u64,
+    /// Archive schema, template table and hooks.
+    #[serde(flatten)]
+    pub lifecycle: crate::lifecycle::Lifecycle,
 }
 
 /// A query class of the operator's, measured by `partkeeper bench --table <table>` next to the
@@ -409,6 +453,15 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             DEFAULT_LOCK_RETRIES
         }
     };
+    let pooler = match raw.database.pooler.as_deref() {
+        None => Pooler::None,
+        Some(v) => Pooler::parse(v).unwrap_or_else(|| {
+            p(format!(
+                "database.pooler = {v:?} is not one of \"none\" (a direct connection), \"session\" or \"transaction\" (the pool_mode of the PgBouncer in between)"
+            ));
+            Pooler::None
+        }),
+    };
 
     let mut replica_names = BTreeSet::new();
     let mut replicas = Vec::new();
@@ -512,9 +565,10 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         let retention_mode = match t.retention_mode.as_deref().map(str::trim) {
             None | Some("detach") => RetentionMode::Detach,
             Some("drop") => RetentionMode::Drop,
+            Some("archive") => RetentionMode::Archive,
             Some(other) => {
                 p(format!(
-                    "{} = {other:?}: write \"drop\" (delete expired partitions) or \"detach\" (keep them as plain tables)",
+                    "{} = {other:?}: write \"drop\" (delete expired partitions), \"detach\" (keep them as plain tables) or \"archive\" (detach and move them to archive_schema)",
                     key("retention_mode")
                 ));
                 RetentionMode::Detach
@@ -534,6 +588,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 0
             }
         };
+        let lifecycle = crate::lifecycle::validate(
+            &key,
+            t.archive_schema.as_deref(),
+            t.template.as_deref(),
+            t.hooks,
+            t.hook_timeout.as_deref(),
+            &mut p,
+        );
         if let (Some(name), Some(column), Some(interval)) = (name, column, interval) {
             tables.push(TablePolicy {
                 name,
@@ -545,6 +607,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 default_partition: t.default_partition.unwrap_or(true),
                 timezone: tz,
                 default_move_limit,
+                lifecycle,
             });
         }
     }
@@ -604,9 +667,18 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             statement_timeout,
             connect_timeout,
             lock_retries,
+            pooler,
         },
         replicas,
-        server: ServerConfig { listen },
+        server: ServerConfig {
+            listen,
+            web_config_file: raw
+                .server
+                .web_config_file
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        },
         schedule: ScheduleConfig {
             maintenance,
             timezone,
@@ -630,29 +702,13 @@ fn parse_tz(key: &str, text: &str, p: &mut impl FnMut(String)) -> Tz {
     }
 }
 
-/// 5-field cron gets a leading `0` seconds field; 6 fields pass as they are.
 fn with_seconds(expr: &str) -> Option<String> {
-    match expr.split_whitespace().count() {
-        5 => Some(format!("0 {expr}")),
-        6 => Some(expr.split_whitespace().collect::<Vec<_>>().join(" ")),
-        _ => None,
-    }
+    crate::cron::with_seconds(expr)
 }
 
 /// Validates with the same parser the scheduler uses, so what passes here also runs.
 pub fn check_cron(expr: &str) -> Result<(), String> {
-    let six = with_seconds(expr).ok_or_else(|| {
-        format!(
-            "has {} fields; write a standard 5-field cron expression such as \"0 2 * * *\" \
-             (minute hour day-of-month month day-of-week), or 6 fields with seconds first",
-            expr.split_whitespace().count()
-        )
-    })?;
-    croner::Cron::new(&six)
-        .with_seconds_required()
-        .parse()
-        .map(|_| ())
-        .map_err(|e| format!("{e}; write e.g. \"0 2 * * *\" for 02:00 every day"))
+    crate::cron::Schedule::parse(expr).map(|_| ())
 }
 
 fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

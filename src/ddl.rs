@@ -32,6 +32,8 @@ pub struct Template {
     pub publications: Vec<String>,
     /// Columns that can be written (no generated columns), in the parent's order.
     pub columns: Vec<String>,
+    /// `tables[].template`: indexes every new partition gets before it is attached.
+    pub template: Option<crate::template::TemplateSpec>,
 }
 
 /// One transaction (or one statement that must run outside a transaction block).
@@ -115,6 +117,36 @@ pub fn render(
             } else {
                 Step::tx(vec![sql])
             }]
+        }
+        Action::Archive {
+            partition,
+            schema,
+            concurrently,
+            pending,
+        } => crate::archive::steps(
+            &table.name,
+            &table.owner,
+            partition,
+            schema,
+            *concurrently,
+            *pending,
+        ),
+        Action::AddIndex {
+            partition,
+            index,
+            create,
+            drop_invalid,
+            ..
+        } => {
+            let mut steps = Vec::new();
+            if *drop_invalid {
+                steps.push(Step::bare(format!(
+                    "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                    partition.sibling(index.clone()).quoted()
+                )));
+            }
+            steps.push(Step::bare(create.clone()));
+            steps
         }
         Action::FinalizeDetach {
             partition,
@@ -235,6 +267,9 @@ pub fn new_table(table: &ManagedTable, tpl: &Template, partition: &QualifiedName
                 .unwrap_or_else(|| "PUBLIC".into()),
             if *grantable { " WITH GRANT OPTION" } else { "" }
         ));
+    }
+    if let Some(t) = &tpl.template {
+        s.extend(t.statements(partition));
     }
     match tpl.replica_identity.as_str() {
         "f" => s.push(format!(

@@ -69,10 +69,7 @@ pub fn helper_name(kind: &str, partition: &QualifiedName) -> String {
     if full.len() <= 63 {
         full
     } else {
-        format!(
-            "partkeeper_{kind}_{}",
-            short_hash(&partition.quoted())
-        )
+        format!("partkeeper_{kind}_{}", short_hash(&partition.quoted()))
     }
 }
 
@@ -138,6 +135,7 @@ pub async fn read_facts(
     )
     .bind(default.name.quoted())
     .bind(&table.name.schema)
+    .persistent(false)
     .fetch_one(&mut *conn)
     .await?;
     let schemas: Vec<&str> = planned.iter().map(|q| q.schema.as_str()).collect();
@@ -153,6 +151,7 @@ pub async fn read_facts(
     .bind(&schemas)
     .bind(&names)
     .bind(ddl::BOUND_CHECK)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?;
     Ok(DefaultFacts {
@@ -201,6 +200,7 @@ pub async fn rows_in_range(
         lit(to)?
     ))
     .bind(cap.min(i64::MAX as u64) as i64)
+    .persistent(false)
     .fetch_one(&mut *conn)
     .await?;
     Ok(n as u64)
@@ -292,7 +292,10 @@ pub fn online_steps(
     let range = render_range(from, to, table.key_type)?;
     let exclude = quote_ident(&helper_name(EXCLUDE, partition));
     let trigger = quote_ident(&helper_name(REDIRECT, partition));
-    let function = table.name.sibling(helper_name(REDIRECT, partition)).quoted();
+    let function = table
+        .name
+        .sibling(helper_name(REDIRECT, partition))
+        .quoted();
     let cols = tpl
         .columns
         .iter()
@@ -511,7 +514,11 @@ pub async fn assess_all(
     let mut counts = default_rows(conn, &defaults).await?.into_iter();
     let mut out = Vec::with_capacity(tables.len());
     for (t, policy) in tables {
-        let rows = t.default.as_ref().and_then(|_| counts.next()).map(|(n, _)| n);
+        let rows = t
+            .default
+            .as_ref()
+            .and_then(|_| counts.next())
+            .map(|(n, _)| n);
         let mut health = crate::check::assess(t, policy, now, version, rows);
         if t.default.is_some() {
             let mut actions = crate::plan::plan(t, policy, now, version).actions;
@@ -586,6 +593,7 @@ pub async fn default_rows(
            FROM unnest($1::text[]) AS w(name) JOIN pg_class c ON c.oid = to_regclass(w.name)",
     )
     .bind(&names)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?;
     let stat = |q: &str| {
@@ -622,6 +630,7 @@ pub async fn default_rows(
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
         sqlx::query_as(&format!("SELECT i, n FROM ({sql}) s ORDER BY i"))
+            .persistent(false)
             .fetch_all(&mut *conn)
             .await?
     };
@@ -690,7 +699,9 @@ mod tests {
         let s = steps(false, None);
         let add = &s.exclude.statements[1];
         assert!(
-            add.ends_with("CHECK (\"d\" IS NULL OR \"d\" < '2026-12-01' OR \"d\" >= '2027-01-01') NOT VALID"),
+            add.ends_with(
+                "CHECK (\"d\" IS NULL OR \"d\" < '2026-12-01' OR \"d\" >= '2027-01-01') NOT VALID"
+            ),
             "{add}"
         );
         assert!(add.contains("\"partkeeper_exclude_ev_2026_12\""));
@@ -781,7 +792,10 @@ mod tests {
                 "partkeeper_redirect_ev_2026_12".into(),
                 "partkeeper_redirect_ev_2027_01".into(),
             ],
-            orphan_functions: vec![QualifiedName::new("public", "partkeeper_redirect_ev_2027_01")],
+            orphan_functions: vec![QualifiedName::new(
+                "public",
+                "partkeeper_redirect_ev_2027_01",
+            )],
             ..DefaultFacts::default()
         };
         let s = cleanup_steps(&table(), &f).join("\n");
@@ -793,7 +807,10 @@ mod tests {
     fn long_names_get_a_hash() {
         let long = QualifiedName::new("public", "x".repeat(60));
         let n = helper_name("redirect", &long);
-        assert!(n.len() <= 63 && n.starts_with("partkeeper_redirect_"), "{n}");
+        assert!(
+            n.len() <= 63 && n.starts_with("partkeeper_redirect_"),
+            "{n}"
+        );
         assert_eq!(n, helper_name("redirect", &long));
     }
 }

@@ -142,13 +142,15 @@ pub async fn measure(
         "SELECT count(*) FROM (SELECT 1 FROM {} LIMIT {SCAN_SAMPLE}) s",
         default.quoted()
     ))
+    .persistent(false)
     .fetch_one(&mut *conn)
     .await?;
     let scan_rows_per_sec = read.max(1) as f64 / started.elapsed().as_secs_f64().max(1e-6);
     let mut move_rows_per_sec = scan_rows_per_sec / 20.0;
     if let Some(p) = sample {
         let key = quote_ident(&table.column);
-        let lit = |v| render_literal(v, table.key_type).map_err(|e| sqlx::Error::Protocol(e.to_string()));
+        let lit =
+            |v| render_literal(v, table.key_type).map_err(|e| sqlx::Error::Protocol(e.to_string()));
         let (lo, hi) = (lit(p.from)?, lit(p.to)?);
         let cols = tpl
             .columns
@@ -186,7 +188,12 @@ pub async fn measure(
 }
 
 /// What each mode is expected to cost for `p`, as printed before anything changes.
-pub fn expectation(p: &Period, rates: &Rates, table: &ManagedTable, lock_timeout: Duration) -> String {
+pub fn expectation(
+    p: &Period,
+    rates: &Rates,
+    table: &ManagedTable,
+    lock_timeout: Duration,
+) -> String {
     let moving = rates.moving(p.rows);
     let scan = rates.scan();
     let fmt = |d: Duration| format!("{:.1} s", d.as_secs_f64());
@@ -294,7 +301,9 @@ impl Bar {
         let mut err = std::io::stderr().lock();
         if self.tty {
             let filled = ((pct / 100.0) * 30.0) as usize;
-            let bar: String = (0..30).map(|i| if i < filled { '#' } else { '-' }).collect();
+            let bar: String = (0..30)
+                .map(|i| if i < filled { '#' } else { '-' })
+                .collect();
             let _ = write!(
                 err,
                 "\rmoving [{bar}] {pct:5.1}% {} / {} rows  {rate:.0} rows/s   ",
@@ -328,10 +337,11 @@ pub async fn run_period(
             reason: crate::pg::describe(&e),
         })?;
     let exclude = facts.exclude_state(&p.partition);
-    let rendered = steps(p, mode, table, tpl, batch, exclude).map_err(|e| ExecError::Statement {
-        statement: "render".into(),
-        reason: e.to_string(),
-    })?;
+    let rendered =
+        steps(p, mode, table, tpl, batch, exclude).map_err(|e| ExecError::Statement {
+            statement: "render".into(),
+            reason: e.to_string(),
+        })?;
     let mut bar = Bar::new(p.rows);
     if mode == Mode::Atomic && !p.resume {
         eprintln!(

@@ -40,6 +40,12 @@ pub enum ExecError {
     /// The server went away, or stopped answering, in the middle of the step.
     #[error("lost the connection to PostgreSQL during `{statement}`: {reason}. The server rolls back the unfinished step; the next run picks up from here")]
     ConnectionLost { statement: String, reason: String },
+    /// The step was not run: its timeouts (or lease) were not in force ([`crate::pooler`]).
+    #[error("`{statement}` was not run: {reason}")]
+    Guard {
+        statement: String,
+        reason: crate::pooler::GuardError,
+    },
 }
 
 /// Reads what a new partition must inherit from its parent (and from the newest partition).
@@ -82,6 +88,7 @@ pub async fn read_template(
         )
         .bind(table.name.quoted())
         .bind(&newest)
+        .persistent(false)
         .fetch_one(&mut *conn)
         .await?;
     let grants: Vec<(Option<String>, String, bool)> = sqlx::query_as(
@@ -94,6 +101,7 @@ pub async fn read_template(
         "#,
     )
     .bind(table.name.quoted())
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?;
     Ok(Template {
@@ -105,6 +113,7 @@ pub async fn read_template(
         tablespace,
         publications,
         columns,
+        template: None,
     })
 }
 
@@ -155,6 +164,10 @@ pub async fn run_steps(
                     .and_then(|i| step.statements.get(i))
                     .cloned()
                     .unwrap_or_else(|| step.statements.join("; "));
+                if let Some(reason) = crate::pooler::GuardError::from_sqlx(&e) {
+                    let statement = first_line(&statement);
+                    return Err(ExecError::Guard { statement, reason });
+                }
                 return Err(if pg::is_retryable(&e) {
                     ExecError::LockTimeout {
                         statement: first_line(&statement),
@@ -194,6 +207,12 @@ async fn run_step(
     let mut moved = 0;
     if !step.transactional {
         for (i, s) in step.statements.iter().enumerate() {
+            pg::answered(
+                deadline,
+                crate::pooler::guard_outside_transaction(conn, db, &first_line(s)),
+            )
+            .await
+            .map_err(|e| (e, Some(i)))?;
             pg::answered(deadline, conn.execute(sqlx::raw_sql(s)))
                 .await
                 .map_err(|e| (e, Some(i)))?;
@@ -209,6 +228,10 @@ async fn run_step(
     )
     .await
     .map_err(|e| (e, None))?;
+    // Never DDL without its timeouts (nor, behind a transaction pooler, without the lease).
+    pg::answered(deadline, crate::pooler::guard_step(&mut tx, db))
+        .await
+        .map_err(|e| (e, None))?;
     for (i, s) in step.statements.iter().enumerate() {
         let r = pg::answered(deadline, tx.execute(sqlx::raw_sql(s)))
             .await

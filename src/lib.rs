@@ -1,5 +1,6 @@
 //! partkeeper: keeps PostgreSQL range-partitioned tables healthy. The binary is a thin shell
 //! over these modules, so tests drive the same code the binary runs.
+pub mod archive;
 pub mod bench;
 pub mod bounds;
 pub mod calendar;
@@ -9,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod coverage;
+pub mod cron;
 pub mod daemon;
 pub mod ddl;
 pub mod default_partition;
@@ -16,13 +18,20 @@ pub mod demo;
 pub mod drain;
 pub mod error;
 pub mod execute;
+pub mod hooks;
 pub mod ident;
+pub mod inbound_fk;
+pub mod lease;
+pub mod lifecycle;
+pub mod lifecycle_pass;
 pub mod logging;
 pub mod maintain;
 pub mod metrics;
 pub mod migrate;
 pub mod pg;
 pub mod plan;
+pub mod pooler;
 pub mod replication;
 pub mod secret;
+pub mod template;
 pub mod throwaway;

@@ -15,7 +15,7 @@ pub fn init(format: LogFormat, verbose: u8, quiet: bool) {
         (false, _) => "trace",
     };
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn,tokio_cron_scheduler=warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},sqlx=warn")));
     // Colours only on a terminal: log files and captured output get plain text.
     let builder = fmt()
         .with_env_filter(filter)

@@ -28,6 +28,9 @@ pub struct ActionReport {
     pub duration_ms: u64,
     pub lock_waits: u32,
     pub rows_moved: u64,
+    /// The hooks run around the action (with `--dry-run`, those that would run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<String>,
     /// The SQL (with `--dry-run`, what would run).
     #[serde(skip)]
     pub steps: Vec<Step>,
@@ -81,6 +84,9 @@ pub async fn run_pass(
     opts: &Options,
 ) -> Result<PassReport, Error> {
     let started = Instant::now();
+    if db.pooler == crate::config::Pooler::Transaction && !opts.dry_run {
+        return crate::lease::maintain_pass(conn, db, policies, opts, started).await;
+    }
     let deadline = crate::pg::reply_deadline(db);
     if !opts.dry_run
         && !crate::pg::answered(
@@ -89,15 +95,7 @@ pub async fn run_pass(
         )
         .await?
     {
-        return Ok(PassReport {
-            tables: Vec::new(),
-            skipped: Some(
-                "another partkeeper instance is maintaining this database right now; nothing done"
-                    .into(),
-            ),
-            dry_run: false,
-            duration_ms: started.elapsed().as_millis() as u64,
-        });
+        return Ok(skipped(started));
     }
     let mut lost = false;
     let result = pass_locked(conn, db, policies, opts, &mut lost).await;
@@ -114,7 +112,20 @@ pub async fn run_pass(
     })
 }
 
-async fn pass_locked(
+/// The report of a pass that found another instance maintaining.
+pub(crate) fn skipped(started: Instant) -> PassReport {
+    PassReport {
+        tables: Vec::new(),
+        skipped: Some(
+            "another partkeeper instance is maintaining this database right now; nothing done"
+                .into(),
+        ),
+        dry_run: false,
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+pub(crate) async fn pass_locked(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
     policies: &[TablePolicy],
@@ -126,12 +137,29 @@ async fn pass_locked(
         *connection_lost = crate::pg::is_connection_lost(&e);
         Error::from(e)
     };
-    let version = crate::pg::answered(deadline, crate::pg::server_version(conn))
+    // Behind a transaction pooler the reads share one transaction ([`crate::pooler::Reader`]).
+    let mut reader = crate::pg::answered(deadline, crate::pooler::db_reader(conn, db))
         .await
         .map_err(&mut lost)?;
-    let resolved = crate::pg::answered(deadline, catalog::read_managed(conn, policies, false))
+    let version = crate::pg::answered(deadline, crate::pg::server_version(&mut reader))
         .await
         .map_err(&mut lost)?;
+    let mut resolved = crate::pg::answered(
+        deadline,
+        catalog::read_managed(&mut reader, policies, false),
+    )
+    .await
+    .map_err(&mut lost)?;
+    let extras = crate::pg::answered(
+        deadline,
+        crate::lifecycle_pass::read_all(&mut reader, policies, &mut resolved),
+    )
+    .await
+    .map_err(&mut lost)?;
+    crate::pg::answered(deadline, reader.done())
+        .await
+        .map_err(&mut lost)?;
+    let version = crate::pooler::planning_version(version, db.pooler);
     if opts.strict {
         let problems: Vec<String> = resolved
             .iter()
@@ -145,7 +173,7 @@ async fn pass_locked(
         }
     }
     let mut reports = Vec::new();
-    for (policy, table) in policies.iter().zip(resolved) {
+    for ((policy, table), extras) in policies.iter().zip(resolved).zip(&extras) {
         let started = Instant::now();
         let mut report = match table {
             // A lost (or stalled) connection fails every later table too, each after its own
@@ -158,7 +186,8 @@ async fn pass_locked(
                 duration_ms: 0,
             },
             Ok(table) => {
-                let (report, lost) = maintain_table(conn, db, &table, policy, version, opts).await;
+                let (report, lost) =
+                    maintain_table(conn, db, &table, policy, extras, version, opts).await;
                 *connection_lost = lost;
                 report
             }
@@ -182,11 +211,22 @@ async fn maintain_table(
     db: &DatabaseConfig,
     table: &ManagedTable,
     policy: &TablePolicy,
+    extras: &crate::lifecycle_pass::Extras,
     version: i32,
     opts: &Options,
 ) -> (TableReport, bool) {
     let deadline = crate::pg::reply_deadline(db);
     let mut plan = plan::plan(table, policy, opts.now, version);
+    let mut extras = extras.clone();
+    let extended = crate::pg::answered(deadline, async {
+        // Behind a transaction pooler, reads in one transaction ([`crate::pooler::Reader`]).
+        let mut reader = crate::pooler::db_reader(conn, db).await?;
+        let problem =
+            crate::lifecycle_pass::extend_plan(&mut reader, table, &mut extras, &mut plan).await?;
+        reader.done().await?;
+        Ok::<_, sqlx::Error>(problem)
+    })
+    .await;
     let mut report = TableReport {
         table: table.name.clone(),
         actions: Vec::new(),
@@ -194,12 +234,31 @@ async fn maintain_table(
         error: None,
         duration_ms: 0,
     };
+    match extended {
+        Ok(None) => {}
+        Ok(Some(problem)) => {
+            report.error = Some(problem);
+            return (report, false);
+        }
+        Err(e) => {
+            report.error = Some(crate::pg::describe(&e));
+            return (report, crate::pg::is_connection_lost(&e));
+        }
+    }
     // Next to a default partition: periods with too many rows there wait for `drain`, big
     // defaults are attached online, helpers of an interrupted attach are resumed or removed.
-    let triage = match crate::pg::answered(
-        deadline,
-        default_partition::triage(conn, table, policy.default_move_limit, &mut plan.actions),
-    )
+    let triage = match crate::pg::answered(deadline, async {
+        let mut reader = crate::pooler::db_reader(conn, db).await?;
+        let t = default_partition::triage(
+            &mut reader,
+            table,
+            policy.default_move_limit,
+            &mut plan.actions,
+        )
+        .await?;
+        reader.done().await?;
+        Ok::<_, sqlx::Error>(t)
+    })
     .await
     {
         Ok(t) => t,
@@ -260,43 +319,61 @@ async fn maintain_table(
         .iter()
         .filter_map(|a| a.creates().cloned())
         .collect();
-    match crate::pg::answered(deadline, catalog::existing_relations(conn, &new_names)).await {
+    let reads = async {
+        let mut reader = crate::pooler::db_reader(conn, db).await?;
         // An interrupted attach's own table is resumed, not a collision.
-        Ok(taken) if taken.iter().any(|t| !triage.facts.resumes(t)) => {
-            let taken: Vec<_> = taken
-                .into_iter()
-                .filter(|t| !triage.facts.resumes(t))
-                .collect();
+        let taken: Vec<QualifiedName> = catalog::existing_relations(&mut reader, &new_names)
+            .await?
+            .into_iter()
+            .filter(|t| !triage.facts.resumes(t))
+            .collect();
+        let template = if new_names.is_empty() || !taken.is_empty() {
+            ddl::Template::default()
+        } else {
+            match execute::read_template(&mut reader, table).await {
+                Ok(t) => t,
+                Err(e) => return Ok((taken, Err(e))),
+            }
+        };
+        reader.done().await?;
+        Ok::<_, sqlx::Error>((taken, Ok(template)))
+    };
+    let template = match crate::pg::answered(deadline, reads).await {
+        Ok((taken, _)) if !taken.is_empty() => {
             report.error = Some(format!(
                 "cannot create {}: a relation with that name already exists but is not a partition covering that range; rename or drop it, or attach it yourself",
                 taken.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             ));
             return (report, false);
         }
-        Ok(_) => {}
+        Ok((_, Ok(template))) => template,
+        Ok((_, Err(e))) => {
+            report.error = Some(format!(
+                "cannot read {}: {}",
+                table.name,
+                crate::pg::describe(&e)
+            ));
+            return (report, crate::pg::is_connection_lost(&e));
+        }
         Err(e) => {
             report.error = Some(crate::pg::describe(&e));
             return (report, crate::pg::is_connection_lost(&e));
         }
-    }
-    let template = if new_names.is_empty() {
-        ddl::Template::default()
-    } else {
-        match crate::pg::answered(deadline, execute::read_template(conn, table)).await {
-            Ok(t) => t,
-            Err(e) => {
-                report.error = Some(format!(
-                    "cannot read {}: {}",
-                    table.name,
-                    crate::pg::describe(&e)
-                ));
-                return (report, crate::pg::is_connection_lost(&e));
-            }
-        }
     };
+    let mut template = template;
+    if let Some(spec) = &extras.template {
+        template.reloptions =
+            crate::template::merge_reloptions(&template.reloptions, &spec.reloptions);
+        template.template = Some(spec.clone());
+    }
     let total = plan.actions.len();
+    let mut hook_failed = 0;
     for (done, action) in plan.actions.into_iter().enumerate() {
         let started = Instant::now();
+        if hook_failed > 0 && crate::lifecycle_pass::is_expiry(&action) {
+            hook_failed += 1;
+            continue;
+        }
         let rendered = match (&action, triage.route_of(action.partition())) {
             (
                 Action::Create {
@@ -312,15 +389,26 @@ async fn maintain_table(
             _ => ddl::render(&action, table, &template),
         };
         let steps = rendered.as_ref().cloned().unwrap_or_default();
+        let hook = crate::lifecycle_pass::hook_for(&action, table, policy, db);
         let mut locked_out = false;
         let mut lost = false;
         let (error, lock_waits, rows_moved) = if let Err(e) = &rendered {
             (Some(format!("cannot render the SQL: {e}")), 0, 0)
         } else if opts.dry_run {
             (None, 0, 0)
+        } else if let Err(refused) =
+            crate::lifecycle_pass::before(conn, &action, &extras, hook.as_ref(), db).await
+        {
+            if refused.hook_failed {
+                hook_failed = 1;
+            }
+            (Some(refused.message), 0, 0)
         } else {
             match execute::run_steps(conn, db, &steps).await {
-                Ok(o) => (None, o.lock_waits, o.rows_moved),
+                Ok(o) => match crate::lifecycle_pass::after(&action, hook.as_ref(), db).await {
+                    Ok(()) => (None, o.lock_waits, o.rows_moved),
+                    Err(e) => (Some(e), o.lock_waits, o.rows_moved),
+                },
                 Err(e) => {
                     locked_out = matches!(e, execute::ExecError::LockTimeout { .. });
                     lost = matches!(e, execute::ExecError::ConnectionLost { .. });
@@ -345,6 +433,7 @@ async fn maintain_table(
             duration_ms,
             lock_waits,
             rows_moved,
+            hooks: hook.iter().map(|h| h.describe()).collect(),
             steps,
         });
         // The other actions of this table need the same locks: waiting for each in turn would
@@ -364,6 +453,12 @@ async fn maintain_table(
             }
             return (report, true);
         }
+    }
+    if hook_failed > 1 {
+        report.error = Some(format!(
+            "{} more expiry action(s) left for the next run after the before_expire hook failed",
+            hook_failed - 1
+        ));
     }
     (report, false)
 }

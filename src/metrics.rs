@@ -11,6 +11,7 @@
 //!   in ordinary counters and a histogram, fed by the [`PassReport`]s of the passes it ran.
 //!   Counters start at 0 for every configured table, so `increase()` sees the first failure.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -91,6 +92,7 @@ pub const METRICS: &[(&str, MetricType, &[&str])] = &[
     ("partitions_created_total", MetricType::COUNTER, &["table"]),
     ("partitions_dropped_total", MetricType::COUNTER, &["table"]),
     ("partitions_detached_total", MetricType::COUNTER, &["table"]),
+    ("partitions_archived_total", MetricType::COUNTER, &["table"]),
     ("replication_lag_seconds", MetricType::GAUGE, &["replica"]),
     ("replication_lag_bytes", MetricType::GAUGE, &["replica"]),
     ("replica_up", MetricType::GAUGE, &["replica"]),
@@ -105,11 +107,14 @@ pub struct Metrics {
     created: IntCounterVec,
     dropped: IntCounterVec,
     detached: IntCounterVec,
+    archived: IntCounterVec,
     last_success: GaugeVec,
     duration: Histogram,
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
     /// The encoded facts of one snapshot (see [`Metrics::facts_text`]).
     facts: Mutex<Option<(Arc<Snapshot>, Arc<str>)>>,
+    /// Set while the leader session's heartbeat fails (see [`Metrics::heartbeat`]).
+    heartbeat_failing: Arc<AtomicBool>,
 }
 
 impl Metrics {
@@ -148,6 +153,11 @@ impl Metrics {
             "Expired partitions detached by maintenance.",
             &["table"],
         );
+        let archived = counter(
+            "partitions_archived_total",
+            "Expired partitions detached and moved to the archive schema by maintenance.",
+            &["table"],
+        );
         let last_success = GaugeVec::new(
             Opts::new(
                 format!("{PREFIX}maintenance_last_success_timestamp_seconds"),
@@ -170,14 +180,17 @@ impl Metrics {
         registry
             .register(Box::new(duration.clone()))
             .expect("unique metric name");
+        let heartbeat_failing = Arc::new(AtomicBool::new(false));
+        let mut state = StateCollector::new(Arc::clone(&snapshot), leader);
+        state.heartbeat_failing = Arc::clone(&heartbeat_failing);
         registry
-            .register(Box::new(StateCollector::new(Arc::clone(&snapshot), leader)))
+            .register(Box::new(state))
             .expect("unique metric names");
         for t in tables {
             for r in [RunResult::Success, RunResult::Failure] {
                 runs.with_label_values(&[t.as_str(), r.as_str()]);
             }
-            for c in [&created, &dropped, &detached] {
+            for c in [&created, &dropped, &detached, &archived] {
                 c.with_label_values(&[t.as_str()]);
             }
         }
@@ -187,11 +200,20 @@ impl Metrics {
             created,
             dropped,
             detached,
+            archived,
             last_success,
             duration,
             snapshot,
             facts: Mutex::new(None),
+            heartbeat_failing,
         }
+    }
+
+    /// The verdict of the leader session's heartbeat (every second, bounded by its timeout):
+    /// while it fails, `up` is 0 whatever the last refresh found, so that `up` follows
+    /// `/readyz` within seconds instead of waiting for a refresh stuck on a dead network.
+    pub fn heartbeat(&self, answered: bool) {
+        self.heartbeat_failing.store(!answered, Ordering::Relaxed);
     }
 
     /// Counts one pass. A pass skipped because another instance held the maintenance lock did
@@ -224,6 +246,8 @@ impl Metrics {
                         then_drop: true, ..
                     } => &self.dropped,
                     Action::Detach { .. } | Action::FinalizeDetach { .. } => &self.detached,
+                    Action::Archive { .. } => &self.archived,
+                    Action::AddIndex { .. } => continue,
                 };
                 counter.with_label_values(&[table.as_str()]).inc();
             }
@@ -278,6 +302,7 @@ impl Metrics {
 pub struct StateCollector {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
     leader: watch::Receiver<bool>,
+    heartbeat_failing: Arc<AtomicBool>,
     descs: Vec<Desc>,
 }
 
@@ -302,6 +327,7 @@ impl StateCollector {
         StateCollector {
             snapshot,
             leader,
+            heartbeat_failing: Arc::default(),
             descs,
         }
     }
@@ -313,7 +339,11 @@ impl Collector for StateCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        state_families(&current(&self.snapshot), *self.leader.borrow())
+        state_families(
+            &current(&self.snapshot),
+            *self.leader.borrow(),
+            self.heartbeat_failing.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -361,15 +391,19 @@ fn gauge_family(name: &str, samples: Vec<proto::Metric>) -> MetricFamily {
     f
 }
 
-/// `build_info`, `up`, `leader` and the refresh gauges (pure).
-pub fn state_families(s: &Snapshot, leader: bool) -> Vec<MetricFamily> {
+/// `build_info`, `up`, `leader` and the refresh gauges (pure). `up` needs both the last refresh
+/// and the last heartbeat to have reached the primary.
+pub fn state_families(s: &Snapshot, leader: bool, heartbeat_failing: bool) -> Vec<MetricFamily> {
     let one = |v: f64| vec![sample(&[], v)];
     let mut out = vec![
         gauge_family(
             "build_info",
             vec![sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
         ),
-        gauge_family("up", one(f64::from(u8::from(s.primary_up)))),
+        gauge_family(
+            "up",
+            one(f64::from(u8::from(s.primary_up && !heartbeat_failing))),
+        ),
         gauge_family("leader", one(f64::from(u8::from(leader)))),
     ];
     if let Some(d) = s.duration_seconds {
@@ -387,7 +421,7 @@ pub fn state_families(s: &Snapshot, leader: bool) -> Vec<MetricFamily> {
 fn help(name: &str) -> &'static str {
     match name {
         "build_info" => "Always 1; the version label names the running partkeeper.",
-        "up" => "1 if the last refresh reached the primary database.",
+        "up" => "1 if the last refresh reached the primary database and its last heartbeat (every second) did not fail.",
         "leader" => "1 if this instance holds the leader lock and runs maintenance.",
         "partitions" => "Partitions of the table, the default partition included.",
         "partition_size_bytes" => "Total relation size of the partition (pg_total_relation_size).",
@@ -449,7 +483,11 @@ pub fn snapshot_families(s: &Snapshot) -> Vec<MetricFamily> {
     );
     family(
         "default_rows_waiting",
-        per_table(&|_, h| h.default_partition.as_ref().map(|_| h.default_rows_waiting as f64)),
+        per_table(&|_, h| {
+            h.default_partition
+                .as_ref()
+                .map(|_| h.default_rows_waiting as f64)
+        }),
     );
     let per_partition = |f: &dyn Fn(&crate::daemon::refresh::PartitionFacts) -> f64| {
         tables
@@ -547,6 +585,7 @@ mod tests {
                     default_rows_waiting: 0,
                     problems: Vec::new(),
                     notes: Vec::new(),
+                    archived: Vec::new(),
                 }),
                 partitions: parts,
             }],
@@ -570,6 +609,18 @@ mod tests {
             Metrics::new(&["public.t".into()], Arc::clone(&cell), rx),
             cell,
         )
+    }
+
+    /// Issue 14: a refresh stuck on a dead network leaves `primary_up` true for up to
+    /// `PRIMARY_TIMEOUT`; the heartbeat's failure turns `up` to 0 at once.
+    #[test]
+    fn up_is_0_while_the_heartbeat_fails_whatever_the_last_refresh_found() {
+        let (m, _cell) = metrics(snapshot(vec![part("t_a", 100)], Some(10)));
+        assert!(m.render().contains("\npartkeeper_up 1\n"));
+        m.heartbeat(false);
+        assert!(m.render().contains("\npartkeeper_up 0\n"));
+        m.heartbeat(true);
+        assert!(m.render().contains("\npartkeeper_up 1\n"));
     }
 
     #[test]
@@ -606,7 +657,63 @@ mod tests {
             !text.contains("partkeeper_replication_lag_seconds{"),
             "{text}"
         );
-        assert!(text.contains("partkeeper_leader 1"), "{text}");
+        assert!(text.contains("\npartkeeper_leader 1\n"), "{text}");
+    }
+
+    #[test]
+    fn archives_count_as_archived_and_a_failed_hook_as_a_failed_run() {
+        let (m, _) = metrics(Snapshot::default());
+        let now = Utc.with_ymd_and_hms(2026, 11, 1, 2, 0, 0).unwrap();
+        let p = |n: &str| QualifiedName::new("public", n);
+        let archive = |n: &str, error: Option<&str>| ActionReport {
+            action: Action::Archive {
+                partition: p(n),
+                schema: "archive".into(),
+                concurrently: false,
+                pending: false,
+            },
+            error: error.map(String::from),
+            duration_ms: 1,
+            lock_waits: 0,
+            rows_moved: 0,
+            hooks: Vec::new(),
+            steps: Vec::new(),
+        };
+        let table = |actions| TableReport {
+            table: p("t"),
+            actions,
+            notes: Vec::new(),
+            error: None,
+            duration_ms: 1,
+        };
+        let report = PassReport {
+            tables: vec![table(vec![archive("t_2020_01", None)])],
+            skipped: None,
+            dry_run: false,
+            duration_ms: 1,
+        };
+        m.record_pass(&report, now);
+        let failed = PassReport {
+            tables: vec![table(vec![archive(
+                "t_2020_02",
+                Some("kept public.t_2020_02: the before_expire hook exited with status 1"),
+            )])],
+            skipped: None,
+            dry_run: false,
+            duration_ms: 1,
+        };
+        m.record_pass(&failed, now);
+        assert_eq!(m.runs("public.t", RunResult::Success), 1);
+        assert_eq!(m.runs("public.t", RunResult::Failure), 1);
+        let text = m.render();
+        assert!(
+            text.contains("partkeeper_partitions_archived_total{table=\"public.t\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("partkeeper_partitions_detached_total{table=\"public.t\"} 0"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -619,6 +726,7 @@ mod tests {
             duration_ms: 1,
             lock_waits: 0,
             rows_moved: 0,
+            hooks: Vec::new(),
             steps: Vec::new(),
         };
         let p = |n: &str| QualifiedName::new("public", n);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, Pooler};
 use crate::secret::{scrub, SecretUrl};
 
 /// First pause after a lock timeout; doubles each attempt up to [`MAX_BACKOFF`], with jitter so
@@ -34,33 +34,66 @@ pub enum ConnectError {
 
 /// Session settings shared by every connection: bounds are read and written in UTC and ISO, so
 /// the server's TimeZone and DateStyle never change what we parse or create.
+///
+/// How they reach the server depends on `pooler` ([`crate::pooler`]): as startup `options`
+/// (direct), as `SET` right after connecting (session pooler), or `SET LOCAL` inside every
+/// transaction (transaction pooler). Behind a pooler the driver also sends no
+/// `extra_float_digits`, which PgBouncer rejects by default.
 pub fn connect_options(
     url: &SecretUrl,
     lock_timeout: Duration,
     statement_timeout: Duration,
+    pooler: Pooler,
 ) -> Result<PgConnectOptions, ConnectError> {
     let opts = PgConnectOptions::from_str(url.expose()).map_err(|e| ConnectError::Failed {
         target: url.host_label(),
         reason: scrub(&e.to_string(), &[url]),
     })?;
-    Ok(opts
+    let opts = opts
         .application_name("partkeeper")
-        .options([
-            ("TimeZone", "UTC".to_string()),
-            // No space: sqlx joins options as `-c k=v` separated by spaces, unescaped.
-            ("DateStyle", "ISO,YMD".to_string()),
-            ("IntervalStyle", "postgres".to_string()),
-            // Our queries are catalog reads, DDL and key-range batches: JIT only adds its compile
-            // time (the catalog query crossed jit_above_cost and took 90-106 ms instead of 43 ms).
-            ("jit", "off".to_string()),
-            ("lock_timeout", format!("{}ms", lock_timeout.as_millis())),
-            (
-                "statement_timeout",
-                format!("{}ms", statement_timeout.as_millis()),
-            ),
-        ])
         .log_statements(tracing::log::LevelFilter::Trace)
-        .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(5)))
+        .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(5));
+    Ok(match pooler {
+        Pooler::None => opts.options(session_settings(lock_timeout, statement_timeout)),
+        Pooler::Session => opts.extra_float_digits(None),
+        // No statement survives its transaction there: nothing to cache.
+        Pooler::Transaction => opts.extra_float_digits(None).statement_cache_capacity(0),
+    })
+}
+
+/// The settings every session runs with, in the order they are applied.
+pub fn session_settings(
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("TimeZone", "UTC".to_string()),
+        // No space: sqlx joins options as `-c k=v` separated by spaces, unescaped.
+        ("DateStyle", "ISO,YMD".to_string()),
+        ("IntervalStyle", "postgres".to_string()),
+        // Our queries are catalog reads, DDL and key-range batches: JIT only adds its compile
+        // time (the catalog query crossed jit_above_cost and took 90-106 ms instead of 43 ms).
+        ("jit", "off".to_string()),
+        ("lock_timeout", format!("{}ms", lock_timeout.as_millis())),
+        (
+            "statement_timeout",
+            format!("{}ms", statement_timeout.as_millis()),
+        ),
+    ]
+}
+
+/// Behind a session pooler the settings cannot travel at startup: they are set once on the
+/// fresh session (the pooler's `server_reset_query` clears them when we leave).
+async fn after_connect(
+    conn: &mut PgConnection,
+    pooler: Pooler,
+    lock_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    if pooler == Pooler::Session {
+        crate::pooler::set_session(conn, lock_timeout, statement_timeout, false).await?;
+    }
+    Ok(())
 }
 
 /// A maintenance step sends its statements back to back, so a step idle inside its transaction
@@ -99,7 +132,7 @@ pub async fn answered<T>(
 }
 
 pub fn db_options(db: &DatabaseConfig) -> Result<PgConnectOptions, ConnectError> {
-    connect_options(&db.url, db.lock_timeout, db.statement_timeout)
+    connect_options(&db.url, db.lock_timeout, db.statement_timeout, db.pooler)
 }
 
 /// One connection, within `connect_timeout`.
@@ -109,6 +142,7 @@ pub async fn connect(db: &DatabaseConfig) -> Result<PgConnection, ConnectError> 
         db.lock_timeout,
         db.statement_timeout,
         db.connect_timeout,
+        db.pooler,
     )
     .await
 }
@@ -118,13 +152,19 @@ pub async fn connect_url(
     lock_timeout: Duration,
     statement_timeout: Duration,
     connect_timeout: Duration,
+    pooler: Pooler,
 ) -> Result<PgConnection, ConnectError> {
-    let opts = connect_options(url, lock_timeout, statement_timeout)?;
-    match tokio::time::timeout(connect_timeout, PgConnection::connect_with(&opts)).await {
+    let opts = connect_options(url, lock_timeout, statement_timeout, pooler)?;
+    let connect = async {
+        let mut c = PgConnection::connect_with(&opts).await?;
+        after_connect(&mut c, pooler, lock_timeout, statement_timeout).await?;
+        Ok::<_, sqlx::Error>(c)
+    };
+    match tokio::time::timeout(connect_timeout, connect).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(ConnectError::Failed {
             target: url.host_label(),
-            reason: scrub(&describe(&e), &[url]),
+            reason: crate::pooler::hint(scrub(&describe(&e), &[url]), pooler),
         }),
         Err(_) => Err(ConnectError::Timeout {
             target: url.host_label(),
@@ -166,16 +206,26 @@ pub async fn try_connect(
     lock_timeout: Duration,
     statement_timeout: Duration,
     connect_timeout: Duration,
+    pooler: Pooler,
 ) -> Result<PgConnection, Failure> {
-    let opts = connect_options(url, lock_timeout, statement_timeout)
+    let opts = connect_options(url, lock_timeout, statement_timeout, pooler)
         .map_err(|e| Failure {
             external: "the database URL cannot be used".into(),
             internal: e.to_string(),
         })?
         .application_name(application_name);
-    match tokio::time::timeout(connect_timeout, PgConnection::connect_with(&opts)).await {
+    let connect = async {
+        let mut c = PgConnection::connect_with(&opts).await?;
+        after_connect(&mut c, pooler, lock_timeout, statement_timeout).await?;
+        Ok::<_, sqlx::Error>(c)
+    };
+    match tokio::time::timeout(connect_timeout, connect).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(Failure::from_sqlx(&e, &[url])),
+        Ok(Err(e)) => {
+            let mut f = Failure::from_sqlx(&e, &[url]);
+            f.internal = crate::pooler::hint(f.internal, pooler);
+            Err(f)
+        }
         Err(_) => Err(Failure::timeout("connect", connect_timeout)),
     }
 }
@@ -211,7 +261,7 @@ pub fn external_reason(e: &sqlx::Error) -> String {
 /// A small pool (commands and the daemon need only a few connections).
 pub async fn pool(db: &DatabaseConfig, max: u32) -> Result<PgPool, ConnectError> {
     let opts = db_options(db)?;
-    PgPoolOptions::new()
+    pool_options(db)
         .max_connections(max)
         .acquire_timeout(db.connect_timeout)
         .connect_with(opts)
@@ -222,10 +272,18 @@ pub async fn pool(db: &DatabaseConfig, max: u32) -> Result<PgPool, ConnectError>
         })
 }
 
+/// Pool options that apply the session settings after connecting behind a session pooler.
+fn pool_options(db: &DatabaseConfig) -> PgPoolOptions {
+    let (pooler, lock, statement) = (db.pooler, db.lock_timeout, db.statement_timeout);
+    PgPoolOptions::new().after_connect(move |conn, _| {
+        Box::pin(async move { after_connect(conn, pooler, lock, statement).await })
+    })
+}
+
 /// A lazily connecting pool: the daemon starts even when the database is down.
 pub fn lazy_pool(db: &DatabaseConfig, max: u32) -> Result<PgPool, ConnectError> {
     let opts = db_options(db)?;
-    Ok(PgPoolOptions::new()
+    Ok(pool_options(db)
         .max_connections(max)
         .acquire_timeout(db.connect_timeout)
         .connect_lazy_with(opts))
@@ -338,6 +396,7 @@ pub async fn set_local_timeouts(
     )
     .bind(format!("{}ms", lock_timeout.as_millis()))
     .bind(format!("{}ms", statement_timeout.as_millis()))
+    .persistent(false)
     .execute(conn)
     .await
     .map(|_| ())
@@ -360,6 +419,7 @@ pub async fn set_local_step_timeouts(
         "{}ms",
         idle_in_transaction_timeout(lock_timeout).as_millis()
     ))
+    .persistent(false)
     .execute(conn)
     .await
     .map(|_| ())
@@ -368,6 +428,7 @@ pub async fn set_local_step_timeouts(
 /// `server_version_num`, e.g. 150004.
 pub async fn server_version(conn: &mut PgConnection) -> Result<i32, sqlx::Error> {
     let v: String = sqlx::query_scalar("SELECT current_setting('server_version_num')")
+        .persistent(false)
         .fetch_one(conn)
         .await?;
     Ok(v.parse().unwrap_or(0))

@@ -80,6 +80,24 @@ pub enum Action {
         partition: QualifiedName,
         concurrently: bool,
     },
+    /// Moves the partition to the archive schema (keeping its name) and detaches it there, so a
+    /// pass cut short between the two leaves a partition the next pass still finds and finishes.
+    /// `pending`: an interrupted `DETACH ... CONCURRENTLY` is finalized instead of started.
+    Archive {
+        partition: QualifiedName,
+        schema: String,
+        concurrently: bool,
+        pending: bool,
+    },
+    /// Adds a template index missing on an existing partition (`CREATE INDEX CONCURRENTLY`);
+    /// `drop_invalid`: an invalid one of that name, left by an interrupted build, goes first.
+    AddIndex {
+        partition: QualifiedName,
+        index: String,
+        template_index: String,
+        create: String,
+        drop_invalid: bool,
+    },
     /// Completes an interrupted `DETACH ... CONCURRENTLY`.
     FinalizeDetach {
         partition: QualifiedName,
@@ -94,6 +112,8 @@ impl Action {
             | Action::CreateDefault { partition }
             | Action::Drop { partition, .. }
             | Action::Detach { partition, .. }
+            | Action::Archive { partition, .. }
+            | Action::AddIndex { partition, .. }
             | Action::FinalizeDetach { partition, .. } => partition,
         }
     }
@@ -104,6 +124,8 @@ impl Action {
             Action::Create { .. } | Action::CreateDefault { .. } => "create",
             Action::Drop { .. } => "drop",
             Action::Detach { .. } => "detach",
+            Action::Archive { .. } => "archive",
+            Action::AddIndex { .. } => "add-index",
             Action::FinalizeDetach {
                 then_drop: true, ..
             } => "finalize-detach-and-drop",
@@ -188,6 +210,15 @@ pub fn plan(
         _ => false,
     };
     for p in &table.partitions {
+        if p.detach_pending && policy.retention_mode == RetentionMode::Archive && expired(&p.to) {
+            out.actions.push(Action::Archive {
+                partition: p.name.clone(),
+                schema: policy.lifecycle.archive_schema.clone(),
+                concurrently,
+                pending: true,
+            });
+            continue;
+        }
         if p.detach_pending {
             out.actions.push(Action::FinalizeDetach {
                 partition: p.name.clone(),
@@ -204,6 +235,12 @@ pub fn plan(
                 RetentionMode::Detach => Action::Detach {
                     partition: p.name.clone(),
                     concurrently,
+                },
+                RetentionMode::Archive => Action::Archive {
+                    partition: p.name.clone(),
+                    schema: policy.lifecycle.archive_schema.clone(),
+                    concurrently,
+                    pending: false,
                 },
             });
         } else if let (Some(c), BoundValue::Value(_) | BoundValue::MinValue) = (cutoff, p.from) {
@@ -242,6 +279,7 @@ mod tests {
             default_partition: false,
             timezone: Tz::UTC,
             default_move_limit: crate::config::DEFAULT_MOVE_LIMIT as u64,
+            lifecycle: Default::default(),
         }
     }
 
@@ -279,9 +317,11 @@ mod tests {
                 } => t.partitions.push(part(&partition.name, *from, *to)),
                 Action::Drop { partition, .. }
                 | Action::Detach { partition, .. }
+                | Action::Archive { partition, .. }
                 | Action::FinalizeDetach { partition, .. } => {
                     t.partitions.retain(|x| &x.name != partition)
                 }
+                Action::AddIndex { .. } => {}
                 Action::CreateDefault { partition } => {
                     let mut d = part(&partition.name, at(2000, 1, 1), at(2000, 1, 2));
                     (d.from, d.to) = (BoundValue::MinValue, BoundValue::MaxValue);
@@ -407,6 +447,34 @@ mod tests {
                 from: at(2026, 11, 16),
                 to: at(2026, 12, 1)
             }]
+        );
+    }
+
+    #[test]
+    fn archive_mode_archives_expired_partitions_and_finishes_an_interrupted_detach() {
+        let mut pending = part("pending", at(2020, 2, 1), at(2020, 3, 1));
+        pending.detach_pending = true;
+        let parts = vec![part("old", at(2020, 1, 1), at(2020, 2, 1)), pending];
+        let mut pol = policy("1 month", 0, Some("1 year"));
+        pol.retention_mode = RetentionMode::Archive;
+        pol.lifecycle.archive_schema = "cold".into();
+        let p = plan(&table(KeyType::Date, parts), &pol, at(2026, 11, 25), 150000);
+        let archives: Vec<_> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Archive {
+                    partition,
+                    schema,
+                    pending,
+                    ..
+                } => Some((partition.name.as_str(), schema.as_str(), *pending)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            archives,
+            [("old", "cold", false), ("pending", "cold", true)]
         );
     }
 
@@ -600,7 +668,7 @@ mod tests {
                 let mut created = std::collections::BTreeSet::new();
                 for a in &p.actions {
                     match a {
-                        Action::Drop { partition, .. } | Action::Detach { partition, .. } => {
+                        Action::Drop { partition, .. } | Action::Detach { partition, .. } | Action::Archive { partition, .. } => {
                             prop_assert_ne!(partition, &default_name, "the default partition is never removed");
                             let old = before.iter().find(|x| &x.name == partition).unwrap();
                             let c = cutoff.expect("without retention nothing is removed");
@@ -622,6 +690,7 @@ mod tests {
                             prop_assert!(!has_default && wants_default);
                             prop_assert!(created.insert(partition.clone()));
                         }
+                        Action::AddIndex { .. } => prop_assert!(false, "the planner never adds indexes"),
                     }
                 }
                 apply(&mut t, &p);

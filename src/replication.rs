@@ -136,7 +136,10 @@ pub fn lag_series(replicas: &[ReplicaView], standbys: &[StandbyView]) -> Vec<Lag
 /// Every standby streaming from the primary `conn` is connected to.
 pub async fn standbys(conn: &mut PgConnection) -> Result<Vec<StandbyView>, sqlx::Error> {
     type Row = (String, Option<String>, String, Option<f64>, Option<i64>);
-    let rows: Vec<Row> = sqlx::query_as(STANDBYS_SQL).fetch_all(conn).await?;
+    let rows: Vec<Row> = sqlx::query_as(STANDBYS_SQL)
+        .persistent(false)
+        .fetch_all(conn)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(name, client_addr, state, lag, bytes)| StandbyView {
@@ -207,6 +210,7 @@ impl ReplicaProbe {
                 REPLICA_TIMEOUT,
                 REPLICA_TIMEOUT,
                 REPLICA_TIMEOUT,
+                crate::config::Pooler::None,
             )
             .await?;
             self.conn = Some(conn);

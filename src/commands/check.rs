@@ -11,9 +11,17 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
     let now = super::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
     let mut conn = super::connect(&cfg).await?;
     let deadline = crate::pg::reply_deadline(&cfg.database);
+    // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
+    let mut conn =
+        crate::pg::answered(deadline, crate::pooler::db_reader(&mut conn, &cfg.database)).await?;
     let version = crate::pg::answered(deadline, crate::pg::server_version(&mut conn)).await?;
-    let resolved =
+    let mut resolved =
         crate::pg::answered(deadline, catalog::read_managed(&mut conn, &policies, false)).await?;
+    let extras = crate::pg::answered(
+        deadline,
+        crate::lifecycle_pass::read_all(&mut conn, &policies, &mut resolved),
+    )
+    .await?;
     let mut mismatches = Vec::new();
     let mut tables = Vec::new();
     for r in resolved {
@@ -29,11 +37,23 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
         )));
     }
     let pairs: Vec<_> = tables.iter().zip(policies.iter()).collect();
-    let health: Vec<TableHealth> = crate::pg::answered(
+    let mut health: Vec<TableHealth> = crate::pg::answered(
         deadline,
         crate::default_partition::assess_all(&mut conn, &pairs, now, version),
     )
     .await?;
+    for ((h, t), (p, x)) in health
+        .iter_mut()
+        .zip(&tables)
+        .zip(policies.iter().zip(&extras))
+    {
+        crate::pg::answered(
+            deadline,
+            crate::lifecycle_pass::assess(&mut conn, t, p, x, version, h),
+        )
+        .await?;
+    }
+    crate::pg::answered(deadline, conn.done()).await?;
     match args.format {
         OutputFormat::Json => println!(
             "{}",
@@ -54,6 +74,12 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
                 }
                 for n in &h.notes {
                     println!("  note: {n}");
+                }
+                if !h.archived.is_empty() {
+                    println!("  archived ({}, not part of the table):", h.archived.len());
+                    for a in &h.archived {
+                        println!("    {}", a.name);
+                    }
                 }
             }
         }

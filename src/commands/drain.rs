@@ -51,7 +51,8 @@ pub async fn run(cfg: Config, args: DrainArgs) -> Result<i32> {
         );
         return Ok(0);
     }
-    let tpl = crate::pg::answered(deadline, crate::execute::read_template(&mut conn, &table)).await?;
+    let tpl =
+        crate::pg::answered(deadline, crate::execute::read_template(&mut conn, &table)).await?;
     let rates = crate::pg::answered(
         deadline,
         drain::measure(&mut conn, &table, &tpl, periods.first()),

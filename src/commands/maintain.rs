@@ -58,6 +58,9 @@ fn print_report(report: &PassReport) {
                     a.action.verb(),
                     a.action.partition()
                 );
+                for h in &a.hooks {
+                    println!("-- would run hook {h}");
+                }
                 for step in &a.steps {
                     if step.transactional {
                         println!("BEGIN;");

@@ -25,13 +25,29 @@ pub async fn run(cfg: Config, args: MigrateArgs) -> Result<i32> {
     } else {
         Mode::Online
     };
+    // A migration holds session advisory locks and long transactions: no transaction pooler.
+    if cfg.database.pooler == crate::config::Pooler::Transaction
+        && !matches!(args.step, MigrateStep::Plan | MigrateStep::Verify)
+    {
+        return Err(Error::Usage(
+            "`migrate run`, `rollback` and `finalize` need a direct or session-mode connection (they hold a session-level lock for their whole run), and database.pooler = \"transaction\": nothing was changed. Run them with a configuration whose database.url reaches PostgreSQL directly or through a session-mode pool (database.pooler = \"none\" or \"session\")".into(),
+        ));
+    }
     let mut conn = super::connect(&cfg).await?;
     // Every round trip is bounded on our side too (as in maintain): a stalled network fails the
     // command (exit 1) instead of hanging it; the state row keeps the migration resumable.
     let deadline = pg::reply_deadline(&cfg.database);
     match args.step {
-        MigrateStep::Plan => plan_step(&mut conn, &cfg, &policy, &args, mode).await,
-        MigrateStep::Verify => verify_step(&mut conn, deadline, &policy).await,
+        MigrateStep::Plan => {
+            // Behind a transaction pooler the plan reads in one transaction
+            // ([`crate::pooler::Reader`]), ended here so the pooler can reuse its session.
+            let mut reader =
+                pg::answered(deadline, crate::pooler::db_reader(&mut conn, &cfg.database)).await?;
+            let planned = plan_step(&mut reader, &cfg, &policy, &args, mode).await;
+            let _ = pg::answered(deadline, reader.done()).await;
+            planned
+        }
+        MigrateStep::Verify => verify_step(&mut conn, &cfg.database, &policy).await,
         step => {
             if !pg::answered(
                 deadline + state::LOCK_WAIT,
@@ -332,10 +348,14 @@ async fn run_step(
 
 async fn verify_step(
     conn: &mut sqlx::PgConnection,
-    deadline: std::time::Duration,
+    db: &crate::config::DatabaseConfig,
     policy: &TablePolicy,
 ) -> Result<i32> {
-    let Some(s) = pg::answered(deadline, state::load(conn, &policy.name)).await? else {
+    let deadline = pg::reply_deadline(db);
+    // Behind a transaction pooler the reads share one transaction ([`crate::pooler::Reader`]);
+    // the comparison then runs in its own snapshot.
+    let mut reader = pg::answered(deadline, crate::pooler::db_reader(conn, db)).await?;
+    let Some(s) = pg::answered(deadline, state::load(&mut reader, &policy.name)).await? else {
         return Err(Error::Usage(format!(
             "{}: no migration is recorded, so there is nothing to compare (after `finalize` the backup is gone)",
             policy.name
@@ -356,9 +376,10 @@ async fn verify_step(
     scoped.name = partitioned.clone();
     let rows = pg::answered(
         deadline,
-        crate::catalog::read(conn, &[(partitioned.clone(), b.key.clone())], false),
+        crate::catalog::read(&mut reader, &[(partitioned.clone(), b.key.clone())], false),
     )
     .await?;
+    pg::answered(deadline, reader.done()).await?;
     let managed = crate::catalog::resolve(&rows[0], &scoped).map_err(Error::Failed)?;
     let report = verify::compare(conn, deadline, b, &partitioned, &plain, &managed).await?;
     let differing = report.differing();

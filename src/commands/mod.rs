@@ -28,7 +28,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Migrate(args) => migrate::run(load()?, args).await,
         Command::Bench(args) => bench::run(load()?, args).await,
         Command::Drain(args) => drain::run(load()?, args).await,
-        Command::Run => run::run(load()?).await,
+        Command::Run(args) => run::run(load()?, args).await,
         Command::Demo(args) => {
             let duration = match args.duration.as_deref() {
                 None => None,

@@ -1,13 +1,17 @@
 //! `partkeeper run`: the daemon (see `daemon`), listening on `server.listen` until SIGTERM or
-//! SIGINT, then stopping cleanly with exit code 0.
+//! SIGINT, then stopping cleanly with exit code 0. `--web.config.file` (else
+//! `server.web_config_file`) adds TLS and basic auth; a bad one exits 2 before listening.
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::cli::RunArgs;
 use crate::config::{Config, ConfigError};
+use crate::daemon::web_config::{self, WebSecurity};
 use crate::error::{Error, Result};
 
-pub async fn run(cfg: Config) -> Result<i32> {
+pub async fn run(cfg: Config, args: RunArgs) -> Result<i32> {
+    let web = load_web_config(&cfg, &args)?;
     let addr = cfg.server.listen;
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         Error::Config(ConfigError::Invalid(vec![format!(
@@ -35,12 +39,28 @@ pub async fn run(cfg: Config) -> Result<i32> {
         replicas = cfg.replicas.len(),
         "partkeeper daemon listening"
     );
+    tracing::info!(http = %web.summary, "web configuration");
     let stop = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     };
-    crate::daemon::run(cfg, listener, stop).await?;
+    crate::daemon::run_secured(cfg, listener, web, stop).await?;
     Ok(0)
+}
+
+/// The web configuration named by `--web.config.file` or `server.web_config_file`, if any.
+pub fn load_web_config(cfg: &Config, args: &RunArgs) -> Result<WebSecurity> {
+    let (key, path) = match (&args.web_config_file, &cfg.server.web_config_file) {
+        (Some(p), _) => ("--web.config.file", p),
+        (None, Some(p)) => ("server.web_config_file", p),
+        (None, None) => return Ok(WebSecurity::none()),
+    };
+    web_config::load(path).map_err(|e| {
+        Error::Config(ConfigError::Invalid(vec![format!(
+            "{key} {}: {e}",
+            path.display()
+        )]))
+    })
 }

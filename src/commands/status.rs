@@ -15,6 +15,9 @@ struct TableStatus<'a> {
     table: String,
     partitions: Vec<PartitionStatus<'a>>,
     total_bytes: i64,
+    /// `retention_mode = "archive"`: archived partitions, no longer part of the table.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    archived: Vec<crate::archive::Archived>,
 }
 
 #[derive(Serialize)]
@@ -29,14 +32,22 @@ struct PartitionStatus<'a> {
 pub async fn run(cfg: Config, args: StatusArgs) -> Result<i32> {
     let policies = cfg.select_tables(args.table.as_deref())?;
     let mut conn = super::connect(&cfg).await?;
+    // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
+    let mut conn = crate::pooler::db_reader(&mut conn, &cfg.database).await?;
     let resolved = catalog::read_managed(&mut conn, &policies, true).await?;
     let mut out = Vec::new();
-    for r in &resolved {
+    for (r, policy) in resolved.iter().zip(&policies) {
         let t = r.as_ref().map_err(|e| Error::Mismatch(e.clone()))?;
+        let archived = if policy.retention_mode == crate::config::RetentionMode::Archive {
+            crate::archive::list(&mut conn, &t.name, &policy.lifecycle.archive_schema).await?
+        } else {
+            Vec::new()
+        };
         let parts: Vec<&Partition> = t.partitions.iter().chain(t.default.iter()).collect();
         out.push(TableStatus {
             table: t.name.to_string(),
             total_bytes: parts.iter().filter_map(|p| p.size_bytes).sum(),
+            archived,
             partitions: parts
                 .iter()
                 .map(|p| PartitionStatus {
@@ -58,6 +69,7 @@ pub async fn run(cfg: Config, args: StatusArgs) -> Result<i32> {
             Vec::new()
         }
     };
+    conn.done().await?;
     let replicas = futures::future::join_all(
         cfg.replicas
             .iter()
@@ -95,6 +107,17 @@ pub async fn run(cfg: Config, args: StatusArgs) -> Result<i32> {
                         p.rows_estimate as i64,
                         p.bounds
                     );
+                }
+                if !t.archived.is_empty() {
+                    println!("  archived (not part of the table)");
+                    for a in &t.archived {
+                        println!(
+                            "  {:<40} {:>10} {:>12}",
+                            a.name.to_string(),
+                            human_bytes(a.size_bytes),
+                            a.rows_estimate as i64
+                        );
+                    }
                 }
             }
             print_replication(&replicas, &standbys);

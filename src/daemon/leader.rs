@@ -9,6 +9,12 @@
 //! bare `SELECT 1`) also catches a pooler that moved us to another server session, which is
 //! why transaction-mode PgBouncer cannot be used (see docs/daemon.md).
 //!
+//! Behind a transaction-mode pooler (`database.pooler = "transaction"`) no session outlives a
+//! transaction, so the lock is replaced by the maintenance lease ([`crate::lease`]): the
+//! heartbeat takes it when it is free or expired and renews it while leading; a leader that
+//! stops renewing (crash, `kill -9`) is replaced [`crate::lease::LEADER_TTL`] later, and its
+//! fencing token keeps it from acting after that.
+//!
 //! The heartbeat doubles as the readiness probe of the primary (`/readyz`).
 
 use std::sync::Arc;
@@ -18,7 +24,9 @@ use chrono::Utc;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::oneshot;
 
+use crate::config::Pooler;
 use crate::execute::LEADER_LOCK;
+use crate::lease;
 use crate::pg::{self, Failure};
 
 use super::Shared;
@@ -41,10 +49,15 @@ SELECT EXISTS (
 /// Runs until `release` fires, then gives the lock back and closes the session.
 pub async fn run(shared: Arc<Shared>, mut release: oneshot::Receiver<()>) {
     let db = shared.config.database.clone();
+    let holder = lease::new_holder();
     let mut conn: Option<PgConnection> = None;
     let mut failures: u32 = 0;
     loop {
-        let outcome = heartbeat(&shared, &db, &mut conn).await;
+        let outcome = if db.pooler == Pooler::Transaction {
+            lease_heartbeat(&shared, &db, &holder, &mut conn).await
+        } else {
+            heartbeat(&shared, &db, &mut conn).await
+        };
         let pause = match outcome {
             Ok(()) => {
                 failures = 0;
@@ -61,6 +74,7 @@ pub async fn run(shared: Arc<Shared>, mut release: oneshot::Receiver<()>) {
                 if shared.is_leader() {
                     tracing::error!("lost leadership with the session that held the leader lock; maintenance stops until it is taken again");
                     shared.set_leader(false);
+                    shared.set_lease(None);
                 }
                 pg::backoff(failures).min(pg::MAX_BACKOFF)
             }
@@ -73,8 +87,12 @@ pub async fn run(shared: Arc<Shared>, mut release: oneshot::Receiver<()>) {
     if let Some(mut c) = conn.take() {
         let was_leader = shared.is_leader();
         shared.set_leader(false);
+        let held = shared.lease();
+        shared.set_lease(None);
         let give_back = async {
-            if was_leader {
+            if let Some(held) = held {
+                let _ = lease::release(&mut c, &held).await;
+            } else if was_leader {
                 let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
                     .bind(LEADER_LOCK)
                     .execute(&mut c)
@@ -106,6 +124,7 @@ async fn heartbeat(
             db.lock_timeout,
             HEARTBEAT_TIMEOUT,
             db.connect_timeout,
+            db.pooler,
         )
         .await?;
         *conn = Some(c);
@@ -141,6 +160,79 @@ async fn heartbeat(
             shared.set_leader(false);
             // Start over on a fresh session.
             *conn = None;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// [`heartbeat`] behind a transaction pooler: takes the lease (follower) or renews it (leader).
+async fn lease_heartbeat(
+    shared: &Shared,
+    db: &crate::config::DatabaseConfig,
+    holder: &str,
+    conn: &mut Option<PgConnection>,
+) -> Result<(), Failure> {
+    let fail = |e: &sqlx::Error| Failure::from_sqlx(e, &[&db.url]);
+    if conn.is_none() {
+        let mut c = pg::try_connect(
+            &db.url,
+            "partkeeper leader",
+            db.lock_timeout,
+            HEARTBEAT_TIMEOUT,
+            db.connect_timeout,
+            db.pooler,
+        )
+        .await?;
+        match tokio::time::timeout(HEARTBEAT_TIMEOUT, lease::ensure_table(&mut c)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(lease::LeaseError::Sql(e))) => return Err(fail(&e)),
+            Ok(Err(e)) => {
+                return Err(Failure {
+                    external: "cannot create the lease table partkeeper.leases".into(),
+                    internal: e.to_string(),
+                })
+            }
+            Err(_) => return Err(Failure::timeout("heartbeat", HEARTBEAT_TIMEOUT)),
+        }
+        *conn = Some(c);
+    }
+    let c = conn.as_mut().expect("connected above");
+    let current = shared.lease().filter(|_| shared.is_leader());
+    let work = async {
+        match &current {
+            Some(held) => lease::renew(c, held, lease::LEADER_TTL)
+                .await
+                .map(|ok| ok.then(|| held.clone())),
+            None => lease::try_take(c, holder, lease::LEADER_TTL)
+                .await
+                .map(|t| {
+                    t.map(|token| lease::Held {
+                        holder: holder.to_string(),
+                        token,
+                        renew: None,
+                    })
+                }),
+        }
+    };
+    let now_held = match tokio::time::timeout(HEARTBEAT_TIMEOUT, work).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(fail(&e)),
+        Err(_) => return Err(Failure::timeout("heartbeat", HEARTBEAT_TIMEOUT)),
+    };
+    match (current.is_some(), now_held) {
+        (false, Some(held)) => {
+            tracing::info!(
+                token = held.token,
+                "took the maintenance lease: this instance now runs maintenance"
+            );
+            shared.set_lease(Some(held));
+            shared.set_leader(true);
+        }
+        (true, None) => {
+            tracing::error!("the maintenance lease was taken over by another instance (this one did not renew it in time); maintenance stops here");
+            shared.set_leader(false);
+            shared.set_lease(None);
         }
         _ => {}
     }

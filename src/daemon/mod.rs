@@ -7,10 +7,10 @@
 //! - **leader** ([`leader`]): a dedicated session that holds the advisory lock `LEADER_LOCK`
 //!   while this instance leads. Its heartbeat, every second, is also the readiness probe of the
 //!   primary. Losing the session is losing leadership; it reconnects with backoff.
-//! - **schedule** ([`schedule`]): the cron job. On each tick (and when leadership is gained,
-//!   with `run_on_start`) the leader runs one maintenance pass on a connection of its own. The
-//!   pass is a reconciler: it re-reads the catalog and does what the plan says, so a failed pass
-//!   needs no recovery, only the next tick.
+//! - **schedule** ([`schedule`]): the cron schedule, with crontab(5)'s rules ([`crate::cron`]).
+//!   At each run time (and when leadership is gained, with `run_on_start`) the leader runs one
+//!   maintenance pass on a connection of its own. The pass is a reconciler: it re-reads the
+//!   catalog and does what the plan says, so a failed pass needs no recovery, only the next tick.
 //! - **refresh** ([`refresh`]): every `metrics_refresh` it reads the catalog, sizes, default-row
 //!   counts and replication state into an immutable snapshot swapped behind an `Arc`.
 //! - **http** ([`http`]): answers from the shared state and the latest snapshot only. A scrape
@@ -23,10 +23,13 @@
 //! [`PASS_GRACE`] to finish, then cancel its statement (its transaction rolls back), give the
 //! leader lock back, stop the HTTP server. The whole takes well under ten seconds.
 
+pub mod basic_auth;
 pub mod http;
 pub mod leader;
 pub mod refresh;
 pub mod schedule;
+pub mod serve;
+pub mod web_config;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
@@ -72,6 +75,8 @@ pub struct Shared {
     /// Held for the length of a maintenance pass: one at a time.
     pub pass_lock: tokio::sync::Mutex<()>,
     pass_backend: Mutex<Option<i32>>,
+    /// The maintenance lease this instance holds as leader (transaction pooler only).
+    lease: Mutex<Option<crate::lease::Held>>,
     pass_task: Mutex<Option<tokio::task::AbortHandle>>,
     shutdown: watch::Sender<bool>,
     started_at: DateTime<Utc>,
@@ -195,6 +200,7 @@ impl Shared {
             scheduler: Mutex::default(),
             pass_lock: tokio::sync::Mutex::new(()),
             pass_backend: Mutex::default(),
+            lease: Mutex::default(),
             pass_task: Mutex::default(),
             shutdown: watch::channel(false).0,
             started_at: Utc::now(),
@@ -227,6 +233,7 @@ impl Shared {
         if !p.up && p.checked_at.is_some() {
             tracing::info!("the primary answers again");
         }
+        self.metrics.heartbeat(true);
         *p = PrimaryProbe {
             up: true,
             checked_at: Some(at),
@@ -237,6 +244,7 @@ impl Shared {
 
     pub fn primary_failed(&self, at: DateTime<Utc>, reason: String) {
         let mut p = lock(&self.primary);
+        self.metrics.heartbeat(false);
         p.up = false;
         p.checked_at = Some(at);
         p.error = Some(reason);
@@ -264,6 +272,14 @@ impl Shared {
 
     pub fn set_pass_backend(&self, pid: Option<i32>) {
         *lock(&self.pass_backend) = pid;
+    }
+
+    pub fn lease(&self) -> Option<crate::lease::Held> {
+        lock(&self.lease).clone()
+    }
+
+    pub fn set_lease(&self, held: Option<crate::lease::Held>) {
+        *lock(&self.lease) = held;
     }
 
     pub fn set_pass_task(&self, task: Option<tokio::task::AbortHandle>) {
@@ -372,6 +388,16 @@ pub async fn run(
     listener: TcpListener,
     stop: impl Future<Output = ()>,
 ) -> Result<()> {
+    run_secured(config, listener, web_config::WebSecurity::none(), stop).await
+}
+
+/// [`run`] with TLS and basic auth as `web` says (`--web.config.file`).
+pub async fn run_secured(
+    config: Config,
+    listener: TcpListener,
+    web: web_config::WebSecurity,
+    stop: impl Future<Output = ()>,
+) -> Result<()> {
     if config.tables.is_empty() {
         tracing::warn!(
             "no [[tables]] configured: the daemon will only report replication and health"
@@ -386,20 +412,17 @@ pub async fn run(
         Refresher::new(Arc::clone(&shared.config)),
         shared.stop_signal(),
     ));
-    let scheduler = schedule::Scheduler::start(Arc::clone(&shared))
-        .await
-        .map_err(|e| Error::Failed(format!("cannot start the maintenance scheduler: {e:?}")))?;
+    let scheduler = schedule::Scheduler::start(&shared)
+        .map_err(|e| Error::Failed(format!("cannot start the maintenance scheduler: {e}")))?;
     let supervisor = tokio::spawn(scheduler.supervise(Arc::clone(&shared), shared.stop_signal()));
     let on_leadership = tokio::spawn(run_when_leading(Arc::clone(&shared)));
-    let mut http_stop = shared.stop_signal();
-    let router = http::app(Arc::clone(&shared));
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let router = serve::secured(http::app(Arc::clone(&shared)), &web);
+    let server = tokio::spawn(serve::serve(
+        listener,
+        router,
+        web.tls,
+        shared.stop_signal(),
+    ));
 
     stop.await;
     let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
@@ -468,6 +491,7 @@ async fn wait_for_pass(shared: &Shared) {
                 db.lock_timeout,
                 CANCEL_GRACE,
                 CANCEL_GRACE,
+                db.pooler,
             )
             .await?;
             sqlx::query("SELECT pg_cancel_backend($1)")

@@ -16,6 +16,7 @@ use crate::catalog;
 use crate::check::TableHealth;
 use crate::config::Config;
 use crate::pg::{self, Failure};
+use crate::pooler;
 use crate::replication::{self, LagSeries, ReplicaProbe, ReplicaView, StandbyView};
 
 use super::Shared;
@@ -183,13 +184,22 @@ async fn read_primary(
                 REFRESH_LOCK_TIMEOUT,
                 PRIMARY_TIMEOUT,
                 db.connect_timeout,
+                db.pooler,
             )
             .await
             .map_err(Miss::Unreachable)?;
             *slot = Some(conn);
         }
         let conn = slot.as_mut().expect("connected above");
-        read_tables(conn, config, now).await.map_err(|e| {
+        let read = async {
+            // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
+            let mut r =
+                pooler::reader(conn, db.pooler, REFRESH_LOCK_TIMEOUT, PRIMARY_TIMEOUT).await?;
+            let facts = read_tables(&mut r, config, now).await?;
+            r.done().await?;
+            Ok(facts)
+        };
+        read.await.map_err(|e| {
             let f = Failure::from_sqlx(&e, &[&db.url]);
             if pg::is_connection_lost(&e) {
                 Miss::Unreachable(f)
@@ -198,13 +208,22 @@ async fn read_primary(
             }
         })
     };
-    match tokio::time::timeout(PRIMARY_TIMEOUT, work).await {
+    let result = match tokio::time::timeout(PRIMARY_TIMEOUT, work).await {
         Ok(r) => r,
         Err(_) => Err(Miss::Unreachable(Failure::timeout(
             "refresh",
             PRIMARY_TIMEOUT,
         ))),
+    };
+    // Behind a session pooler a connection holds a server connection for its whole life: give
+    // it back between refreshes, so that a small pool is left to the heartbeats (which hold
+    // theirs) and the maintenance pass.
+    if db.pooler == crate::config::Pooler::Session {
+        if let Some(conn) = slot.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+        }
     }
+    result
 }
 
 async fn read_tables(
@@ -222,8 +241,9 @@ async fn read_tables(
         .zip(&resolved)
         .filter_map(|(p, r)| Some((r.as_ref().ok()?, p)))
         .collect();
-    let mut healths =
-        crate::default_partition::assess_all(conn, &ok, now, version).await?.into_iter();
+    let mut healths = crate::default_partition::assess_all(conn, &ok, now, version)
+        .await?
+        .into_iter();
     let mut tables = Vec::with_capacity(resolved.len());
     for (policy, r) in config.tables.iter().zip(resolved) {
         let label = policy.name.to_string();

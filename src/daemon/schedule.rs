@@ -1,116 +1,88 @@
-//! Scheduled maintenance: a tokio-cron-scheduler job on `schedule.maintenance` in
-//! `schedule.timezone`, plus a pass whenever this instance becomes leader (`run_on_start`).
+//! Scheduled maintenance: a job on `schedule.maintenance` in `schedule.timezone`, plus a pass
+//! whenever this instance becomes leader (`run_on_start`).
 //!
 //! A pass runs only on the leader, one at a time (a tick that finds a pass still running is
 //! skipped), on a connection of its own. Its outcome is counted and logged; a failed or even
 //! panicking pass never takes the process down, and the next tick simply tries again: every pass
 //! re-reads the catalog, so there is nothing to resume.
 //!
-//! tokio-cron-scheduler fixes the zone's UTC offset when a job is made, so the supervisor
-//! re-makes the job when the offset changes (daylight saving time).
+//! The run times come from [`crate::cron::Schedule`] (crontab(5)'s rules, computed in the zone,
+//! so daylight saving time needs nothing special); the supervisor loop below starts each pass
+//! when its time has come. It replaced tokio-cron-scheduler, which always requires both
+//! day-of-month and day-of-week to match and fixes the zone's UTC offset when a job is made.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Offset, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use sqlx::Connection;
 use tokio::sync::watch;
-use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
-use uuid::Uuid;
 
+use crate::cron::Schedule;
 use crate::maintain::{self, Options, PassReport};
 use crate::pg;
 
 use super::{PassSummary, Shared};
 
-/// How often the supervisor reads the next tick (for `/status` and `/healthz`) and checks the
-/// zone's offset.
+/// How often the supervisor checks in (for `/status` and `/healthz`) when no run is due sooner.
 pub const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
+/// The shortest sleep between two looks at the clock (no busy loop right before a run time).
+const MIN_PAUSE: Duration = Duration::from_millis(10);
 
-/// The scheduler and its one job.
+/// The schedule and its next run time.
 pub struct Scheduler {
-    sched: JobScheduler,
-    job: Uuid,
-    /// The zone's UTC offset the job was made with.
-    offset: i32,
+    cron: Schedule,
+    tz: Tz,
+    next: Option<DateTime<Utc>>,
 }
 
 impl Scheduler {
-    /// Makes the job and starts ticking.
-    pub async fn start(shared: Arc<Shared>) -> Result<Scheduler, JobSchedulerError> {
-        let sched = JobScheduler::new().await?;
+    /// Computes the first run time and reports the scheduler as ticking.
+    pub fn start(shared: &Shared) -> Result<Scheduler, String> {
+        let cron = Schedule::parse(&shared.config.schedule.maintenance)?;
         let tz = shared.config.schedule.timezone;
-        let (job, offset) = add_job(&sched, &shared, tz).await?;
-        sched.start().await?;
+        let now = Utc::now();
+        let next = next_run(&cron, tz, now);
         shared.scheduler_ticking(true);
+        shared.scheduler_checked(now, next);
         tracing::info!(
             schedule = %shared.config.schedule.maintenance,
             timezone = tz.name(),
+            next = describe_next(next, tz).as_deref().unwrap_or("never"),
             "maintenance scheduled"
         );
-        Ok(Scheduler { sched, job, offset })
+        Ok(Scheduler { cron, tz, next })
     }
 
-    /// Keeps `/status` and `/healthz` informed until shutdown, then stops the scheduler.
+    /// Starts a pass at each run time and keeps `/status` and `/healthz` informed until
+    /// shutdown.
     pub async fn supervise(mut self, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-        let tz = shared.config.schedule.timezone;
         loop {
-            let next = self.sched.next_tick_for_job(self.job).await.ok().flatten();
-            shared.scheduler_checked(Utc::now(), next);
-            let offset = offset_now(tz);
-            if offset != self.offset {
-                match self.rearm(&shared, tz).await {
-                    Ok(()) => tracing::info!(
-                        timezone = tz.name(),
-                        "the UTC offset changed; maintenance rescheduled"
-                    ),
-                    Err(e) => {
-                        tracing::error!(error = ?e, "cannot reschedule maintenance after a UTC offset change; retrying")
-                    }
-                }
+            let now = Utc::now();
+            if self.next.is_some_and(|due| now >= due) {
+                // Spawned: a long pass must not stop this loop from checking in.
+                tokio::spawn(maintain_now(Arc::clone(&shared), "schedule"));
+                self.next = next_run(&self.cron, self.tz, now);
             }
+            shared.scheduler_checked(now, self.next);
+            let pause = self
+                .next
+                .and_then(|due| (due - now).to_std().ok())
+                .map_or(SUPERVISE_EVERY, |d| d.min(SUPERVISE_EVERY))
+                .max(MIN_PAUSE);
             tokio::select! {
-                _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
         }
         shared.scheduler_ticking(false);
-        if let Err(e) = self.sched.shutdown().await {
-            tracing::warn!(error = ?e, "the scheduler did not stop cleanly");
-        }
-    }
-
-    async fn rearm(&mut self, shared: &Arc<Shared>, tz: Tz) -> Result<(), JobSchedulerError> {
-        let (job, offset) = add_job(&self.sched, shared, tz).await?;
-        let old = std::mem::replace(&mut self.job, job);
-        self.offset = offset;
-        self.sched.remove(&old).await
     }
 }
 
-async fn add_job(
-    sched: &JobScheduler,
-    shared: &Arc<Shared>,
-    tz: Tz,
-) -> Result<(Uuid, i32), JobSchedulerError> {
-    let offset = offset_now(tz);
-    let for_job = Arc::clone(shared);
-    let job = Job::new_async_tz(
-        shared.config.schedule.cron_with_seconds(),
-        tz,
-        move |_id, _sched| {
-            let shared = Arc::clone(&for_job);
-            Box::pin(async move { maintain_now(shared, "schedule").await })
-        },
-    )?;
-    Ok((sched.add(job).await?, offset))
-}
-
-fn offset_now(tz: Tz) -> i32 {
-    tz.offset_from_utc_datetime(&Utc::now().naive_utc())
-        .fix()
-        .local_minus_utc()
+fn next_run(cron: &Schedule, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    cron.next_after(&after.with_timezone(&tz))
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Runs a pass when this instance leads, is not stopping and has no pass running.
@@ -186,21 +158,38 @@ async fn run_pass(shared: Arc<Shared>) -> Result<PassReport, String> {
         db.lock_timeout,
         db.statement_timeout,
         db.connect_timeout,
+        db.pooler,
     )
     .await
     .map_err(|f| format!("cannot connect to the primary: {}", f.internal))?;
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut conn)
-        .await
-        .map_err(|e| pg::describe(&e))?;
-    shared.set_pass_backend(Some(pid));
     let options = Options {
         now: Utc::now(),
         dry_run: false,
         strict: false,
         lock_wait: maintain::LOCK_WAIT,
     };
-    let result = maintain::run_pass(&mut conn, db, &shared.config.tables, &options).await;
+    // Behind a transaction pooler the server session changes with every transaction: there is
+    // no pid to cancel (a shutdown stops the pass instead), and the pass runs under the
+    // leader's lease, checked by each step.
+    let result = if db.pooler == crate::config::Pooler::Transaction {
+        let Some(held) = shared.lease() else {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+            return Err("this instance no longer holds the maintenance lease".into());
+        };
+        crate::lease::FENCE
+            .scope(
+                held,
+                maintain::run_pass(&mut conn, db, &shared.config.tables, &options),
+            )
+            .await
+    } else {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| pg::describe(&e))?;
+        shared.set_pass_backend(Some(pid));
+        maintain::run_pass(&mut conn, db, &shared.config.tables, &options).await
+    };
     shared.set_pass_backend(None);
     let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
     result.map_err(|e| crate::logging::chain(&e))

@@ -312,6 +312,7 @@ pub fn template(inv: &Inventory, b: &Blueprint) -> Template {
         tablespace: inv.tablespace.clone(),
         publications: Vec::new(),
         columns: b.columns.clone(),
+        template: None,
     }
 }
 

@@ -201,12 +201,14 @@ pub async fn read(
         .bind(&table.schema)
         .bind(key)
         .bind(&table.name)
+        .persistent(false)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(r) = row else {
         let (v, n): (String, i32) = sqlx::query_as(
             "SELECT current_setting('server_version'), current_setting('server_version_num')::int4",
         )
+        .persistent(false)
         .fetch_one(&mut *conn)
         .await?;
         inv.server_version = v;
@@ -242,6 +244,7 @@ pub async fn read(
           WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
     )
     .bind(oid)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
@@ -266,6 +269,7 @@ pub async fn read(
            FROM pg_constraint con WHERE con.conrelid = $1::int8::oid ORDER BY con.contype, con.conname",
     )
     .bind(oid)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
@@ -287,6 +291,7 @@ pub async fn read(
           WHERE i.indrelid = $1::int8::oid ORDER BY ic.relname",
     )
     .bind(oid)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
@@ -310,6 +315,7 @@ pub async fn read(
           WHERE con.confrelid = $1::int8::oid AND con.contype = 'f' ORDER BY 2, 1",
     )
     .bind(oid)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
@@ -327,6 +333,7 @@ pub async fn read(
           ORDER BY t.tgname",
     )
     .bind(oid)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
@@ -354,6 +361,7 @@ pub async fn read(
           ORDER BY a.attnum",
     )
     .bind(oid)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
@@ -374,6 +382,7 @@ pub async fn read(
           ORDER BY a.attnum, 2 NULLS FIRST, 3",
     )
     .bind(oid)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?
     .into_iter()
@@ -394,6 +403,7 @@ pub async fn read(
           WHERE pr.prrelid = $1::int8::oid ORDER BY 1",
     )
     .bind(oid)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?;
     let schema_pubs = if inv.server_version_num >= 150000 {
@@ -404,12 +414,14 @@ pub async fn read(
     let nsp: i64 =
         sqlx::query_scalar("SELECT relnamespace::int8 FROM pg_class WHERE oid = $1::int8::oid")
             .bind(oid)
+            .persistent(false)
             .fetch_one(&mut *conn)
             .await?;
     inv.implicit_publications = sqlx::query_scalar(&format!(
         "SELECT p.pubname::text FROM pg_publication p WHERE p.puballtables{schema_pubs} ORDER BY 1"
     ))
     .bind(nsp)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?;
 
@@ -417,6 +429,7 @@ pub async fn read(
         "SELECT r.rulename::text FROM pg_rewrite r WHERE r.ev_class = $1::int8::oid AND r.rulename <> '_RETURN' ORDER BY 1",
     )
     .bind(oid)
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?;
 
@@ -442,6 +455,7 @@ pub async fn read_views(
           ORDER BY 1",
     )
     .bind(oid)
+    .persistent(false)
     .fetch_all(conn)
     .await
 }
@@ -455,6 +469,7 @@ pub async fn read_grants(conn: &mut PgConnection, oid: i64) -> Result<Vec<Grant>
           ORDER BY 1 NULLS FIRST, 2",
     )
     .bind(oid)
+    .persistent(false)
     .fetch_all(conn)
     .await?
     .into_iter()
@@ -478,6 +493,7 @@ pub async fn read_policies(conn: &mut PgConnection, oid: i64) -> Result<Vec<Poli
                FROM pg_policy p WHERE p.polrelid = $1::int8::oid ORDER BY 1",
         )
         .bind(oid)
+        .persistent(false)
         .fetch_all(conn)
         .await?
         .into_iter()
@@ -518,6 +534,7 @@ pub async fn read_data(
     let null_keys: i64 = crate::pg::answered(
         deadline,
         sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE {k} IS NULL"))
+            .persistent(false)
             .fetch_one(&mut *conn),
     )
     .await?;
@@ -533,6 +550,7 @@ pub async fn read_data(
             epoch("lo"),
             epoch("hi")
         ))
+        .persistent(false)
         .fetch_one(&mut *conn),
     )
     .await?;
@@ -554,6 +572,7 @@ pub async fn read_data(
                 epoch("min(f)"),
                 epoch("max(f)")
             ))
+            .persistent(false)
             .fetch_one(&mut *conn),
         )
         .await?;
@@ -588,6 +607,7 @@ pub async fn check_fill(
 async fn free_disk(conn: &mut PgConnection) -> Option<(String, u64)> {
     let dir: String =
         sqlx::query_scalar("SELECT setting FROM pg_settings WHERE name = 'data_directory'")
+            .persistent(false)
             .fetch_optional(&mut *conn)
             .await
             .ok()??;

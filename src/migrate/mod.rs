@@ -45,6 +45,7 @@
 pub mod build;
 pub mod copy;
 pub mod finalize;
+pub mod foreign_keys;
 pub mod inventory;
 pub mod plan;
 pub mod progress;

@@ -231,12 +231,18 @@ pub fn judge(
             (Some(_), false) => p.carried.push(format!("index {}: {}", i.name, i.definition)),
         }
     }
+    let unique_sets: Vec<Vec<String>> = inv
+        .constraints
+        .iter()
+        .filter(|c| c.kind == "p" || c.kind == "u")
+        .map(|c| c.columns.clone())
+        .collect();
     for fk in &inv.inbound_fks {
-        p.blockers.push(format!(
-            "foreign key {} on {} references {t} ({}); a foreign key into a partitioned table must reference its whole primary key including {key}. Drop it before converting (ALTER TABLE {} DROP CONSTRAINT {}) and re-create it afterwards over ({}, {key}) if the referencing table has that column",
-            fk.name, fk.from_table, fk.definition, fk.from_table, fk.name,
-            pk.map(|c| c.columns.join(", ")).unwrap_or_default()
-        ));
+        let pk_columns = pk.map(|c| c.columns.clone()).unwrap_or_default();
+        match super::foreign_keys::judge(fk, t, key, &pk_columns, &unique_sets) {
+            Ok(carried) => p.carried.push(carried),
+            Err(blocker) => p.blockers.push(blocker),
+        }
     }
     let partitioned = t.sibling(partitioned_name(t));
     let mut user_triggers = Vec::new();
@@ -614,6 +620,7 @@ mod tests {
             default_partition: false,
             timezone: Tz::UTC,
             default_move_limit: crate::config::DEFAULT_MOVE_LIMIT as u64,
+            lifecycle: Default::default(),
         }
     }
 

@@ -40,6 +40,8 @@ pub async fn run(
         }
         Phase::Swapped => {
             let out = swap::back(conn, db, b).await?;
+            let deadline = crate::pg::reply_deadline(db);
+            crate::pg::answered(deadline, super::foreign_keys::validate(conn, &b.original)).await?;
             cleanup(conn, db, b, false).await?;
             Ok(Outcome::SwappedBack {
                 lock_held_ms: out.lock_held.as_millis(),

@@ -540,6 +540,7 @@ async fn analyze(conn: &mut PgConnection, deadline: Duration, bp: &Blueprint) ->
             pg::answered(deadline, sqlx::raw_sql(&reset).execute(&mut *conn)).await?;
         }
     }
+    pg::answered(deadline, super::foreign_keys::validate(conn, &bp.original)).await?;
     let analyze = format!("ANALYZE {}", bp.original.quoted());
     pg::answered(deadline, sqlx::raw_sql(&analyze).execute(&mut *conn)).await?;
     pg::answered(deadline, state::mark_analyzed(conn, &bp.original)).await?;

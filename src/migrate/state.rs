@@ -97,6 +97,7 @@ pub async fn load(
 ) -> Result<Option<State>, sqlx::Error> {
     let exists: bool =
         sqlx::query_scalar("SELECT to_regclass('partkeeper.migrations') IS NOT NULL")
+            .persistent(false)
             .fetch_one(&mut *conn)
             .await?;
     if !exists {
@@ -118,6 +119,7 @@ pub async fn load(
     )
     .bind(&table.schema)
     .bind(&table.name)
+    .persistent(false)
     .fetch_optional(&mut *conn)
     .await?;
     let Some((phase, mode, blueprint, last_pk, rows_copied, rows_filled, copy_done, analyzed)) =
@@ -163,6 +165,7 @@ pub async fn insert(
         Mode::Offline => "offline",
     })
     .bind(json)
+    .persistent(false)
     .execute(conn)
     .await
     .map(|_| ())
@@ -186,6 +189,7 @@ pub async fn record_batch(
     .bind(last_pk)
     .bind(copied)
     .bind(filled)
+    .persistent(false)
     .execute(conn)
     .await
     .map(|_| ())
@@ -215,6 +219,7 @@ pub async fn set_phase(
     .bind(&table.schema)
     .bind(&table.name)
     .bind(phase.as_str())
+    .persistent(false)
     .execute(conn)
     .await
     .map(|_| ())
@@ -238,6 +243,7 @@ async fn set(
     ))
     .bind(&table.schema)
     .bind(&table.name)
+    .persistent(false)
     .execute(conn)
     .await
     .map(|_| ())
@@ -249,9 +255,11 @@ pub async fn remove(conn: &mut PgConnection, table: &QualifiedName) -> Result<()
     sqlx::query("DELETE FROM partkeeper.migrations WHERE table_schema = $1 AND table_name = $2")
         .bind(&table.schema)
         .bind(&table.name)
+        .persistent(false)
         .execute(&mut *conn)
         .await?;
     let others: i64 = sqlx::query_scalar("SELECT count(*) FROM partkeeper.migrations")
+        .persistent(false)
         .fetch_one(&mut *conn)
         .await?;
     let foreign: i64 = sqlx::query_scalar(
@@ -260,6 +268,7 @@ pub async fn remove(conn: &mut PgConnection, table: &QualifiedName) -> Result<()
               + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                   WHERE n.nspname = 'partkeeper')",
     )
+    .persistent(false)
     .fetch_one(&mut *conn)
     .await?;
     if others == 0 && foreign == 0 {
@@ -282,6 +291,7 @@ pub async fn lock(
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
             .bind(LOCK_CLASS)
             .bind(table.to_string())
+            .persistent(false)
             .fetch_one(&mut *conn)
             .await?;
         if got {

@@ -386,7 +386,15 @@ async fn online_attempt(
         return Ok(None);
     }
     let views = pg::answered(deadline, views_of(&mut tx, &b.original)).await?;
+    let fks = pg::answered(deadline, super::foreign_keys::read(&mut tx, &b.original)).await?;
     run_all(&mut tx, &forward_statements(inv, b, &views, true), deadline).await?;
+    let version = tx.server_version_num().unwrap_or(0);
+    run_all(
+        &mut tx,
+        &super::foreign_keys::repoint(&fks, &b.original, version),
+        deadline,
+    )
+    .await?;
     pg::answered(
         deadline,
         state::set_phase(&mut tx, &b.original, Phase::Swapped),
@@ -425,7 +433,15 @@ pub async fn offline(
     let locked = Instant::now();
     let deadline = pg::reply_deadline(db);
     let views = pg::answered(deadline, views_of(conn, &b.original)).await?;
+    let fks = pg::answered(deadline, super::foreign_keys::read(conn, &b.original)).await?;
     run_all(conn, &forward_statements(inv, b, &views, false), deadline).await?;
+    let version = conn.server_version_num().unwrap_or(0);
+    run_all(
+        conn,
+        &super::foreign_keys::repoint(&fks, &b.original, version),
+        deadline,
+    )
+    .await?;
     Ok(SwapOutcome {
         lock_held: locked.elapsed(),
         lock_waits: waits,
@@ -529,7 +545,15 @@ async fn back_attempt(
         .fetch_all(&mut *tx),
     )
     .await?;
+    let fks = pg::answered(deadline, super::foreign_keys::read(&mut tx, &b.original)).await?;
     run_all(&mut tx, &back_statements(b, &views, &published), deadline).await?;
+    let version = tx.server_version_num().unwrap_or(0);
+    run_all(
+        &mut tx,
+        &super::foreign_keys::repoint(&fks, &b.original, version),
+        deadline,
+    )
+    .await?;
     pg::answered(
         deadline,
         state::set_phase(&mut tx, &b.original, Phase::RolledBack),

@@ -131,7 +131,10 @@ pub async fn compare(
         let sql = sums_sql(b, t);
         let rows: Vec<(i32, i64, String)> = crate::pg::answered(
             deadline,
-            sqlx::query_as(&sql).bind(&thresholds).fetch_all(&mut *tx),
+            sqlx::query_as(&sql)
+                .bind(&thresholds)
+                .persistent(false)
+                .fetch_all(&mut *tx),
         )
         .await?;
         sides.push(

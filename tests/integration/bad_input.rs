@@ -8,7 +8,7 @@ use crate::common::{Cli, Output, TestDb};
 
 /// Runs `maintain --now 2026-11-25` (and `check`) with `config` on `db` and returns maintain's
 /// output, after asserting exit 2 for both, no password anywhere, and an unchanged schema.
-async fn refused(db: &TestDb, config: &str, message: &str) -> Output {
+pub(crate) async fn refused(db: &TestDb, config: &str, message: &str) -> Output {
     let before = schema_snapshot(db).await;
     let cli = Cli::new().config(config);
     let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
@@ -34,7 +34,7 @@ async fn refused(db: &TestDb, config: &str, message: &str) -> Output {
 }
 
 /// The fixture configuration for `pricing_data` with `from` replaced by `to` (which must occur).
-fn edited(db: &TestDb, from: &str, to: &str) -> String {
+pub(crate) fn edited(db: &TestDb, from: &str, to: &str) -> String {
     let config = fixtures::config(db, MONTHLY);
     assert!(
         config.contains(from),

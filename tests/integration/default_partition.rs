@@ -136,7 +136,8 @@ async fn attaching_next_to_a_big_default_skips_the_scan_keeps_null_keys_and_leav
         .await;
     out.assert_success();
     assert!(
-        out.stdout.contains("300 row(s) moved from the default partition"),
+        out.stdout
+            .contains("300 row(s) moved from the default partition"),
         "{out}"
     );
 
@@ -147,18 +148,31 @@ async fn attaching_next_to_a_big_default_skips_the_scan_keeps_null_keys_and_leav
         log.matches(said).count(),
         4,
         "every ATTACH must skip the default's scan; the server log has:\n{}",
-        log.lines().filter(|l| l.contains("ev_default")).collect::<Vec<_>>().join("\n")
+        log.lines()
+            .filter(|l| l.contains("ev_default"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert_eq!(leftovers(&db).await, Vec::<String>::new(), "{out}");
     assert_eq!(fingerprint(&db).await, before, "rows lost or changed");
-    assert_eq!(nulls_in_default(&db).await, 7, "NULL keys stay in the default");
+    assert_eq!(
+        nulls_in_default(&db).await,
+        7,
+        "NULL keys stay in the default"
+    );
     let december: i64 = db
         .query_scalar("SELECT count(*) FROM ONLY ev_2026_12")
         .await;
     assert_eq!(december, 300);
     assert_eq!(
         partition_names_of(&db).await,
-        ["ev_2026_11", "ev_2026_12", "ev_2027_01", "ev_2027_02", "ev_default"]
+        [
+            "ev_2026_11",
+            "ev_2026_12",
+            "ev_2027_01",
+            "ev_2027_02",
+            "ev_default"
+        ]
     );
     // The indexes are the parent's, attached, not doubled.
     let indexes: i64 = db
@@ -191,7 +205,8 @@ async fn a_crash_between_validate_and_attach_leaves_nothing_after_the_next_pass(
     let cluster = Cluster::start();
     let db = ev_db_on(&cluster).await;
     db.exec(&unrelated(200_000)).await;
-    db.exec("INSERT INTO ev (d, body) VALUES (NULL, 'null')").await;
+    db.exec("INSERT INTO ev (d, body) VALUES (NULL, 'null')")
+        .await;
     db.exec(&rows_of("2026-11-01", 30, 50)).await;
     let before = fingerprint(&db).await;
     let cli = cli_for(&db, "", "60s");
@@ -211,15 +226,19 @@ async fn a_crash_between_validate_and_attach_leaves_nothing_after_the_next_pass(
         .unwrap_or(false)
     })
     .await;
-    eventually(PATIENCE, "the attach to wait for the parent's lock", || async {
-        db.try_query_scalar::<bool>(
+    eventually(
+        PATIENCE,
+        "the attach to wait for the parent's lock",
+        || async {
+            db.try_query_scalar::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = 'partkeeper'
                              AND datname = current_database() AND wait_event_type = 'Lock'
                              AND query LIKE 'LOCK TABLE%SHARE ROW EXCLUSIVE%')",
         )
         .await
         .unwrap_or(false)
-    })
+        },
+    )
     .await;
     cluster.kill();
     let crashed = maintain.wait(Duration::from_secs(20)).await;
@@ -229,7 +248,8 @@ async fn a_crash_between_validate_and_attach_leaves_nothing_after_the_next_pass(
 
     let left = leftovers(&db).await;
     assert!(
-        left.iter().any(|l| l.starts_with("constraint partkeeper_exclude_")),
+        left.iter()
+            .any(|l| l.starts_with("constraint partkeeper_exclude_")),
         "the crash left the validated helper: {left:?}"
     );
     let check = cli.run_async(["check", "--now", NOW]).await;
@@ -253,7 +273,8 @@ async fn rows_above_the_limit_wait_are_reported_and_drain_moves_them_all() {
     let db = shared().create_database().await;
     db.exec(NULLABLE).await;
     db.exec(&unrelated(20_000)).await;
-    db.exec("INSERT INTO ev (d, body) VALUES (NULL, 'null')").await;
+    db.exec("INSERT INTO ev (d, body) VALUES (NULL, 'null')")
+        .await;
     // January 2027 holds 3,000 rows, above a limit of 1,000; December 300, under it.
     db.exec(&rows_of("2027-01-01", 31, 3000)).await;
     db.exec(&rows_of("2026-12-01", 31, 300)).await;
@@ -277,14 +298,18 @@ async fn rows_above_the_limit_wait_are_reported_and_drain_moves_them_all() {
         "January waits; the other periods are created: {out}"
     );
     let waiting: i64 = db
-        .query_scalar("SELECT count(*) FROM ev_default WHERE d >= '2027-01-01' AND d < '2027-02-01'")
+        .query_scalar(
+            "SELECT count(*) FROM ev_default WHERE d >= '2027-01-01' AND d < '2027-02-01'",
+        )
         .await;
     assert_eq!(waiting, 3000);
 
     let check = cli.run_async(["check", "--now", NOW]).await;
     check.assert_code(1);
     assert!(
-        check.stdout.contains("more than 1000 row(s) of ['2027-01-01', '2027-02-01')")
+        check
+            .stdout
+            .contains("more than 1000 row(s) of ['2027-01-01', '2027-02-01')")
             && check.stdout.contains("partkeeper drain --table public.ev"),
         "{check}"
     );
@@ -318,7 +343,9 @@ async fn rows_above_the_limit_wait_are_reported_and_drain_moves_them_all() {
     assert!(
         dry.stdout.contains("3000 row(s)")
             && dry.stdout.contains("online: writes never wait")
-            && dry.stdout.contains("atomic: every row stays visible; writes to public.ev pause for about"),
+            && dry
+                .stdout
+                .contains("atomic: every row stays visible; writes to public.ev pause for about"),
         "{dry}"
     );
     assert_eq!(leftovers(&db).await, Vec::<String>::new(), "{dry}");
@@ -326,7 +353,13 @@ async fn rows_above_the_limit_wait_are_reported_and_drain_moves_them_all() {
 
     let drain = cli
         .run_async([
-            "drain", "--table", "public.ev", "--now", NOW, "--batch-size", "700",
+            "drain",
+            "--table",
+            "public.ev",
+            "--now",
+            NOW,
+            "--batch-size",
+            "700",
         ])
         .await;
     drain.assert_success();
@@ -350,7 +383,15 @@ async fn drain_in_atomic_mode_keeps_every_row_and_says_so() {
     let before = fingerprint(&db).await;
     let cli = cli_for(&db, "default_move_limit = 10\n", "2s");
     let out = cli
-        .run_async(["drain", "--table", "public.ev", "--now", NOW, "--mode", "atomic"])
+        .run_async([
+            "drain",
+            "--table",
+            "public.ev",
+            "--now",
+            NOW,
+            "--mode",
+            "atomic",
+        ])
         .await;
     out.assert_success();
     assert!(out.stdout.contains("2500 row(s) moved"), "{out}");
@@ -419,7 +460,11 @@ async fn an_application_writer_during_maintain_next_to_a_big_default_never_fails
     }
     out.assert_success();
     let errors = errors.lock().unwrap().clone();
-    assert!(errors.is_empty(), "application errors: {:?}", &errors[..errors.len().min(5)]);
+    assert!(
+        errors.is_empty(),
+        "application errors: {:?}",
+        &errors[..errors.len().min(5)]
+    );
     let longest = *longest.lock().unwrap();
     println!("longest application INSERT during maintain: {longest:?}\n{out}");
     assert!(
@@ -433,7 +478,9 @@ async fn an_application_writer_during_maintain_next_to_a_big_default_never_fails
         "every row is visible through the table"
     );
     let misplaced: i64 = db
-        .query_scalar("SELECT count(*) FROM ONLY ev_default WHERE d >= '2026-11-01' AND d < '2027-03-01'")
+        .query_scalar(
+            "SELECT count(*) FROM ONLY ev_default WHERE d >= '2026-11-01' AND d < '2027-03-01'",
+        )
         .await;
     assert_eq!(misplaced, 0, "{out}");
     assert_eq!(leftovers(&db).await, Vec::<String>::new());

@@ -670,6 +670,17 @@ fn the_kustomizations_build_with_kubectl_when_it_is_installed() {
             ][..],
         ),
         ("kubernetes/cronjob", &["ConfigMap", "CronJob"][..]),
+        (
+            "kubernetes-secure",
+            &[
+                "ConfigMap",
+                "Deployment",
+                "PodDisruptionBudget",
+                "PrometheusRule",
+                "Service",
+                "ServiceMonitor",
+            ][..],
+        ),
     ] {
         let out = run(Command::new(&kubectl)
             .arg("kustomize")

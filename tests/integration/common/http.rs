@@ -19,7 +19,14 @@ pub struct RunningDaemon {
 
 impl RunningDaemon {
     pub async fn start(config: &str) -> RunningDaemon {
-        let daemon = Cli::new().config(config).spawn(["run"]);
+        RunningDaemon::start_with(config, &[]).await
+    }
+
+    /// `partkeeper run <args>` (e.g. `--web.config.file PATH`).
+    pub async fn start_with(config: &str, args: &[&str]) -> RunningDaemon {
+        let daemon = Cli::new()
+            .config(config)
+            .spawn(std::iter::once("run").chain(args.iter().copied()));
         let port = std::cell::Cell::new(None);
         {
             let (d, port) = (&daemon, &port);

@@ -12,9 +12,12 @@ pub mod database;
 pub mod eventually;
 pub mod fixtures;
 pub mod http;
+pub mod pgbouncer;
+pub mod prometheus;
 pub mod proxy;
 pub mod replica;
 pub mod server;
+pub mod tls;
 
 pub use cli::{Cli, Daemon, Output};
 pub use cluster::{shared, Builder, Cluster};

@@ -244,7 +244,7 @@ async fn ready_daemon_through(proxy: &Proxy, db: &TestDb) -> RunningDaemon {
         || async move {
             d.get("/readyz").await.is_some_and(|(c, _)| c == 200)
                 && d.get("/metrics").await.is_some_and(|(_, m)| {
-                    m.contains("partkeeper_up 1") && m.contains("partkeeper_leader 1")
+                    m.contains("\npartkeeper_up 1\n") && m.contains("\npartkeeper_leader 1\n")
                 })
         },
     )
@@ -261,7 +261,7 @@ async fn assert_recovers(daemon: &RunningDaemon, fault: &str) {
         || async move {
             daemon.get("/readyz").await.is_some_and(|(c, _)| c == 200)
                 && daemon.get("/metrics").await.is_some_and(|(_, m)| {
-                    m.contains("partkeeper_up 1") && m.contains("partkeeper_leader 1")
+                    m.contains("\npartkeeper_up 1\n") && m.contains("\npartkeeper_leader 1\n")
                 })
         },
     )
@@ -537,4 +537,34 @@ async fn migrate_run_stalled_in_the_middle_of_the_copy_fails_within_its_timeouts
         .assert_success();
     let rows: i64 = db.query_scalar("SELECT count(*) FROM pricing_data").await;
     assert_eq!(rows, MIGRATE_ROWS + 1, "every row, and the application's");
+}
+
+/// Issue 14: `partkeeper_up` follows the heartbeat. Before, a refresh waiting on the stalled
+/// network (up to its 30 s deadline) kept `up` at 1 while `/readyz` already said 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partkeeper_up_turns_0_within_seconds_of_a_stall_as_readyz_does() {
+    let db = pricing_db().await;
+    let proxy = Proxy::start(db_port(&db));
+    let daemon = ready_daemon_through(&proxy, &db).await;
+
+    proxy.stall();
+    let started = Instant::now();
+    let d = &daemon;
+    eventually(
+        NOTICE,
+        "partkeeper_up 0 after the network stalled",
+        || async move {
+            d.get("/metrics")
+                .await
+                .is_some_and(|(_, m)| m.contains("partkeeper_up 0\n"))
+        },
+    )
+    .await;
+    let down_after = started.elapsed();
+    let readyz = daemon.get("/readyz").await.map(|(c, _)| c);
+    assert_eq!(readyz, Some(503), "/readyz agrees with up 0");
+    println!("stall: partkeeper_up 0 after {down_after:?}");
+
+    proxy.resume();
+    assert_recovers(&daemon, "stall").await;
 }
