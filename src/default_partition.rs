@@ -419,7 +419,7 @@ impl Triage {
             .iter()
             .map(|(p, from, to, rows)| {
                 format!(
-                    "{} row(s) of {} wait in the default partition {default}, more than default_move_limit = {limit}: {p} is not created until they are moved; run `partkeeper drain --table {}` (try --dry-run first)",
+                    "{} row(s) of {} wait in the default partition {default} (default_move_limit = {limit}): {p} is not created until they are moved; run `partkeeper drain --table {}` (try --dry-run first)",
                     if *rows > limit { format!("more than {limit}") } else { rows.to_string() },
                     crate::ddl::describe_range(*from, *to, table.key_type),
                     table.name
