@@ -1,23 +1,38 @@
 //! Partition bounds as PostgreSQL prints them and as partkeeper writes them: parses the text of
-//! `pg_get_expr(c.relpartbound, c.oid)` for a RANGE partition on one date, timestamp or
-//! timestamptz column, and renders bound literals for DDL.
+//! `pg_get_expr(c.relpartbound, c.oid)` for a RANGE partition on one date, timestamp,
+//! timestamptz, integer or uuid column, and renders bound literals for DDL.
 //!
 //! The catalog is read with `TimeZone=UTC` and `DateStyle=ISO`, but any numeric UTC offset is
-//! accepted. Values come back as `DateTime<Utc>`; for `date` and `timestamp` keys that is the
-//! wall-clock value dressed as UTC, as in the calendar module.
+//! accepted. Values come back as `DateTime<Utc>` points; for `date` and `timestamp` keys that is
+//! the wall-clock value dressed as UTC, as in the calendar module; for integer, epoch and uuid
+//! keys see the `keys` module.
 
 use std::fmt;
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-/// Type of the partition key column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+use crate::keys::{self, EpochUnit, IntWidth};
+
+/// Type of the partition key column, and for integer columns how their values are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyType {
     Date,
     Timestamp,
     TimestampTz,
+    /// smallint, integer or bigint partitioned by a number of values.
+    Int(IntWidth),
+    /// smallint, integer or bigint holding Unix time (`epoch`), partitioned by the calendar.
+    Epoch(IntWidth, EpochUnit),
+    /// uuid holding UUIDv7 values, partitioned by the calendar of their timestamps.
+    Uuid,
+}
+
+// The column's type name, as part 1 wrote it ("date", "timestamptz").
+impl Serialize for KeyType {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.sql_name())
+    }
 }
 
 impl KeyType {
@@ -37,6 +52,10 @@ impl KeyType {
             ["date"] => Some(KeyType::Date),
             ["timestamp"] | ["timestamp", "without", "time", "zone"] => Some(KeyType::Timestamp),
             ["timestamptz"] | ["timestamp", "with", "time", "zone"] => Some(KeyType::TimestampTz),
+            ["smallint"] | ["int2"] => Some(KeyType::Int(IntWidth::SmallInt)),
+            ["integer"] | ["int"] | ["int4"] => Some(KeyType::Int(IntWidth::Integer)),
+            ["bigint"] | ["int8"] => Some(KeyType::Int(IntWidth::BigInt)),
+            ["uuid"] => Some(KeyType::Uuid),
             _ => None,
         }
     }
@@ -47,7 +66,15 @@ impl KeyType {
             KeyType::Date => "date",
             KeyType::Timestamp => "timestamp",
             KeyType::TimestampTz => "timestamptz",
+            KeyType::Int(w) | KeyType::Epoch(w, _) => w.sql_name(),
+            KeyType::Uuid => "uuid",
         }
+    }
+
+    /// Whether the key's points are instants or wall-clock times, planned on the calendar
+    /// (everything but plain integers).
+    pub fn is_calendar(&self) -> bool {
+        !matches!(self, KeyType::Int(_))
     }
 
     /// What a literal of this type looks like, for error messages.
@@ -56,6 +83,9 @@ impl KeyType {
             KeyType::Date => "a date like '2026-01-01'",
             KeyType::Timestamp => "a timestamp like '2026-01-01 00:00:00'",
             KeyType::TimestampTz => "a timestamp with offset like '2026-01-01 00:00:00+00'",
+            KeyType::Int(_) => "an integer like 1000000",
+            KeyType::Epoch(..) => "an integer number of Unix-time units like 1767225600000",
+            KeyType::Uuid => "a uuid like '01901234-5678-7000-8000-000000000000'",
         }
     }
 }
@@ -125,6 +155,12 @@ pub enum BoundsError {
     TooPrecise { value: DateTime<Utc> },
     #[error("{value} is before year 1 AD, which PostgreSQL would write as a BC date")]
     BeforeYearOne { value: DateTime<Utc> },
+    #[error("{value} cannot be a {key} partition bound: {why}")]
+    NotRepresentable {
+        value: String,
+        key: &'static str,
+        why: String,
+    },
     #[error("empty partition range: FROM {from} is not before TO {to}")]
     EmptyRange {
         from: DateTime<Utc>,
@@ -210,8 +246,15 @@ fn bound_value(item: &Item, key: KeyType) -> Result<BoundValue, BoundsError> {
     match item {
         Item::Bare(word) if word.eq_ignore_ascii_case("MINVALUE") => Ok(BoundValue::MinValue),
         Item::Bare(word) if word.eq_ignore_ascii_case("MAXVALUE") => Ok(BoundValue::MaxValue),
+        Item::Bare(word) if matches!(key, KeyType::Int(_) | KeyType::Epoch(..)) => {
+            parse_integer(word, key)
+        }
         Item::Bare(word) => Err(bad_value(word, key)),
-        Item::Quoted(text) => parse_literal(text, key),
+        Item::Quoted(text) => match key {
+            KeyType::Int(_) | KeyType::Epoch(..) => parse_integer(text, key),
+            KeyType::Uuid => parse_uuid(text),
+            _ => parse_literal(text, key),
+        },
     }
 }
 
@@ -221,6 +264,34 @@ fn bad_value(found: &str, key: KeyType) -> BoundsError {
         key: key.sql_name(),
         expected: key.example(),
     }
+}
+
+/// An integer bound (PostgreSQL prints `integer` bounds bare and `bigint`, `smallint` and
+/// negative ones quoted).
+fn parse_integer(text: &str, key: KeyType) -> Result<BoundValue, BoundsError> {
+    let v: i64 = text.trim().parse().map_err(|_| bad_value(text, key))?;
+    match key {
+        KeyType::Epoch(_, unit) => keys::epoch_to_instant(v, unit)
+            .map(BoundValue::Value)
+            .ok_or_else(|| bad_value(text, key)),
+        _ => Ok(BoundValue::Value(keys::int_point(v))),
+    }
+}
+
+/// A uuid bound: partkeeper's (the smallest UUIDv7 of a millisecond) or any that cuts UUIDv7
+/// values at the same place.
+fn parse_uuid(text: &str) -> Result<BoundValue, BoundsError> {
+    let u = keys::parse_uuid(text.trim()).ok_or_else(|| bad_value(text, KeyType::Uuid))?;
+    keys::uuid_bound_instant(u)
+        .map(BoundValue::Value)
+        .ok_or_else(|| BoundsError::NotRepresentable {
+            value: excerpt(text),
+            key: "uuid",
+            why: format!(
+                "it lies inside a millisecond; partkeeper reads uuid bounds that are the smallest UUIDv7 of a millisecond (like {})",
+                keys::uuid_text(keys::uuid_floor(chrono::DateTime::UNIX_EPOCH).unwrap_or(0))
+            ),
+        })
 }
 
 /// Reads an ISO literal: YYYY-MM-DD, then for timestamps " HH:MM:SS[.ffffff]", then for
@@ -285,6 +356,47 @@ fn parse_literal(text: &str, key: KeyType) -> Result<BoundValue, BoundsError> {
 /// offset so that the server's TimeZone setting cannot change its meaning). Fractional seconds
 /// appear only when non-zero.
 pub fn render_literal(v: DateTime<Utc>, key: KeyType) -> Result<String, BoundsError> {
+    let unrepresentable = |why: String| BoundsError::NotRepresentable {
+        value: v.to_rfc3339(),
+        key: key.sql_name(),
+        why,
+    };
+    let in_column = |n: i64, w: IntWidth| {
+        let (lo, hi) = w.range();
+        if (lo..=hi).contains(&n) {
+            Ok(n.to_string())
+        } else {
+            Err(BoundsError::NotRepresentable {
+                value: n.to_string(),
+                key: key.sql_name(),
+                why: format!("a {} holds {lo} to {hi}", w.sql_name()),
+            })
+        }
+    };
+    match key {
+        KeyType::Int(w) => {
+            let n = keys::point_int(v)
+                .ok_or_else(|| unrepresentable("it is no integer key value".into()))?;
+            return in_column(n, w);
+        }
+        KeyType::Epoch(w, unit) => {
+            let n = keys::instant_to_epoch(v, unit).ok_or_else(|| {
+                unrepresentable(format!("it is not a whole number of {unit} since 1970"))
+            })?;
+            return in_column(n, w);
+        }
+        KeyType::Uuid => {
+            let u = keys::uuid_floor(v)
+                .filter(|_| v.timestamp_subsec_nanos() % 1_000_000 == 0)
+                .ok_or_else(|| {
+                    unrepresentable(
+                        "UUIDv7 bounds are whole milliseconds from 1970 to year 10889".into(),
+                    )
+                })?;
+            return Ok(format!("'{}'", keys::uuid_text(u)));
+        }
+        KeyType::Date | KeyType::Timestamp | KeyType::TimestampTz => {}
+    }
     if v.year() < 1 {
         return Err(BoundsError::BeforeYearOne { value: v });
     }
@@ -551,7 +663,11 @@ mod tests {
             ("timestamp with time zone", Some(KeyType::TimestampTz)),
             ("TIMESTAMPTZ", Some(KeyType::TimestampTz)),
             ("timestamp(0) with time zone", Some(KeyType::TimestampTz)),
-            ("integer", None),
+            ("integer", Some(KeyType::Int(IntWidth::Integer))),
+            ("bigint", Some(KeyType::Int(IntWidth::BigInt))),
+            ("smallint", Some(KeyType::Int(IntWidth::SmallInt))),
+            ("uuid", Some(KeyType::Uuid)),
+            ("numeric", None),
             ("time with time zone", None),
             ("", None),
             ("timestamp(", None),
@@ -562,6 +678,99 @@ mod tests {
         for key in KEYS {
             assert_eq!(KeyType::from_pg_type(key.sql_name()), Some(key));
         }
+    }
+
+    #[test]
+    fn integer_epoch_and_uuid_bounds_as_postgres_prints_them() {
+        let int = KeyType::Int(IntWidth::BigInt);
+        let iv = |a: i64, b: i64| range(value(keys::int_point(a)), value(keys::int_point(b)));
+        // integer bounds come bare, bigint and negative ones quoted.
+        for (expr, want) in [
+            ("FOR VALUES FROM (0) TO (1000000)", iv(0, 1_000_000)),
+            (
+                "FOR VALUES FROM ('1000000') TO ('2000000')",
+                iv(1_000_000, 2_000_000),
+            ),
+            ("FOR VALUES FROM ('-1000') TO (0)", iv(-1000, 0)),
+        ] {
+            assert_eq!(parse_partition_bound(expr, int).unwrap(), want, "{expr}");
+        }
+        let got = parse_partition_bound("FOR VALUES FROM (MINVALUE) TO ('5')", int).unwrap();
+        assert_eq!(got, range(BoundValue::MinValue, value(keys::int_point(5))));
+
+        let ms = KeyType::Epoch(IntWidth::BigInt, EpochUnit::Milliseconds);
+        let got =
+            parse_partition_bound("FOR VALUES FROM ('1764547200000') TO ('1764550800000')", ms);
+        assert_eq!(
+            got.unwrap(),
+            range(v("2025-12-01"), v("2025-12-01 01:00:00"))
+        );
+
+        let got = parse_partition_bound(
+            "FOR VALUES FROM ('019ad735-8400-7000-8000-000000000000') TO ('019ad76c-7280-7000-8000-000000000000')",
+            KeyType::Uuid,
+        );
+        assert_eq!(
+            got.unwrap(),
+            range(v("2025-12-01"), v("2025-12-01 01:00:00"))
+        );
+        let inside = parse_partition_bound(
+            "FOR VALUES FROM ('019ad735-8400-7000-8000-000000000001') TO (MAXVALUE)",
+            KeyType::Uuid,
+        );
+        assert!(inside
+            .unwrap_err()
+            .to_string()
+            .contains("inside a millisecond"));
+    }
+
+    #[test]
+    fn integer_epoch_and_uuid_literals_render_and_parse_back() {
+        let cases = [
+            (
+                KeyType::Int(IntWidth::BigInt),
+                keys::int_point(-1000),
+                "-1000",
+            ),
+            (
+                KeyType::Int(IntWidth::Integer),
+                keys::int_point(2_000_000),
+                "2000000",
+            ),
+            (
+                KeyType::Epoch(IntWidth::BigInt, EpochUnit::Seconds),
+                t("2025-12-01"),
+                "1764547200",
+            ),
+            (
+                KeyType::Epoch(IntWidth::BigInt, EpochUnit::Nanoseconds),
+                t("2025-12-01"),
+                "1764547200000000000",
+            ),
+            (
+                KeyType::Uuid,
+                t("2025-12-01"),
+                "'019ad735-8400-7000-8000-000000000000'",
+            ),
+        ];
+        for (key, point, want) in cases {
+            let lit = render_literal(point, key).unwrap();
+            assert_eq!(lit, want);
+            let expr = format!("FOR VALUES FROM ({lit}) TO (MAXVALUE)");
+            assert_eq!(
+                parse_partition_bound(&expr, key).unwrap(),
+                range(value(point), BoundValue::MaxValue)
+            );
+        }
+        // Values a column cannot hold are refused before PostgreSQL sees them.
+        let small = render_literal(keys::int_point(40_000), KeyType::Int(IntWidth::SmallInt));
+        assert!(small.unwrap_err().to_string().contains("-32768 to 32767"));
+        let secs = KeyType::Epoch(IntWidth::BigInt, EpochUnit::Seconds);
+        assert!(render_literal(
+            t("2025-12-01 00:00:00") + chrono::TimeDelta::milliseconds(5),
+            secs
+        )
+        .is_err());
     }
 
     #[test]

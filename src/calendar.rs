@@ -5,77 +5,215 @@
 //! where local midnights fall. `date` and `timestamp` keys use wall-clock values dressed as UTC
 //! with `tz = UTC`; `timestamptz` keys use real instants and the configured zone.
 //!
-//! A period starts at the earliest instant whose local wall-clock time is at or after the local
-//! midnight that opens it. So a midnight skipped by a DST jump starts the period at the first
-//! instant after the gap, and a midnight that happens twice starts it at the earlier one.
-//! A day skipped entirely (Pacific/Apia jumped over 2011-12-30) would be an empty period; such
-//! periods are not counted, so periods always tile time and `add_periods` is invertible.
+//! Every period has a label: the local wall-clock time that opens it (a midnight, or for
+//! sub-daily periods a multiple of the period within the day). Labels are aligned so that they
+//! never depend on the day partkeeper first ran: minutes and hours from midnight, N days from
+//! 1970-01-01, N weeks from Monday 1970-01-05, N months from January, N years from year 0.
+//!
+//! A period starts at the earliest instant whose local wall-clock time is at or after its label.
+//! So a label skipped by a DST jump starts the period at the first instant after the gap, and a
+//! label that happens twice starts it at the earlier one. Sub-daily periods follow the same rule:
+//! the periods whose labels a spring-forward gap skips are empty, and the hour an autumn
+//! fall-back repeats belongs to the period that started before it (which is that much longer).
+//! Empty periods (those, or a day skipped entirely: Pacific/Apia jumped over 2011-12-30) are not
+//! counted, so periods always tile time and `add_periods` is invertible.
 
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::{
-    DateTime, Datelike, Days, Months, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc,
+    DateTime, Datelike, Days, Months, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeDelta,
+    TimeZone, Timelike, Utc,
 };
 use chrono_tz::{GapInfo, Tz};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Length of one partition; the only lengths partkeeper names partitions for.
+/// The unit of a calendar interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Interval {
+pub enum Unit {
+    Minute,
+    Hour,
     Day,
     Week,
     Month,
-    Quarter,
     Year,
 }
 
+impl Unit {
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Minute => "minute",
+            Unit::Hour => "hour",
+            Unit::Day => "day",
+            Unit::Week => "week",
+            Unit::Month => "month",
+            Unit::Year => "year",
+        }
+    }
+}
+
+/// Length of one partition on the calendar: `count` units, validated (minutes divide an hour,
+/// hours a day, months a year).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Interval {
+    count: u32,
+    unit: Unit,
+}
+
+// The five intervals of part 1, under the names the code and tests have always used.
+#[allow(non_upper_case_globals)]
+impl Interval {
+    pub const Day: Interval = Interval {
+        count: 1,
+        unit: Unit::Day,
+    };
+    pub const Week: Interval = Interval {
+        count: 1,
+        unit: Unit::Week,
+    };
+    pub const Month: Interval = Interval {
+        count: 1,
+        unit: Unit::Month,
+    };
+    pub const Quarter: Interval = Interval {
+        count: 3,
+        unit: Unit::Month,
+    };
+    pub const Year: Interval = Interval {
+        count: 1,
+        unit: Unit::Year,
+    };
+}
+
 /// Accepted interval spellings, quoted in every parse error.
-const INTERVAL_FORMS: &str = "\"1 day\", \"1 week\", \"1 month\", \"3 months\" or \"1 year\" \
-     (or daily, weekly, monthly, quarterly, yearly)";
+const INTERVAL_FORMS: &str = "\"N minutes\" (N divides 60), \"N hours\" (N divides 24), \
+     \"N days\", \"N weeks\", \"N months\" (N divides 12) or \"N years\", e.g. \"1 day\", \
+     \"1 week\", \"1 month\", \"3 months\", \"1 year\", \"15 minutes\" or \"6 hours\" \
+     (or hourly, daily, weekly, monthly, quarterly, yearly)";
+
+/// Upper limits for the units without a divisibility rule: beyond these a typo is likelier
+/// than a wish (and the label arithmetic stays far from overflow).
+const MAX_DAYS: u32 = 3660;
+const MAX_WEEKS: u32 = 520;
+const MAX_YEARS: u32 = 1000;
 
 impl Interval {
-    /// Accepts exactly what a user would write: "1 day", "1 week", "1 month", "3 months",
-    /// "1 year" (case-insensitive, flexible whitespace, singular or plural), or the bare words
-    /// day/daily, week/weekly, month/monthly, quarter/quarterly, year/yearly.
+    /// Accepts what a user would write: "<N> <unit>" with unit minute(s)/min(s), hour(s),
+    /// day(s), week(s), month(s), quarter(s) or year(s) (case-insensitive, flexible whitespace,
+    /// singular or plural), or the bare words hour/hourly, day/daily, week/weekly,
+    /// month/monthly, quarter/quarterly, year/yearly. The error says what to write instead.
     pub fn parse(s: &str) -> Result<Self, CalendarError> {
         let norm = s.trim().to_lowercase();
-        let (amount, unit) = split_amount(&norm);
-        let interval = if amount.is_empty() {
-            match unit {
-                "day" | "daily" => Some(Interval::Day),
-                "week" | "weekly" => Some(Interval::Week),
-                "month" | "monthly" => Some(Interval::Month),
-                "quarter" | "quarterly" => Some(Interval::Quarter),
-                "year" | "yearly" => Some(Interval::Year),
-                _ => None,
+        let (amount, unit_word) = split_amount(&norm);
+        let unknown = || CalendarError::UnknownInterval {
+            input: s.to_string(),
+        };
+        let (count, unit) = if amount.is_empty() {
+            match unit_word {
+                "hour" | "hourly" => (1, Unit::Hour),
+                "day" | "daily" => (1, Unit::Day),
+                "week" | "weekly" => (1, Unit::Week),
+                "month" | "monthly" => (1, Unit::Month),
+                "quarter" | "quarterly" => (3, Unit::Month),
+                "year" | "yearly" => (1, Unit::Year),
+                _ => return Err(unknown()),
             }
         } else {
-            match (amount.parse::<u32>().ok(), unit) {
-                (Some(1), "day" | "days") => Some(Interval::Day),
-                (Some(1), "week" | "weeks") => Some(Interval::Week),
-                (Some(1), "month" | "months") => Some(Interval::Month),
-                (Some(3), "month" | "months") | (Some(1), "quarter" | "quarters") => {
-                    Some(Interval::Quarter)
-                }
-                (Some(1), "year" | "years") => Some(Interval::Year),
-                _ => None,
+            let Some(n) = amount
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| amount.parse::<u32>().ok())
+                .flatten()
+            else {
+                return Err(unknown());
+            };
+            match unit_word {
+                "minute" | "minutes" | "min" | "mins" => (n, Unit::Minute),
+                "hour" | "hours" => (n, Unit::Hour),
+                "day" | "days" => (n, Unit::Day),
+                "week" | "weeks" => (n, Unit::Week),
+                "month" | "months" => (n, Unit::Month),
+                "quarter" | "quarters" => (n.checked_mul(3).ok_or_else(unknown)?, Unit::Month),
+                "year" | "years" => (n, Unit::Year),
+                _ => return Err(unknown()),
             }
         };
-        interval.ok_or_else(|| CalendarError::UnknownInterval {
+        Interval::new(count, unit).map_err(|problem| CalendarError::InvalidInterval {
             input: s.to_string(),
+            problem,
         })
     }
 
-    /// Canonical spelling, as written in the configuration.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Interval::Day => "1 day",
-            Interval::Week => "1 week",
-            Interval::Month => "1 month",
-            Interval::Quarter => "3 months",
-            Interval::Year => "1 year",
+    /// `count` units, or what is wrong with that and what to write instead.
+    pub fn new(count: u32, unit: Unit) -> Result<Interval, String> {
+        let plural = |n: u32| if n == 1 { "" } else { "s" };
+        let divisors = |whole: u32| -> String {
+            let ds: Vec<String> = (1..whole)
+                .filter(|d| whole % d == 0)
+                .map(|d| d.to_string())
+                .collect();
+            let (last, rest) = ds.split_last().expect("whole > 1");
+            format!("{} or {last}", rest.join(", "))
+        };
+        if count == 0 {
+            return Err(format!("0 {}s is no length; use at least 1", unit.name()));
         }
+        let problem = match unit {
+            Unit::Minute if count >= 60 && count % 60 == 0 => Some(format!(
+                "write {} hour{} instead of {count} minutes",
+                count / 60,
+                plural(count / 60)
+            )),
+            Unit::Minute if 60 % count != 0 => Some(format!(
+                "{count} minutes does not divide an hour; use {} minutes",
+                divisors(60)
+            )),
+            Unit::Hour if count >= 24 && count % 24 == 0 => Some(format!(
+                "write {} day{} instead of {count} hours",
+                count / 24,
+                plural(count / 24)
+            )),
+            Unit::Hour if 24 % count != 0 => Some(format!(
+                "{count} hours does not divide a day; use {} hours",
+                divisors(24)
+            )),
+            Unit::Month if 12 % count != 0 => Some(format!(
+                "{count} months does not divide a year; use 1, 2, 3, 4, 6 or 12 months"
+            )),
+            Unit::Day if count > MAX_DAYS => Some(format!("use at most {MAX_DAYS} days")),
+            Unit::Week if count > MAX_WEEKS => Some(format!("use at most {MAX_WEEKS} weeks")),
+            Unit::Year if count > MAX_YEARS => Some(format!("use at most {MAX_YEARS} years")),
+            _ => None,
+        };
+        match problem {
+            Some(p) => Err(p),
+            None => Ok(Interval { count, unit }),
+        }
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn unit(&self) -> Unit {
+        self.unit
+    }
+
+    /// Whether periods are shorter than a day (named down to the minute).
+    pub fn is_sub_daily(&self) -> bool {
+        matches!(self.unit, Unit::Minute | Unit::Hour)
+    }
+
+    /// Canonical spelling, as written in the configuration ("1 month", "15 minutes").
+    pub fn as_str(&self) -> String {
+        let plural = if self.count == 1 { "" } else { "s" };
+        format!("{} {}{plural}", self.count, self.unit.name())
+    }
+
+    /// Minutes in one sub-daily period.
+    fn minutes(&self) -> i64 {
+        let per = if self.unit == Unit::Hour { 60 } else { 1 };
+        i64::from(self.count) * per
     }
 }
 
@@ -88,14 +226,14 @@ impl FromStr for Interval {
 
 impl fmt::Display for Interval {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.as_str())
     }
 }
 
 // Serialized as the configuration spelling ("1 month"), so JSON output reads like the config.
 impl Serialize for Interval {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
+        serializer.serialize_str(&self.as_str())
     }
 }
 
@@ -207,6 +345,8 @@ impl<'de> Deserialize<'de> for Retention {
 pub enum CalendarError {
     #[error("unknown partition interval {input:?}: write {INTERVAL_FORMS}")]
     UnknownInterval { input: String },
+    #[error("invalid partition interval {input:?}: {problem}")]
+    InvalidInterval { input: String, problem: String },
     #[error(
         "invalid retention {input:?}: {problem}; write a whole number of days, weeks, months or \
          years, e.g. \"36 months\", \"90 days\", \"12 weeks\" or \"2 years\""
@@ -270,26 +410,62 @@ fn resolve(wall: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
     }
 }
 
-/// First day of the period containing `date`.
-fn label_of(date: NaiveDate, iv: Interval) -> NaiveDate {
-    let first_of = |month: u32| NaiveDate::from_ymd_opt(date.year(), month, 1).unwrap_or(date);
-    match iv {
-        Interval::Day => date,
-        Interval::Week => {
-            let back = u64::from(date.weekday().num_days_from_monday());
-            date.checked_sub_days(Days::new(back)).unwrap_or(date)
+/// The label (opening wall-clock time) of the period containing the wall-clock time `wall`.
+fn label_of(wall: NaiveDateTime, iv: Interval) -> NaiveDateTime {
+    let date = wall.date();
+    let n = i64::from(iv.count);
+    let midnight = |d: NaiveDate| d.and_time(NaiveTime::MIN);
+    let first_of = |year: i32, month: u32| {
+        NaiveDate::from_ymd_opt(year, month, 1).map_or(midnight(date), midnight)
+    };
+    // Days since an epoch day, rounded down to a multiple of `per` days.
+    let aligned_days = |epoch: NaiveDate, per: i64| {
+        let since = date.signed_duration_since(epoch).num_days();
+        let back = since.rem_euclid(per);
+        midnight(
+            date.checked_sub_days(Days::new(back as u64))
+                .unwrap_or(date),
+        )
+    };
+    match iv.unit {
+        Unit::Minute | Unit::Hour => {
+            let minute_of_day = i64::from(wall.hour()) * 60 + i64::from(wall.minute());
+            let per = iv.minutes();
+            midnight(date) + TimeDelta::minutes(minute_of_day / per * per)
         }
-        Interval::Month => first_of(date.month()),
-        Interval::Quarter => first_of((date.month() - 1) / 3 * 3 + 1),
-        Interval::Year => first_of(1),
+        Unit::Day if n == 1 => midnight(date),
+        Unit::Day => aligned_days(EPOCH_DAY, n),
+        Unit::Week => aligned_days(EPOCH_MONDAY, 7 * n),
+        Unit::Month => first_of(date.year(), (date.month() - 1) / iv.count * iv.count + 1),
+        Unit::Year => first_of(date.year().div_euclid(iv.count as i32) * iv.count as i32, 1),
     }
 }
 
+/// 1970-01-01, from which N-day periods are counted.
+const EPOCH_DAY: NaiveDate = match NaiveDate::from_ymd_opt(1970, 1, 1) {
+    Some(d) => d,
+    None => NaiveDate::MIN,
+};
+/// Monday 1970-01-05, from which N-week periods are counted (1 week is then the ISO week).
+const EPOCH_MONDAY: NaiveDate = match NaiveDate::from_ymd_opt(1970, 1, 5) {
+    Some(d) => d,
+    None => NaiveDate::MIN,
+};
+
 /// The label `n` periods after `label`, or None when that leaves the supported window.
-fn shift_label(label: NaiveDate, iv: Interval, n: i64) -> Option<NaiveDate> {
-    let shifted = match iv {
-        Interval::Day | Interval::Week => {
-            let per = if iv == Interval::Day { 1 } else { 7 };
+fn shift_label(label: NaiveDateTime, iv: Interval, n: i64) -> Option<NaiveDateTime> {
+    let count = u64::from(iv.count);
+    let shifted = match iv.unit {
+        Unit::Minute | Unit::Hour => {
+            let minutes = n.checked_mul(iv.minutes())?;
+            label.checked_add_signed(TimeDelta::try_minutes(minutes)?)
+        }
+        Unit::Day | Unit::Week => {
+            let per = if iv.unit == Unit::Day {
+                count
+            } else {
+                7 * count
+            };
             let days = Days::new(n.unsigned_abs().checked_mul(per)?);
             if n >= 0 {
                 label.checked_add_days(days)
@@ -297,11 +473,11 @@ fn shift_label(label: NaiveDate, iv: Interval, n: i64) -> Option<NaiveDate> {
                 label.checked_sub_days(days)
             }
         }
-        Interval::Month | Interval::Quarter | Interval::Year => {
-            let per = match iv {
-                Interval::Month => 1,
-                Interval::Quarter => 3,
-                _ => 12,
+        Unit::Month | Unit::Year => {
+            let per = if iv.unit == Unit::Month {
+                count
+            } else {
+                12 * count
             };
             let months = Months::new(u32::try_from(n.unsigned_abs().checked_mul(per)?).ok()?);
             if n >= 0 {
@@ -311,56 +487,86 @@ fn shift_label(label: NaiveDate, iv: Interval, n: i64) -> Option<NaiveDate> {
             }
         }
     }?;
-    (MIN_DATE..=MAX_DATE).contains(&shifted).then_some(shifted)
+    (MIN_DATE..=MAX_DATE)
+        .contains(&shifted.date())
+        .then_some(shifted)
 }
 
-fn label_start(label: NaiveDate, tz: Tz) -> DateTime<Utc> {
-    resolve(label.and_time(NaiveTime::MIN), tz)
+fn label_start(label: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+    resolve(label, tz)
+}
+
+/// Whether a period can be empty in `tz` (its label skipped by a jump of the clock): sub-daily
+/// periods in any zone with DST, single days in zones that skipped a whole day. Longer periods
+/// always keep at least a day.
+fn may_be_empty(iv: Interval, tz: Tz) -> bool {
+    tz != Tz::UTC && (iv.is_sub_daily() || iv == Interval::Day)
+}
+
+/// How many labels a clock jump can skip or repeat: a jump is at most about two days.
+fn jump_labels(iv: Interval) -> i64 {
+    if iv.is_sub_daily() {
+        2 * 24 * 60 / iv.minutes() + 2
+    } else {
+        4
+    }
 }
 
 /// Start of the period containing `t`. Week = ISO week, from Monday 00:00;
 /// Quarter = from Jan/Apr/Jul/Oct 1st.
 pub fn period_start(t: DateTime<Utc>, iv: Interval, tz: Tz) -> DateTime<Utc> {
     let t = clamp(t);
-    let mut start = label_start(label_of(wall_clock(t, tz).date(), iv), tz);
-    // Almost always done already. But a clock set back across a midnight (America/Goose_Bay,
-    // 1988-10-30 00:01 -> 10-29 22:01) shows yesterday's date for a while after today's period
-    // began; the instant decides, not the wall clock, so move on to the latest start at or
-    // before t. One round covers every zone in the table (see the ignored every_zone test).
-    for _ in 0..4 {
-        let next = add_periods(start, iv, 1, tz);
-        if next > t || next <= start {
-            break;
-        }
-        start = next;
+    let label = label_of(wall_clock(t, tz), iv);
+    let start = label_start(label, tz);
+    // Almost always done already. But a clock set back (America/Goose_Bay, 1988-10-30 00:01 ->
+    // 10-29 22:01; or any autumn fall-back for sub-daily periods) shows an earlier label for a
+    // while after a later period began; the instant decides, not the wall clock, so move on to
+    // the latest start at or before t. Starts never decrease as labels increase, so a binary
+    // search over the labels a jump can repeat finds it.
+    let start_of = |k: i64| shift_label(label, iv, k).map(|l| label_start(l, tz));
+    match start_of(1) {
+        Some(next) if next <= t => {}
+        _ => return start,
     }
-    start
+    let (mut lo, mut hi) = (1, jump_labels(iv));
+    if start_of(hi).is_some_and(|s| s <= t) {
+        return start_of(hi).unwrap_or(start);
+    }
+    // Invariant: start_of(lo) <= t < start_of(hi).
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if start_of(mid).is_some_and(|s| s <= t) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    start_of(lo).unwrap_or(start)
 }
 
-/// Beyond this many days `add_periods` counts calendar days instead of walking them one by one,
-/// so a day the zone skipped is counted as a period. About 270 years: no plan looks that far,
-/// and the walk stays in the milliseconds.
-const DAY_WALK_LIMIT: u32 = 100_000;
+/// Beyond this many periods `add_periods` counts labels instead of walking them one by one, so
+/// an empty period (skipped by the clock) is counted. No plan steps that far at once (the planner
+/// walks period by period), and the walk stays in the milliseconds.
+const WALK_LIMIT: u32 = 100_000;
 
 /// The period start `n` periods after `start` (n may be negative); `start` is assumed aligned.
 /// Saturates at the edges of the supported window (years -260000..260000).
 pub fn add_periods(start: DateTime<Utc>, iv: Interval, n: i32, tz: Tz) -> DateTime<Utc> {
-    let label = label_of(wall_clock(clamp(start), tz).date(), iv);
+    let label = label_of(wall_clock(clamp(start), tz), iv);
     // Period starts near the window's edges can lie just outside it; never move the wrong way.
     let saturated = if n >= 0 {
         max_instant().max(start)
     } else {
         min_instant().min(start)
     };
-    // Only a day can be skipped whole (a jump of a day or more across the date line), and UTC
-    // has no jumps at all; everything else is plain label arithmetic.
-    if iv != Interval::Day || tz == Tz::UTC || n.unsigned_abs() > DAY_WALK_LIMIT {
+    // Only periods that can be empty need walking; everything else is plain label arithmetic.
+    if !may_be_empty(iv, tz) || n.unsigned_abs() > WALK_LIMIT {
         return shift_label(label, iv, i64::from(n)).map_or(saturated, |l| label_start(l, tz));
     }
     let step = if n >= 0 { 1 } else { -1 };
     let mut here = (label, label_start(label, tz));
     for _ in 0..n.unsigned_abs() {
-        match next_day(here, step, tz) {
+        match next_label(here, iv, step, tz) {
             Some(next) => here = next,
             None => return saturated,
         }
@@ -368,17 +574,17 @@ pub fn add_periods(start: DateTime<Utc>, iv: Interval, n: i32, tz: Tz) -> DateTi
     here.1
 }
 
-/// The next (step 1) or previous (step -1) day that starts at a different instant than `here`;
-/// days in between never happened on the local clock (Pacific/Apia, 2011-12-30).
-fn next_day(
-    here: (NaiveDate, DateTime<Utc>),
+/// The next (step 1) or previous (step -1) label whose period starts at a different instant
+/// than `here`; labels in between never happened on the local clock.
+fn next_label(
+    here: (NaiveDateTime, DateTime<Utc>),
+    iv: Interval,
     step: i64,
     tz: Tz,
-) -> Option<(NaiveDate, DateTime<Utc>)> {
+) -> Option<(NaiveDateTime, DateTime<Utc>)> {
     let mut label = here.0;
-    // A jump skips at most one or two days; more would be a broken zone table.
-    for _ in 0..4 {
-        label = shift_label(label, Interval::Day, step)?;
+    for _ in 0..jump_labels(iv) {
+        label = shift_label(label, iv, step)?;
         let at = label_start(label, tz);
         if at != here.1 {
             return Some((label, at));
@@ -392,20 +598,27 @@ pub fn is_aligned(t: DateTime<Utc>, iv: Interval, tz: Tz) -> bool {
     period_start(t, iv, tz) == t
 }
 
-/// Partition-name suffix of the period starting at `start`: "2026" (year), "2026_03" (month),
-/// "2026_03_05" (day), "2026_w09" (ISO year and week: 2027-01-01 is in "2026_w53"), "2026_q1".
+/// Partition-name suffix of the period starting at `start`, from its label: "2026" (years),
+/// "2026_03" (months), "2026_q1" (3 months), "2026_03_05" (days, and N weeks by their first
+/// day), "2026_w09" (1 week: ISO year and week, 2027-01-01 is in "2026_w53"),
+/// "2026_03_05_1430" (minutes and hours). Fixed-width fields, so names sort in time order.
 pub fn partition_suffix(start: DateTime<Utc>, iv: Interval, tz: Tz) -> String {
-    let label = label_of(wall_clock(period_start(start, iv, tz), tz).date(), iv);
+    let label = label_of(wall_clock(period_start(start, iv, tz), tz), iv);
     let (year, month, day) = (label.year(), label.month(), label.day());
-    match iv {
-        Interval::Day => format!("{year:04}_{month:02}_{day:02}"),
-        Interval::Week => {
-            let week = label.iso_week();
+    match iv.unit {
+        Unit::Minute | Unit::Hour => format!(
+            "{year:04}_{month:02}_{day:02}_{:02}{:02}",
+            label.hour(),
+            label.minute()
+        ),
+        Unit::Week if iv.count == 1 => {
+            let week = label.date().iso_week();
             format!("{:04}_w{:02}", week.year(), week.week())
         }
-        Interval::Month => format!("{year:04}_{month:02}"),
-        Interval::Quarter => format!("{year:04}_q{}", (month - 1) / 3 + 1),
-        Interval::Year => format!("{year:04}"),
+        Unit::Day | Unit::Week => format!("{year:04}_{month:02}_{day:02}"),
+        Unit::Month if iv.count == 3 => format!("{year:04}_q{}", (month - 1) / 3 + 1),
+        Unit::Month => format!("{year:04}_{month:02}"),
+        Unit::Year => format!("{year:04}"),
     }
 }
 
@@ -510,35 +723,64 @@ mod tests {
     #[test]
     fn interval_canonical_form_parses_back() {
         for iv in ALL_INTERVALS {
-            assert_eq!(Interval::parse(iv.as_str()).unwrap(), iv);
+            assert_eq!(Interval::parse(&iv.as_str()).unwrap(), iv);
             assert_eq!(iv.to_string(), iv.as_str());
         }
         assert_eq!(Interval::Quarter.as_str(), "3 months");
     }
 
     #[test]
-    fn interval_rejects_unsupported_lengths_and_lists_the_accepted_forms() {
-        for input in [
-            "",
-            "2 months",
-            "7 days",
-            "12 months",
-            "0 days",
-            "-1 day",
-            "1.5 months",
-            "hourly",
-            "1 hour",
-            "month please",
-            "1 1 month",
-            "fortnightly",
-            "1 mon",
-        ] {
+    fn interval_rejects_what_it_cannot_partition_by_and_says_what_to_write() {
+        let cases = [
+            ("", "\"1 day\""),
+            ("0 days", "use at least 1"),
+            ("-1 day", "\"1 day\""),
+            ("1.5 months", "\"3 months\""),
+            ("month please", "\"N hours\""),
+            ("1 1 month", "\"N days\""),
+            ("fortnightly", "\"N weeks\""),
+            ("1 mon", "\"1 month\""),
+            (
+                "7 hours",
+                "7 hours does not divide a day; use 1, 2, 3, 4, 6, 8 or 12 hours",
+            ),
+            ("5 months", "use 1, 2, 3, 4, 6 or 12 months"),
+            (
+                "7 minutes",
+                "use 1, 2, 3, 4, 5, 6, 10, 12, 15, 20 or 30 minutes",
+            ),
+            ("60 minutes", "write 1 hour instead"),
+            ("48 hours", "write 2 days instead"),
+            ("9999 years", "at most 1000 years"),
+            ("99999999999 days", "\"N days\""),
+        ];
+        for (input, says) in cases {
             let msg = Interval::parse(input).unwrap_err().to_string();
-            assert!(
-                msg.contains("\"3 months\"") && msg.contains("\"1 day\""),
-                "{msg}"
-            );
+            assert!(msg.contains(says), "{input:?}: {msg}");
             assert!(msg.contains(&format!("{input:?}")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn interval_accepts_the_part_2_forms() {
+        let cases = [
+            ("15 minutes", 15, Unit::Minute, "15 minutes"),
+            ("1 min", 1, Unit::Minute, "1 minute"),
+            ("hourly", 1, Unit::Hour, "1 hour"),
+            ("6 Hours", 6, Unit::Hour, "6 hours"),
+            ("12 hours", 12, Unit::Hour, "12 hours"),
+            ("7 days", 7, Unit::Day, "7 days"),
+            ("2 weeks", 2, Unit::Week, "2 weeks"),
+            ("6 months", 6, Unit::Month, "6 months"),
+            ("2 quarters", 6, Unit::Month, "6 months"),
+            ("12 months", 12, Unit::Month, "12 months"),
+            ("10 years", 10, Unit::Year, "10 years"),
+        ];
+        for (input, count, unit, canonical) in cases {
+            let iv = Interval::parse(input).unwrap();
+            assert_eq!((iv.count(), iv.unit()), (count, unit), "{input:?}");
+            assert_eq!(iv.to_string(), canonical);
+            assert_eq!(Interval::parse(canonical).unwrap(), iv);
         }
     }
 
@@ -548,8 +790,8 @@ mod tests {
         assert_eq!(json, "\"3 months\"");
         let iv: Interval = serde_json::from_str("\"monthly\"").unwrap();
         assert_eq!(iv, Interval::Month);
-        let err = serde_json::from_str::<Interval>("\"2 weeks\"").unwrap_err();
-        assert!(err.to_string().contains("\"1 week\""), "{err}");
+        let err = serde_json::from_str::<Interval>("\"7 hours\"").unwrap_err();
+        assert!(err.to_string().contains("8 or 12 hours"), "{err}");
     }
 
     // --- Retention parsing ------------------------------------------------------------------
@@ -806,6 +1048,226 @@ mod tests {
                 "{iv} at {instant}"
             );
         }
+    }
+
+    // --- Part 2 intervals ---------------------------------------------------------------------
+
+    fn iv(s: &str) -> Interval {
+        Interval::parse(s).unwrap()
+    }
+
+    #[test]
+    fn sub_daily_periods_are_aligned_from_midnight_and_named_to_the_minute() {
+        assert_periods(
+            iv("15 minutes"),
+            UTC,
+            &[
+                (
+                    "2026-12-01 10:14:59",
+                    "2026-12-01 10:00",
+                    "2026-12-01 10:15",
+                    "2026_12_01_1000",
+                ),
+                (
+                    "2026-12-31 23:59",
+                    "2026-12-31 23:45",
+                    "2027-01-01",
+                    "2026_12_31_2345",
+                ),
+            ],
+        );
+        assert_periods(
+            iv("6 hours"),
+            UTC,
+            &[
+                (
+                    "2026-12-01 05:59",
+                    "2026-12-01",
+                    "2026-12-01 06:00",
+                    "2026_12_01_0000",
+                ),
+                (
+                    "2026-12-01 23:00",
+                    "2026-12-01 18:00",
+                    "2026-12-02",
+                    "2026_12_01_1800",
+                ),
+            ],
+        );
+        // Kolkata's hours start at half past the UTC hour.
+        assert_periods(
+            iv("1 hour"),
+            zone("Asia/Kolkata"),
+            &[(
+                "2026-12-01 10:29",
+                "2026-12-01 09:30",
+                "2026-12-01 10:30",
+                "2026_12_01_1500",
+            )],
+        );
+    }
+
+    #[test]
+    fn n_days_count_from_1970_and_n_weeks_from_monday_1970_01_05() {
+        // 2026-12-01 is day 20788 since 1970-01-01; 20788 = 7 * 2969 + 5.
+        assert_periods(
+            iv("7 days"),
+            UTC,
+            &[("2026-12-01 12:00", "2026-11-26", "2026-12-03", "2026_11_26")],
+        );
+        // Two-week periods: 2026-11-23 is a Monday 2,028 weeks after 1970-01-05.
+        assert_periods(
+            iv("2 weeks"),
+            UTC,
+            &[("2026-12-01", "2026-11-23", "2026-12-07", "2026_11_23")],
+        );
+        assert_periods(
+            iv("6 months"),
+            UTC,
+            &[
+                ("2026-12-01", "2026-07-01", "2027-01-01", "2026_07"),
+                ("2027-06-30 23:59", "2027-01-01", "2027-07-01", "2027_01"),
+            ],
+        );
+        assert_periods(
+            iv("10 years"),
+            UTC,
+            &[("2026-12-01", "2020-01-01", "2030-01-01", "2020")],
+        );
+    }
+
+    #[test]
+    fn hours_skipped_by_spring_forward_have_no_period() {
+        // Paris, 2026-03-29: at 01:00 UTC the clock jumped from 02:00 to 03:00.
+        let paris = zone("Europe/Paris");
+        assert_periods(
+            iv("1 hour"),
+            paris,
+            &[
+                (
+                    "2026-03-29 00:30",
+                    "2026-03-29 00:00",
+                    "2026-03-29 01:00",
+                    "2026_03_29_0100",
+                ),
+                (
+                    "2026-03-29 01:00",
+                    "2026-03-29 01:00",
+                    "2026-03-29 02:00",
+                    "2026_03_29_0300",
+                ),
+            ],
+        );
+        assert_periods(
+            iv("15 minutes"),
+            paris,
+            &[(
+                "2026-03-29 00:59",
+                "2026-03-29 00:45",
+                "2026-03-29 01:00",
+                "2026_03_29_0145",
+            )],
+        );
+    }
+
+    #[test]
+    fn the_hour_repeated_by_fall_back_belongs_to_the_period_before_it() {
+        // Paris, 2026-10-25: at 01:00 UTC the clock went back from 03:00 CEST to 02:00 CET.
+        let paris = zone("Europe/Paris");
+        assert_periods(
+            iv("1 hour"),
+            paris,
+            &[(
+                "2026-10-25 01:30",
+                "2026-10-25 00:00",
+                "2026-10-25 02:00",
+                "2026_10_25_0200",
+            )],
+        );
+        assert_periods(
+            iv("15 minutes"),
+            paris,
+            &[(
+                "2026-10-25 01:30",
+                "2026-10-25 00:45",
+                "2026-10-25 02:00",
+                "2026_10_25_0245",
+            )],
+        );
+        // New York, 2026-11-01: 02:00 EDT went back to 01:00 EST at 06:00 UTC; the 6-hour
+        // period opened at midnight lasts 7 hours.
+        assert_periods(
+            iv("6 hours"),
+            zone("America/New_York"),
+            &[(
+                "2026-11-01 09:00",
+                "2026-11-01 04:00",
+                "2026-11-01 11:00",
+                "2026_11_01_0000",
+            )],
+        );
+        // Lord Howe moves its clock by half an hour.
+        let lh = zone("Australia/Lord_Howe");
+        let start = period_start(t("2026-04-04 15:10"), iv("15 minutes"), lh);
+        assert!(start <= t("2026-04-04 15:10"));
+        assert_eq!(
+            add_periods(
+                add_periods(start, iv("15 minutes"), 1, lh),
+                iv("15 minutes"),
+                -1,
+                lh
+            ),
+            start
+        );
+    }
+
+    /// Around every clock change of 2018-2028 in zones with whole-hour, half-hour and
+    /// midnight DST, sub-daily periods tile time, step back and forth, and have distinct names.
+    #[test]
+    fn sub_daily_periods_tile_every_dst_change_of_2018_2028_in_several_zones() {
+        let offset = |at: DateTime<Utc>, tz: Tz| at.with_timezone(&tz).offset().fix();
+        let zones = [
+            "Europe/Paris",
+            "America/New_York",
+            "America/Sao_Paulo",
+            "Australia/Lord_Howe",
+            "America/Havana",
+            "Pacific/Chatham",
+        ];
+        let mut changes = 0;
+        for name in zones {
+            let tz = zone(name);
+            let mut at = t("2018-01-01");
+            let mut before = offset(at, tz);
+            while at < t("2028-01-01") {
+                at += TimeDelta::hours(3);
+                if offset(at, tz) == before {
+                    continue;
+                }
+                before = offset(at, tz);
+                changes += 1;
+                for ivs in ["15 minutes", "1 hour", "6 hours"] {
+                    let iv = iv(ivs);
+                    let mut start = period_start(at - TimeDelta::hours(3), iv, tz);
+                    let mut names = std::collections::BTreeSet::new();
+                    while start < at + TimeDelta::hours(3) {
+                        let next = add_periods(start, iv, 1, tz);
+                        let context = format!("{iv} in {tz} at {start}");
+                        assert!(start < next, "{context}");
+                        assert_eq!(
+                            period_start(next - TimeDelta::nanoseconds(1), iv, tz),
+                            start,
+                            "{context}"
+                        );
+                        assert_eq!(period_start(next, iv, tz), next, "{context}");
+                        assert_eq!(add_periods(next, iv, -1, tz), start, "{context}");
+                        assert!(names.insert(partition_suffix(start, iv, tz)), "{context}");
+                        start = next;
+                    }
+                }
+            }
+        }
+        assert!(changes > 90, "only {changes} clock changes visited");
     }
 
     // --- Periods in real zones (timestamptz keys) -------------------------------------------
@@ -1231,8 +1693,28 @@ mod tests {
         prop_oneof![1 => uniform, 2 => odd]
     }
 
+    /// Part 1's intervals and a spread of part 2's.
     fn interval() -> impl Strategy<Value = Interval> {
-        prop::sample::select(ALL_INTERVALS.to_vec())
+        let more = [
+            "1 minute",
+            "15 minutes",
+            "30 minutes",
+            "1 hour",
+            "2 hours",
+            "6 hours",
+            "12 hours",
+            "2 days",
+            "7 days",
+            "2 weeks",
+            "4 weeks",
+            "2 months",
+            "6 months",
+            "12 months",
+            "10 years",
+        ];
+        let mut all = ALL_INTERVALS.to_vec();
+        all.extend(more.iter().map(|s| Interval::parse(s).unwrap()));
+        prop::sample::select(all)
     }
 
     proptest! {
@@ -1315,6 +1797,38 @@ mod tests {
             prop_assert!(is_aligned(cutoff, iv, tz));
             prop_assert!(cutoff <= subtract_retention(t, r, tz));
             prop_assert!(subtract_retention(t, r, tz) < t);
+        }
+
+        #[test]
+        fn boundaries_do_not_depend_on_the_day_the_walk_started(
+            (t, tz) in instant_and_zone(), iv in interval(), later in 0u32..40,
+        ) {
+            // Walking on from the period of `t` reaches exactly the period of any later instant:
+            // there is one grid, whatever day partkeeper first ran.
+            let first = period_start(t, iv, tz);
+            let target_instant = add_periods(first, iv, later as i32, tz) + chrono::TimeDelta::seconds(1);
+            let target = period_start(target_instant, iv, tz);
+            let mut walk = first;
+            while add_periods(walk, iv, 1, tz) <= target_instant {
+                walk = add_periods(walk, iv, 1, tz);
+            }
+            prop_assert_eq!(walk, target);
+        }
+
+        #[test]
+        fn partition_names_are_unique_sortable_and_fit_postgres(
+            (t, tz) in instant_and_zone(), iv in interval(),
+        ) {
+            let base = "a_table_name_that_is_long_enough_to_need_shortening_xyz";
+            let mut start = period_start(t, iv, tz);
+            let mut prev = crate::ident::derived_name(base, &partition_suffix(start, iv, tz));
+            for _ in 0..30 {
+                start = add_periods(start, iv, 1, tz);
+                let name = crate::ident::derived_name(base, &partition_suffix(start, iv, tz));
+                prop_assert!(name.len() <= 63, "{}", name);
+                prop_assert_ne!(&name, &prev);
+                prev = name;
+            }
         }
 
         #[test]

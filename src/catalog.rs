@@ -8,6 +8,7 @@ use sqlx::PgConnection;
 use crate::bounds::{parse_partition_bound, BoundValue, KeyType, PartitionBound};
 use crate::config::TablePolicy;
 use crate::ident::{quote_ident, QualifiedName};
+use crate::keys::Width;
 
 /// What the catalog says about one configured table.
 #[derive(Debug, Clone)]
@@ -45,6 +46,18 @@ pub struct ManagedTable {
     /// Range partitions, sorted by lower bound.
     pub partitions: Vec<Partition>,
     pub default: Option<Partition>,
+    /// Integer keys (without `epoch`): what the table holds, read by `read_values`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<KeyValues>,
+}
+
+/// The facts an integer key is planned by (it has no clock).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KeyValues {
+    /// max(key); `None` for an empty table.
+    pub max: Option<i64>,
+    /// Whether an index leads with the key, so that max(key) is read without a full scan.
+    pub indexed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -217,11 +230,118 @@ pub async fn read_managed(
         .map(|p| (p.name.clone(), p.column.clone()))
         .collect();
     let rows = read(conn, &wanted, sizes).await?;
-    Ok(rows
+    let mut out: Vec<Result<ManagedTable, String>> = rows
         .iter()
         .zip(policies)
         .map(|(row, policy)| resolve(row, policy))
-        .collect())
+        .collect();
+    let mut integer: Vec<(&mut ManagedTable, u32)> = out
+        .iter_mut()
+        .zip(policies)
+        .filter_map(|(t, p)| Some((t.as_mut().ok()?, p.premake)))
+        .filter(|(t, _)| matches!(t.key_type, KeyType::Int(_)))
+        .collect();
+    read_values(conn, &mut integer).await?;
+    Ok(out)
+}
+
+/// Fills `values` (max(key), and whether an index leads with the key) of integer-keyed tables,
+/// in one round trip for all of them (two when some need the fallback below).
+///
+/// max(key) of the whole table would make PostgreSQL open every partition (a merge over each
+/// one's index, or a scan of each without one). The ids grow upwards, so it is read from the
+/// default partition (ids that outran the partitions) and the `premake + 2` highest partitions
+/// only, stopping at the first that holds a row (COALESCE evaluates its subqueries lazily). Only
+/// when those are all empty is the whole table asked.
+pub async fn read_values(
+    conn: &mut PgConnection,
+    tables: &mut [(&mut ManagedTable, u32)],
+) -> Result<(), sqlx::Error> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let max_of = |rel: &QualifiedName, col: &str| {
+        format!(
+            "(SELECT max({})::int8 FROM {})",
+            quote_ident(col),
+            rel.quoted()
+        )
+    };
+    let mut selects = Vec::new();
+    for (i, (t, premake)) in tables.iter().enumerate() {
+        let mut top: Vec<&Partition> = t.partitions.iter().collect();
+        top.sort_by_key(|p| std::cmp::Reverse(p.to));
+        let mut tops: Vec<String> = top
+            .iter()
+            .take(*premake as usize + 2)
+            .map(|p| max_of(&p.name, &t.column))
+            .collect();
+        tops.push("NULL::int8".into());
+        let default = t
+            .default
+            .as_ref()
+            .map_or("NULL::int8".to_string(), |d| max_of(&d.name, &t.column));
+        selects.push(format!(
+            "SELECT {i}::int4, EXISTS (SELECT 1 FROM pg_index x
+                 JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0]
+                WHERE x.indrelid = ${}::regclass AND a.attname = ${}),
+               {default}, COALESCE({}), {}",
+            2 * i + 1,
+            2 * i + 2,
+            tops.join(", "),
+            // Whether partitions below the ones asked could hold the answer.
+            top.len() > *premake as usize + 2,
+        ));
+    }
+    let sql = selects.join(" UNION ALL ");
+    let mut q = sqlx::query_as::<_, (i32, bool, Option<i64>, Option<i64>, bool)>(&sql);
+    for (t, _) in tables.iter() {
+        q = q.bind(t.name.quoted()).bind(t.column.clone());
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    for (i, indexed, in_default, in_top, more_below) in rows {
+        let (t, _) = &mut tables[i as usize];
+        let mut max = in_default.max(in_top);
+        if in_top.is_none() && more_below {
+            let whole: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT max({})::int8 FROM {}",
+                quote_ident(&t.column),
+                t.name.quoted()
+            ))
+            .fetch_one(&mut *conn)
+            .await?;
+            max = whole;
+        }
+        t.values = Some(KeyValues { max, indexed });
+    }
+    Ok(())
+}
+
+/// The key type a policy reads the column as, or what to change in the configuration.
+pub fn key_for_policy(
+    column: KeyType,
+    type_name: &str,
+    policy: &TablePolicy,
+) -> Result<KeyType, String> {
+    let shown = &policy.name;
+    let col = &policy.column;
+    match (column, policy.interval, policy.epoch) {
+        (KeyType::Int(_), Width::Values(_), None) => Ok(column),
+        (KeyType::Int(w), Width::Calendar(_), Some(unit)) => Ok(KeyType::Epoch(w, unit)),
+        (KeyType::Int(_), Width::Calendar(iv), None) => Err(format!(
+            "tables[].interval for {shown} is \"{iv}\", but its key {col} is of type {type_name}: write an integer interval (e.g. interval = 1000000), or if the column holds Unix time set tables[].epoch = \"seconds\", \"milliseconds\", \"microseconds\" or \"nanoseconds\""
+        )),
+        (_, _, Some(unit)) => Err(format!(
+            "tables[].epoch = \"{unit}\" is set for {shown}, but its key {col} is of type {type_name}; epoch is for integer columns holding Unix time: remove it"
+        )),
+        (_, Width::Values(n), None) => Err(format!(
+            "tables[].interval for {shown} is the integer {n}, but its key {col} is of type {type_name}; write a calendar interval such as interval = \"1 day\" (integer intervals are for smallint, integer and bigint keys)"
+        )),
+        (KeyType::Date, Width::Calendar(iv), None) if iv.is_sub_daily() => Err(format!(
+            "tables[].interval for {shown} is \"{iv}\", but its key {col} is a date, which holds whole days; use \"1 day\" or longer, or a timestamp column"
+        )),
+        _ => Ok(column),
+    }
 }
 
 /// Checks the table against its policy; the error says what to fix.
@@ -283,12 +403,13 @@ pub fn resolve(row: &TableRow, policy: &TablePolicy) -> Result<ManagedTable, Str
     let Some(type_name) = row.column_type.as_deref() else {
         return Err(format!("table {shown} has no column {:?}", policy.column));
     };
-    let Some(key_type) = KeyType::from_pg_type(type_name) else {
+    let Some(column_type) = KeyType::from_pg_type(type_name) else {
         return Err(format!(
-            "the partition key {shown}.{} is of type {type_name}; partkeeper supports date, timestamp and timestamptz",
+            "the partition key {shown}.{} is of type {type_name}; partkeeper supports date, timestamp, timestamptz, smallint, integer, bigint and uuid",
             policy.column
         ));
     };
+    let key_type = key_for_policy(column_type, type_name, policy)?;
     let mut partitions = Vec::new();
     let mut default = None;
     for p in &row.partitions {
@@ -323,6 +444,7 @@ pub fn resolve(row: &TableRow, policy: &TablePolicy) -> Result<ManagedTable, Str
         owner: row.owner.clone().unwrap_or_default(),
         partitions,
         default,
+        values: None,
     })
 }
 

@@ -23,6 +23,13 @@ pub struct TableHealth {
     /// Unix time where the gap-free coverage starting at the current period ends
     /// (`None`: it never ends, a MAXVALUE partition covers everything ahead).
     pub coverage_end: Option<i64>,
+    /// Integer keys: the key value where that coverage ends (`None`: it never ends); for them
+    /// `coverage_end` is not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage_end_value: Option<i64>,
+    /// Whether the key is a plain integer (its coverage is a value, not a time).
+    #[serde(skip)]
+    pub integer_key: bool,
     pub next_partition_missing: bool,
     pub default_partition: Option<QualifiedName>,
     pub default_rows: Option<i64>,
@@ -51,7 +58,8 @@ pub fn assess(
     server_version: i32,
     default_rows: Option<i64>,
 ) -> TableHealth {
-    let clock = Clock::new(policy, table.key_type, now);
+    let clock = Clock::new(policy, table.key_type, plan::position(table, policy, now));
+    let integer_key = clock.values.is_some();
     let ranges: Vec<coverage::Range> = table.partitions.iter().map(|p| (p.from, p.to)).collect();
     let next = clock.period(1);
     let mut problems = Vec::new();
@@ -114,12 +122,19 @@ pub fn assess(
             .filter(|p| p.from >= BoundValue::Value(next))
             .count(),
         coverage_end: match coverage::coverage_end(&ranges, clock.current) {
+            _ if integer_key => None,
             BoundValue::Value(t) => Some(to_instant(t, table.key_type, policy).timestamp()),
             BoundValue::MaxValue => None,
             BoundValue::MinValue => {
                 Some(to_instant(clock.current, table.key_type, policy).timestamp())
             }
         },
+        coverage_end_value: match coverage::coverage_end(&ranges, clock.current) {
+            BoundValue::Value(t) if integer_key => crate::keys::point_int(t),
+            BoundValue::MinValue if integer_key => crate::keys::point_int(clock.current),
+            _ => None,
+        },
+        integer_key,
         next_partition_missing: !coverage::uncovered(&ranges, next, clock.period(2)).is_empty(),
         default_partition: table.default.as_ref().map(|d| d.name.clone()),
         default_rows,
@@ -133,7 +148,9 @@ pub fn assess(
 /// A key value as a real instant: naive keys are wall-clock times of the policy's zone.
 pub fn to_instant(t: DateTime<Utc>, key: KeyType, policy: &TablePolicy) -> DateTime<Utc> {
     match key {
-        KeyType::TimestampTz => t,
+        // Epoch and uuid points are instants; integer points are not times at all (callers
+        // report them by value).
+        KeyType::TimestampTz | KeyType::Epoch(..) | KeyType::Uuid | KeyType::Int(_) => t,
         KeyType::Date | KeyType::Timestamp => policy
             .timezone
             .from_local_datetime(&t.naive_utc())
@@ -170,7 +187,10 @@ mod tests {
         TablePolicy {
             name: QualifiedName::new("public", "t"),
             column: "d".into(),
-            interval: Interval::Month,
+            interval: Interval::Month.into(),
+            retention_values: None,
+            epoch: None,
+            start: 0,
             premake: 2,
             retention: Some(Retention::parse("12 months").unwrap()),
             retention_mode: RetentionMode::Drop,
@@ -189,6 +209,7 @@ mod tests {
             owner: String::new(),
             partitions: parts,
             default: None,
+            values: None,
         }
     }
 

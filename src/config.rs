@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use crate::calendar::{Interval, Retention};
 use crate::ident::{self, QualifiedName};
+use crate::keys::{EpochUnit, Width};
 use crate::secret::SecretUrl;
 
 /// Where the configuration is read from when neither `--config` nor `PARTKEEPER_CONFIG` is given.
@@ -107,9 +108,11 @@ pub struct RawSchedule {
 pub struct RawTable {
     pub name: String,
     pub column: String,
-    pub interval: String,
+    pub interval: RawScalar,
     pub premake: Option<i64>,
-    pub retention: Option<String>,
+    pub retention: Option<RawScalar>,
+    pub epoch: Option<String>,
+    pub start: Option<i64>,
     pub retention_mode: Option<String>,
     pub default_partition: Option<bool>,
     pub timezone: Option<String>,
@@ -118,6 +121,14 @@ pub struct RawTable {
     pub template: Option<String>,
     pub hooks: Option<crate::lifecycle::RawHooks>,
     pub hook_timeout: Option<String>,
+}
+
+/// A value that may be written as a TOML integer or a string (`interval`, `retention`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawScalar {
+    Int(i64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,11 +244,19 @@ pub struct TablePolicy {
     #[serde(serialize_with = "ser_qualified")]
     pub name: QualifiedName,
     pub column: String,
-    #[serde(serialize_with = "ser_display")]
-    pub interval: Interval,
+    pub interval: Width,
     pub premake: u32,
     #[serde(serialize_with = "ser_opt_display")]
     pub retention: Option<Retention>,
+    /// Integer keys: partitions whose upper bound is at or below max(key) minus this expire.
+    #[serde(rename = "retention", skip_serializing_if = "Option::is_none")]
+    pub retention_values: Option<i64>,
+    /// Integer keys holding Unix time in this unit, partitioned by the calendar.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<EpochUnit>,
+    /// Integer keys: where the grid of periods starts (and the current period of an empty table).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub start: i64,
     pub retention_mode: RetentionMode,
     pub default_partition: bool,
     /// Calendar zone for timestamptz bounds; defaults to `schedule.timezone`.
@@ -535,12 +554,83 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 None
             }
         };
-        let interval = match Interval::parse(&t.interval) {
-            Ok(iv) => Some(iv),
-            Err(e) => {
-                p(format!("{}: {e}", key("interval")));
+        let interval = match &t.interval {
+            RawScalar::Text(text) => match Interval::parse(text) {
+                Ok(iv) => Some(Width::Calendar(iv)),
+                Err(_) if text.trim().parse::<i64>().is_ok() => {
+                    p(format!(
+                        "{} = {text:?}: an integer interval is written without quotes, interval = {}",
+                        key("interval"),
+                        text.trim()
+                    ));
+                    None
+                }
+                Err(e) => {
+                    p(format!("{}: {e}", key("interval")));
+                    None
+                }
+            },
+            RawScalar::Int(n) if *n > 0 => Some(Width::Values(*n)),
+            RawScalar::Int(n) => {
+                p(format!(
+                    "{} = {n}: an integer interval is how many key values one partition holds; use a positive integer such as 1000000 (or a calendar interval such as \"1 day\" for time keys)",
+                    key("interval")
+                ));
                 None
             }
+        };
+        let epoch = match t.epoch.as_deref() {
+            None => None,
+            Some(e) => match EpochUnit::parse(e) {
+                Some(u) => Some(u),
+                None => {
+                    p(format!(
+                        "{} = {e:?}: write \"seconds\", \"milliseconds\", \"microseconds\" or \"nanoseconds\" (the Unix-time unit the integer column holds)",
+                        key("epoch")
+                    ));
+                    None
+                }
+            },
+        };
+        let integer = matches!(interval, Some(Width::Values(_)));
+        if integer && t.epoch.is_some() {
+            p(format!(
+                "{}: a column holding Unix time ({}) is partitioned by the calendar; write a calendar interval such as interval = \"1 day\", or remove epoch to partition by {} values",
+                key("epoch"),
+                key("epoch"),
+                match interval { Some(Width::Values(n)) => n, _ => 0 },
+            ));
+        }
+        if t.start.is_some() && matches!(interval, Some(Width::Calendar(_))) {
+            p(format!(
+                "{}: start sets where integer intervals begin; calendar intervals are aligned by the calendar, so remove it",
+                key("start")
+            ));
+        }
+        let retention_values = match &t.retention {
+            Some(RawScalar::Int(n)) if integer && *n > 0 => Some(*n),
+            Some(RawScalar::Int(n)) if integer => {
+                p(format!(
+                    "{} = {n}: use a positive number of key values (partitions whose upper bound is at or below max(key) minus it expire)",
+                    key("retention")
+                ));
+                None
+            }
+            Some(RawScalar::Int(n)) => {
+                p(format!(
+                    "{} = {n}: an integer retention goes with an integer interval; for a calendar interval write e.g. retention = \"36 months\"",
+                    key("retention")
+                ));
+                None
+            }
+            Some(RawScalar::Text(r)) if integer => {
+                p(format!(
+                    "{} = {r:?}: with an integer interval, retention is a number of key values, e.g. retention = 100000000",
+                    key("retention")
+                ));
+                None
+            }
+            _ => None,
         };
         let premake = match t.premake.unwrap_or(DEFAULT_PREMAKE) {
             n if (0..=MAX_PREMAKE).contains(&n) => n as u32,
@@ -552,9 +642,10 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 0
             }
         };
-        let retention = match t.retention.as_deref() {
-            None => None,
-            Some(r) => match Retention::parse(r) {
+        let retention = match &t.retention {
+            None | Some(RawScalar::Int(_)) => None,
+            Some(RawScalar::Text(_)) if integer => None,
+            Some(RawScalar::Text(r)) => match Retention::parse(r) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     p(format!("{}: {e}", key("retention")));
@@ -603,6 +694,9 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 interval,
                 premake,
                 retention,
+                retention_values,
+                epoch,
+                start: t.start.unwrap_or(0),
                 retention_mode,
                 default_partition: t.default_partition.unwrap_or(true),
                 timezone: tz,
@@ -714,11 +808,11 @@ pub fn check_cron(expr: &str) -> Result<(), String> {
 fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
 fn ser_tz<S: Serializer>(tz: &Tz, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(tz.name())
-}
-fn ser_display<S: Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }
 fn ser_opt_display<S: Serializer, T: std::fmt::Display>(
     v: &Option<T>,
@@ -834,10 +928,40 @@ default_partition = true
             ),
             (
                 "interval = \"1 month\"",
-                "interval = \"2 months\"",
+                "interval = \"7 hours\"",
                 "tables[0].interval",
             ),
             ("premake = 3", "premake = -1", "tables[0].premake"),
+            (
+                "interval = \"1 month\"",
+                "interval = 0",
+                "tables[0].interval",
+            ),
+            (
+                "interval = \"1 month\"",
+                "interval = \"1000\"",
+                "tables[0].interval",
+            ),
+            (
+                "interval = \"1 month\"",
+                "interval = \"1 month\"\nepoch = \"hours\"",
+                "tables[0].epoch",
+            ),
+            (
+                "interval = \"1 month\"",
+                "interval = 1000\nepoch = \"seconds\"",
+                "tables[0].epoch",
+            ),
+            (
+                "interval = \"1 month\"",
+                "interval = \"1 month\"\nstart = 5",
+                "tables[0].start",
+            ),
+            (
+                "retention = \"36 months\"",
+                "retention = 1000",
+                "tables[0].retention",
+            ),
             (
                 "retention = \"36 months\"",
                 "retention = \"0 months\"",

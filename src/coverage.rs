@@ -70,6 +70,65 @@ pub fn overlaps(ranges: &[Range]) -> Vec<(usize, usize)> {
     out
 }
 
+/// One partition a range needs: the gap `[from, to)` of the period that starts at `period`;
+/// `nth` counts the gaps of that period (0 for the first, usually the only one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    pub period: DateTime<Utc>,
+    pub nth: usize,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl Piece {
+    /// The partition's name suffix from its period's (`2024_01`, then `2024_01_2`, ...).
+    pub fn suffix(&self, period_suffix: String) -> String {
+        if self.nth == 0 {
+            period_suffix
+        } else {
+            format!("{period_suffix}_{}", self.nth + 1)
+        }
+    }
+}
+
+/// More than the allowed number of partitions would be needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooMany;
+
+/// The one way a range is covered with partitions, for maintenance and migration alike: each
+/// period from `start` (a period's start) until `end`, `next` giving the period after one, minus
+/// what `ranges` already cover, in order. `TooMany` past `limit` pieces (or when `next` does not
+/// advance).
+pub fn cover(
+    ranges: &[Range],
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    limit: usize,
+    next: impl Fn(DateTime<Utc>) -> DateTime<Utc>,
+) -> Result<Vec<Piece>, TooMany> {
+    let mut pieces = Vec::new();
+    let mut period = start;
+    while period < end {
+        let after = next(period);
+        if after <= period {
+            return Err(TooMany);
+        }
+        for (nth, (from, to)) in uncovered(ranges, period, after).into_iter().enumerate() {
+            pieces.push(Piece {
+                period,
+                nth,
+                from,
+                to,
+            });
+        }
+        if pieces.len() > limit {
+            return Err(TooMany);
+        }
+        period = after;
+    }
+    Ok(pieces)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +173,27 @@ mod tests {
     fn overlapping_ranges_are_reported() {
         assert_eq!(overlaps(&[r(1, 3), r(2, 4), r(4, 5)]), vec![(0, 1)]);
         assert!(overlaps(&[r(1, 2), r(2, 3)]).is_empty());
+    }
+
+    #[test]
+    fn a_range_is_covered_period_by_period_minus_what_exists() {
+        use chrono::TimeZone;
+        let day = |d: u32| Utc.with_ymd_and_hms(2024, 1, d, 0, 0, 0).unwrap();
+        let next = |t: DateTime<Utc>| t + chrono::Duration::days(10);
+        // An existing partition covers days 13..15 of the second period.
+        let ranges = [(BoundValue::Value(day(13)), BoundValue::Value(day(15)))];
+        let pieces = cover(&ranges, day(1), day(21), 10, next).unwrap();
+        let spans: Vec<_> = pieces.iter().map(|p| (p.from, p.to, p.nth)).collect();
+        assert_eq!(
+            spans,
+            [
+                (day(1), day(11), 0),
+                (day(11), day(13), 0),
+                (day(15), day(21), 1)
+            ]
+        );
+        assert_eq!(pieces[2].suffix("x".into()), "x_2");
+        assert_eq!(cover(&[], day(1), day(31), 2, next), Err(TooMany));
+        assert_eq!(cover(&[], day(1), day(31), 5, |t| t), Err(TooMany));
     }
 }

@@ -51,9 +51,40 @@ pub async fn extend_plan(
     table: &ManagedTable,
     extras: &mut Extras,
     plan: &mut TablePlan,
+    pooler: crate::config::Pooler,
 ) -> Result<Option<String>, sqlx::Error> {
     if let Some(spec) = &extras.template {
-        plan.actions.extend(repairs(conn, table, spec).await?);
+        // A partition on its way out does not need the index first.
+        let leaving: Vec<_> = plan
+            .actions
+            .iter()
+            .filter(|a| is_expiry(a))
+            .map(|a| a.partition().clone())
+            .collect();
+        let missing: Vec<Action> = repairs(conn, table, spec)
+            .await?
+            .into_iter()
+            .filter(|a| !leaving.contains(a.partition()))
+            .collect();
+        if pooler == crate::config::Pooler::Transaction {
+            // CREATE INDEX CONCURRENTLY cannot run inside a transaction, and behind a
+            // transaction pooler nothing runs outside one: say so instead of failing every pass.
+            for a in &missing {
+                if let Action::AddIndex {
+                    partition,
+                    template_index,
+                    ..
+                } = a
+                {
+                    plan.notes.push(format!(
+                        "{partition} lacks the index {template_index} of template {}; CREATE INDEX CONCURRENTLY cannot run through a transaction pooler: run `partkeeper maintain` once over a direct or session-mode connection to add it",
+                        spec.template
+                    ));
+                }
+            }
+        } else {
+            plan.actions.extend(missing);
+        }
     }
     if plan.actions.iter().any(is_expiry) {
         extras.inbound_fks = inbound_fk::read(conn, &table.name).await?;

@@ -221,8 +221,14 @@ async fn maintain_table(
     let extended = crate::pg::answered(deadline, async {
         // Behind a transaction pooler, reads in one transaction ([`crate::pooler::Reader`]).
         let mut reader = crate::pooler::db_reader(conn, db).await?;
-        let problem =
-            crate::lifecycle_pass::extend_plan(&mut reader, table, &mut extras, &mut plan).await?;
+        let problem = crate::lifecycle_pass::extend_plan(
+            &mut reader,
+            table,
+            &mut extras,
+            &mut plan,
+            db.pooler,
+        )
+        .await?;
         reader.done().await?;
         Ok::<_, sqlx::Error>(problem)
     })

@@ -75,6 +75,7 @@ pub const METRICS: &[(&str, MetricType, &[&str])] = &[
         MetricType::GAUGE,
         &["table"],
     ),
+    ("coverage_end_value", MetricType::GAUGE, &["table"]),
     ("next_partition_missing", MetricType::GAUGE, &["table"]),
     ("default_partition_rows", MetricType::GAUGE, &["table"]),
     ("default_rows_waiting", MetricType::GAUGE, &["table"]),
@@ -429,6 +430,7 @@ fn help(name: &str) -> &'static str {
         "table_size_bytes" => "Total size of all partitions of the table.",
         "future_partitions" => "Partitions that start after the current period.",
         "coverage_end_timestamp_seconds" => "Unix time where the gap-free coverage starting at the current period ends (+Inf: unbounded).",
+        "coverage_end_value" => "Integer keys: the key value where the gap-free coverage starting at the period of max(key) ends (+Inf: unbounded).",
         "next_partition_missing" => "1 if no partition covers the next period.",
         "default_partition_rows" => "Rows in the default partition: exact up to 100000, above an estimate scaled from reltuples like the planner's.",
         "default_rows_waiting" => "Rows of new periods left in the default partition for `partkeeper drain` (more than default_move_limit; each period counted up to default_move_limit + 1).",
@@ -471,7 +473,17 @@ pub fn snapshot_families(s: &Snapshot) -> Vec<MetricFamily> {
     );
     family(
         "coverage_end_timestamp_seconds",
-        per_table(&|_, h| Some(h.coverage_end.map_or(f64::INFINITY, |t| t as f64))),
+        per_table(&|_, h| {
+            (!h.integer_key).then(|| h.coverage_end.map_or(f64::INFINITY, |t| t as f64))
+        }),
+    );
+    // Integer keys have no time: their coverage ends at a key value instead.
+    family(
+        "coverage_end_value",
+        per_table(&|_, h| {
+            h.integer_key
+                .then(|| h.coverage_end_value.map_or(f64::INFINITY, |v| v as f64))
+        }),
     );
     family(
         "next_partition_missing",
@@ -579,6 +591,8 @@ mod tests {
                     partitions: parts.len(),
                     future_partitions: 1,
                     coverage_end,
+                    coverage_end_value: None,
+                    integer_key: false,
                     next_partition_missing: false,
                     default_partition: None,
                     default_rows: None,

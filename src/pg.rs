@@ -1,6 +1,7 @@
 //! Connections: the session settings every partkeeper connection runs with, connecting within a
-//! deadline, classifying server errors, and the bounded lock-timeout retry loop that keeps our DDL
-//! from ever queueing in front of application queries for longer than `lock_timeout`.
+//! deadline, classifying server errors, and the backoff between lock-timeout retries (the retries
+//! themselves run in the transaction runner, `tx.rs`) that keep our DDL from ever queueing in front of
+//! application queries for longer than `lock_timeout`.
 
 use std::future::Future;
 use std::str::FromStr;
@@ -344,47 +345,6 @@ pub fn backoff(attempt: u32) -> Duration {
     capped.mul_f64(0.5 + fastrand::f64())
 }
 
-/// What a retried operation ended with.
-#[derive(Debug)]
-pub struct Retried<T> {
-    pub value: T,
-    /// Lock timeouts (or deadlocks) met before success.
-    pub lock_waits: u32,
-}
-
-/// Runs `op` until it succeeds, fails with a non-retryable error, or has hit a lock timeout
-/// `attempts` times. Each attempt must be a whole transaction, so a retry starts clean.
-pub async fn with_lock_retries<T, F, Fut>(
-    attempts: u32,
-    mut op: F,
-) -> Result<Retried<T>, (sqlx::Error, u32)>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, sqlx::Error>>,
-{
-    let mut waits = 0;
-    loop {
-        match op().await {
-            Ok(value) => {
-                return Ok(Retried {
-                    value,
-                    lock_waits: waits,
-                })
-            }
-            Err(e) if is_retryable(&e) && waits + 1 < attempts.max(1) => {
-                waits += 1;
-                let pause = backoff(waits);
-                tracing::info!(attempt = waits, ?pause, error = %describe(&e), "lock not granted in time; retrying");
-                tokio::time::sleep(pause).await;
-            }
-            Err(e) => {
-                let waits = if is_retryable(&e) { waits + 1 } else { waits };
-                return Err((e, waits));
-            }
-        }
-    }
-}
-
 /// `SET LOCAL` for both timeouts inside the current transaction, as bind parameters.
 pub async fn set_local_timeouts(
     conn: &mut PgConnection,
@@ -470,17 +430,5 @@ mod tests {
             MIN_IDLE_IN_TRANSACTION
         );
         assert_eq!(idle_in_transaction_timeout(ms(3000)), ms(3000));
-    }
-
-    #[tokio::test]
-    async fn retries_stop_at_the_first_non_retryable_error() {
-        let mut calls = 0;
-        let r: Result<Retried<()>, _> = with_lock_retries(5, || {
-            calls += 1;
-            async { Err(sqlx::Error::RowNotFound) }
-        })
-        .await;
-        assert!(r.is_err());
-        assert_eq!(calls, 1);
     }
 }

@@ -16,26 +16,48 @@ use crate::catalog::ManagedTable;
 use crate::config::{RetentionMode, TablePolicy};
 use crate::coverage;
 use crate::ident::{derived_name, QualifiedName};
+use crate::keys::{self, Width};
 
 /// First server version (server_version_num) with `DETACH PARTITION ... CONCURRENTLY`.
 pub const DETACH_CONCURRENTLY_SINCE: i32 = 140000;
 
 /// How a table sees time: naive keys (date, timestamp) are planned on the wall clock of the
-/// configured zone, treated as UTC; timestamptz keys on real instants in the configured zone.
+/// configured zone, treated as UTC; timestamptz, epoch and uuid keys on real instants in the
+/// configured zone. Integer keys have no clock: their "now" is the point of max(key) (see
+/// `position`), and their periods are `width` values counted from `origin`.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
     pub tz: Tz,
+    /// The calendar interval (for integer keys unused, and `Interval::Day`).
     pub interval: Interval,
     /// `now` in the table's calendar.
     pub now: DateTime<Utc>,
     /// Start of the period containing `now`.
     pub current: DateTime<Utc>,
+    /// Integer keys: (width, origin) of the periods, in key values.
+    pub values: Option<(i64, i64)>,
 }
 
 impl Clock {
+    /// For integer keys `now` is the table's position (`position`), not the time.
     pub fn new(policy: &TablePolicy, key: KeyType, now: DateTime<Utc>) -> Clock {
+        if let (KeyType::Int(_), Width::Values(width)) = (key, policy.interval) {
+            let at = keys::point_int(now).unwrap_or(policy.start);
+            let (current, _) = keys::int_period(at, width, policy.start);
+            return Clock {
+                tz: Tz::UTC,
+                interval: Interval::Day,
+                now,
+                current: keys::int_point(current),
+                values: Some((width, policy.start)),
+            };
+        }
+        // The catalog refuses an integer interval on any other key, so this is a calendar one.
+        let interval = policy.interval.calendar().unwrap_or(Interval::Day);
         let (tz, now) = match key {
-            KeyType::TimestampTz => (policy.timezone, now),
+            KeyType::TimestampTz | KeyType::Epoch(..) | KeyType::Uuid | KeyType::Int(_) => {
+                (policy.timezone, now)
+            }
             KeyType::Date | KeyType::Timestamp => (
                 Tz::UTC,
                 now.with_timezone(&policy.timezone).naive_local().and_utc(),
@@ -43,21 +65,85 @@ impl Clock {
         };
         Clock {
             tz,
-            interval: policy.interval,
+            interval,
             now,
-            current: calendar::period_start(now, policy.interval, tz),
+            current: calendar::period_start(now, interval, tz),
+            values: None,
         }
     }
 
     /// Start of the period `n` periods after the current one.
     pub fn period(&self, n: i32) -> DateTime<Utc> {
-        calendar::add_periods(self.current, self.interval, n, self.tz)
+        self.period_after_n(self.current, n)
+    }
+
+    /// Start of the period after the one starting at `start`.
+    pub fn period_after(&self, start: DateTime<Utc>) -> DateTime<Utc> {
+        match self.values {
+            Some((width, origin)) => {
+                let at = keys::point_int(start).unwrap_or(0);
+                keys::int_point(keys::int_period(at, width, origin).1)
+            }
+            None => calendar::add_periods(start, self.interval, 1, self.tz),
+        }
+    }
+
+    /// Start of the period `n` periods after the one starting at `start`.
+    pub fn period_after_n(&self, start: DateTime<Utc>, n: i32) -> DateTime<Utc> {
+        match self.values {
+            Some((width, _)) => {
+                let at = keys::point_int(start).unwrap_or(0);
+                let moved = i128::from(at) + i128::from(n) * i128::from(width);
+                keys::int_point(moved.clamp(i64::MIN.into(), i64::MAX.into()) as i64)
+            }
+            None => calendar::add_periods(start, self.interval, n, self.tz),
+        }
+    }
+
+    /// Start of the period holding `point`.
+    pub fn period_of(&self, point: DateTime<Utc>) -> DateTime<Utc> {
+        match self.values {
+            Some((width, origin)) => {
+                let at = keys::point_int(point).unwrap_or(0);
+                keys::int_point(keys::int_period(at, width, origin).0)
+            }
+            None => calendar::period_start(point, self.interval, self.tz),
+        }
     }
 
     pub fn suffix(&self, start: DateTime<Utc>) -> String {
-        calendar::partition_suffix(start, self.interval, self.tz)
+        match self.values {
+            Some(_) => {
+                let lower = keys::point_int(start).unwrap_or(0);
+                if lower < 0 {
+                    format!("pm{}", lower.unsigned_abs())
+                } else {
+                    format!("p{lower}")
+                }
+            }
+            None => calendar::partition_suffix(start, self.interval, self.tz),
+        }
     }
 }
+
+/// Where a table stands on its key line: `now` for calendar keys; for integer keys the point of
+/// max(key), or of `start` while the table is empty.
+pub fn position(table: &ManagedTable, policy: &TablePolicy, now: DateTime<Utc>) -> DateTime<Utc> {
+    match table.key_type {
+        KeyType::Int(_) => keys::int_point(
+            table
+                .values
+                .as_ref()
+                .and_then(|v| v.max)
+                .unwrap_or(policy.start),
+        ),
+        _ => now,
+    }
+}
+
+/// An integer table catches up on at most this many periods per pass beyond its `premake + 1`,
+/// so that one stray huge id cannot make a pass create millions of partitions.
+pub const MAX_CATCH_UP: u32 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -158,30 +244,73 @@ pub fn plan(
     now: DateTime<Utc>,
     server_version: i32,
 ) -> TablePlan {
+    let now = position(table, policy, now);
     let clock = Clock::new(policy, table.key_type, now);
     let mut out = TablePlan::default();
     let ranges: Vec<coverage::Range> = table.partitions.iter().map(|p| (p.from, p.to)).collect();
 
-    // Periods that must exist: the current one and `premake` after it.
-    for k in 0..=policy.premake as i32 {
-        let start = clock.period(k);
-        let end = clock.period(k + 1);
-        let base = table.name.name.as_str();
-        for (i, (from, to)) in coverage::uncovered(&ranges, start, end)
-            .into_iter()
-            .enumerate()
-        {
-            let suffix = if i == 0 {
-                clock.suffix(start)
-            } else {
-                format!("{}_{}", clock.suffix(start), i + 1)
-            };
-            out.actions.push(Action::Create {
-                partition: table.name.sibling(derived_name(base, &suffix)),
-                from,
-                to,
-            });
+    // Periods that must exist: the current one and `premake` after it. Integer keys have no
+    // clock to keep partitions ahead of the data: when the ids outran the partitions, the
+    // periods between the highest partition below and the current one are made too (at most
+    // MAX_CATCH_UP of them per pass).
+    let next = |at| clock.period_after(at);
+    let mut pieces = Vec::new();
+    if clock.values.is_some() {
+        let below = table
+            .partitions
+            .iter()
+            .filter_map(|p| match p.to {
+                BoundValue::Value(to) if to <= clock.current => Some(to),
+                _ => None,
+            })
+            .max();
+        if let Some(top) = below {
+            let from = clock.period_of(top);
+            let mut until = from;
+            let mut behind = 0;
+            while until < clock.current && behind < MAX_CATCH_UP {
+                until = next(until);
+                behind += 1;
+            }
+            if until < clock.current {
+                out.notes.push(format!(
+                    "max({}) = {} is more than {MAX_CATCH_UP} periods above the highest partition below it (ending at {}); this pass makes the {MAX_CATCH_UP} periods after that one and the {} at max({}) and later; the rest follow on later passes. If that value is a stray, fix it",
+                    table.column,
+                    keys::point_int(now).unwrap_or(0),
+                    keys::point_int(top).unwrap_or(0),
+                    policy.premake + 1,
+                    table.column,
+                ));
+            }
+            pieces.extend(
+                coverage::cover(&ranges, from, until.min(clock.current), usize::MAX, next)
+                    .unwrap_or_default(),
+            );
         }
+    }
+    let window = policy.premake as usize + 1;
+    let end = clock.period(window as i32);
+    pieces.extend(
+        coverage::cover(&ranges, clock.period(0), end, usize::MAX, next).unwrap_or_default(),
+    );
+    for piece in pieces {
+        let suffix = piece.suffix(clock.suffix(piece.period));
+        out.actions.push(Action::Create {
+            partition: table.name.sibling(derived_name(&table.name.name, &suffix)),
+            from: piece.from,
+            to: piece.to,
+        });
+    }
+
+    if let Some(v) = table.values.as_ref().filter(|v| !v.indexed) {
+        out.notes.push(format!(
+            "no index leads with {}: max({}) is read by scanning the default and the highest partitions on every pass{}; create one, e.g. CREATE INDEX ON {} ({})",
+            table.column,
+            table.column,
+            if v.max.is_none() { " (the table is empty now)" } else { "" },
+            table.name.quoted(),
+            crate::ident::quote_ident(&table.column),
+        ));
     }
 
     let will_have_default = table.default.is_some() || policy.default_partition;
@@ -201,9 +330,17 @@ pub fn plan(
     // PostgreSQL refuses DETACH CONCURRENTLY when a default partition exists.
     let concurrently = server_version >= DETACH_CONCURRENTLY_SINCE && !will_have_default;
 
-    let cutoff = policy
-        .retention
-        .map(|r| calendar::retention_cutoff(clock.now, r, clock.interval, clock.tz));
+    let cutoff = match clock.values {
+        // Integer keys: expired when the upper bound is at or below max(key) - retention; an
+        // empty table expires nothing.
+        Some(_) => policy.retention_values.and_then(|n| {
+            let max = table.values.as_ref().and_then(|v| v.max)?;
+            Some(keys::int_point(max.saturating_sub(n)))
+        }),
+        None => policy
+            .retention
+            .map(|r| calendar::retention_cutoff(clock.now, r, clock.interval, clock.tz)),
+    };
     let expired = |to: &BoundValue| match (cutoff, to) {
         (Some(c), BoundValue::Value(t)) => *t <= c,
         (Some(_), BoundValue::MinValue) => true,
@@ -248,8 +385,14 @@ pub fn plan(
                 out.notes.push(format!(
                     "kept {}: it reaches past the retention cutoff {} ({}), so it may still hold rows inside the retention window",
                     p.name,
-                    c.format("%Y-%m-%d %H:%M:%S UTC"),
-                    policy.retention.map(|r| r.to_string()).unwrap_or_default(),
+                    match clock.values {
+                        Some(_) => keys::point_int(c).unwrap_or(0).to_string(),
+                        None => c.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                    },
+                    match policy.retention_values {
+                        Some(n) => format!("{n} values"),
+                        None => policy.retention.map(|r| r.to_string()).unwrap_or_default(),
+                    },
                 ));
             }
         }
@@ -272,7 +415,10 @@ mod tests {
         TablePolicy {
             name: QualifiedName::new("public", "pricing_data"),
             column: "date".into(),
-            interval: Interval::parse(interval).unwrap(),
+            interval: Interval::parse(interval).unwrap().into(),
+            retention_values: None,
+            epoch: None,
+            start: 0,
             premake,
             retention: retention.map(|r| Retention::parse(r).unwrap()),
             retention_mode: RetentionMode::Drop,
@@ -303,6 +449,7 @@ mod tests {
             owner: "app".into(),
             partitions: parts,
             default: None,
+            values: None,
         }
     }
 
@@ -754,5 +901,168 @@ mod tests {
                 prop_assert!(plan(&t, &pol, now2, 150000).actions.is_empty());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod integer_tests {
+    use super::*;
+    use crate::catalog::{KeyValues, Partition};
+    use crate::keys::{int_point, IntWidth};
+
+    fn policy(width: i64, premake: u32, retention: Option<i64>) -> TablePolicy {
+        TablePolicy {
+            name: QualifiedName::new("public", "events"),
+            column: "id".into(),
+            interval: Width::Values(width),
+            premake,
+            retention: None,
+            retention_values: retention,
+            epoch: None,
+            start: 0,
+            retention_mode: RetentionMode::Drop,
+            default_partition: false,
+            timezone: Tz::UTC,
+            lifecycle: Default::default(),
+        }
+    }
+
+    fn table(parts: &[(i64, i64)], max: Option<i64>, indexed: bool) -> ManagedTable {
+        ManagedTable {
+            name: QualifiedName::new("public", "events"),
+            column: "id".into(),
+            key_type: KeyType::Int(IntWidth::BigInt),
+            owner: "app".into(),
+            partitions: parts
+                .iter()
+                .map(|&(a, b)| Partition {
+                    name: QualifiedName::new("public", format!("events_p{a}")),
+                    from: BoundValue::Value(int_point(a)),
+                    to: BoundValue::Value(int_point(b)),
+                    rows_estimate: 0.0,
+                    size_bytes: None,
+                    detach_pending: false,
+                    bound_sql: String::new(),
+                })
+                .collect(),
+            default: None,
+            values: Some(KeyValues { max, indexed }),
+        }
+    }
+
+    /// "create events_p1000 [1000, 2000)" per action, with the bounds as integers.
+    fn described(p: &TablePlan) -> Vec<String> {
+        p.actions
+            .iter()
+            .map(|a| match a {
+                Action::Create {
+                    partition,
+                    from,
+                    to,
+                } => format!(
+                    "create {} [{}, {})",
+                    partition.name,
+                    keys::point_int(*from).unwrap(),
+                    keys::point_int(*to).unwrap()
+                ),
+                other => format!("{} {}", other.verb(), other.partition().name),
+            })
+            .collect()
+    }
+
+    // The wall clock plays no part for integer keys.
+    fn now() -> DateTime<Utc> {
+        DateTime::UNIX_EPOCH + chrono::TimeDelta::days(20_000)
+    }
+
+    #[test]
+    fn an_empty_table_starts_at_start_and_negative_lowers_are_named_m() {
+        let mut pol = policy(1000, 2, None);
+        let p = plan(&table(&[], None, true), &pol, now(), 150000);
+        assert_eq!(
+            described(&p),
+            [
+                "create events_p0 [0, 1000)",
+                "create events_p1000 [1000, 2000)",
+                "create events_p2000 [2000, 3000)"
+            ]
+        );
+        pol.start = -1500;
+        let p = plan(&table(&[], None, true), &pol, now(), 150000);
+        assert_eq!(
+            described(&p)[..2],
+            [
+                "create events_pm1500 [-1500, -500)",
+                "create events_pm500 [-500, 500)"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_period_holding_max_and_premake_after_it_exist_and_a_second_pass_does_nothing() {
+        let pol = policy(1000, 2, None);
+        let mut t = table(&[(0, 1000), (1000, 2000), (2000, 3000)], Some(1999), true);
+        let p = plan(&t, &pol, now(), 150000);
+        assert_eq!(described(&p), ["create events_p3000 [3000, 4000)"]);
+        t.partitions
+            .push(table(&[(3000, 4000)], None, true).partitions[0].clone());
+        assert!(plan(&t, &pol, now(), 150000).actions.is_empty());
+    }
+
+    #[test]
+    fn ids_that_outran_the_partitions_get_the_periods_in_between() {
+        let pol = policy(1000, 1, None);
+        let t = table(&[(0, 1000), (1000, 2000)], Some(4500), true);
+        assert_eq!(
+            described(&plan(&t, &pol, now(), 150000)),
+            [
+                "create events_p2000 [2000, 3000)",
+                "create events_p3000 [3000, 4000)",
+                "create events_p4000 [4000, 5000)",
+                "create events_p5000 [5000, 6000)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stray_huge_id_creates_a_bounded_number_of_partitions_and_says_so() {
+        let pol = policy(1000, 3, None);
+        let t = table(&[(0, 1000)], Some(i64::MAX / 2), true);
+        let p = plan(&t, &pol, now(), 150000);
+        assert_eq!(p.actions.len(), MAX_CATCH_UP as usize + 4);
+        assert!(p.notes.iter().any(|n| n.contains("stray")), "{:?}", p.notes);
+        // The catch-up continues from the top of the partitions.
+        assert_eq!(described(&p)[0], "create events_p1000 [1000, 2000)");
+    }
+
+    #[test]
+    fn retention_expires_by_value_below_max() {
+        let pol = policy(1000, 0, Some(1500));
+        let t = table(&[(0, 1000), (1000, 2000), (2000, 3000)], Some(2500), true);
+        // max - retention = 1000: [0, 1000) ends at or below it; [1000, 2000) does not.
+        assert_eq!(
+            described(&plan(&t, &pol, now(), 150000)),
+            ["drop events_p0"]
+        );
+        let empty = table(&[(0, 1000)], None, true);
+        assert!(plan(&empty, &pol, now(), 150000)
+            .actions
+            .iter()
+            .all(|a| a.verb() == "create"));
+    }
+
+    #[test]
+    fn a_missing_index_on_the_key_is_noted() {
+        let p = plan(
+            &table(&[], None, false),
+            &policy(10, 0, None),
+            now(),
+            150000,
+        );
+        assert!(
+            p.notes.iter().any(|n| n.contains("no index leads with id")),
+            "{:?}",
+            p.notes
+        );
     }
 }

@@ -11,6 +11,7 @@
 //! cannot change data under EXPLAIN ANALYZE.
 
 pub mod chart;
+pub mod error;
 pub mod explain;
 pub mod queries;
 pub mod report;
@@ -27,6 +28,8 @@ use crate::bounds::KeyType;
 use crate::config::{BenchQuery, TablePolicy};
 use crate::error::{Error, Result};
 use crate::ident::quote_ident;
+use error::BenchError;
+
 use queries::{Bind, Parameters, QueryClass, TableShape, Windows, PROPERTY_COLUMN};
 use report::{BenchReport, Layout, FORMAT_VERSION, WARMUP_RUNS};
 
@@ -80,7 +83,10 @@ pub async fn inspect(conn: &mut PgConnection, policy: &TablePolicy) -> Result<Ta
             quote_ident(&policy.column)
         )));
     };
-    let Some(key_type) = KeyType::from_pg_type(key_type_name) else {
+    // The runbook's queries are date ranges; integer and uuid keys are not measured (yet).
+    let Some(key_type) = KeyType::from_pg_type(key_type_name)
+        .filter(|k| matches!(k, KeyType::Date | KeyType::Timestamp | KeyType::TimestampTz))
+    else {
         return Err(Error::Mismatch(format!(
             "{name}.{} is of type {key_type_name}; bench needs a date, timestamp or timestamptz key",
             policy.column
@@ -122,10 +128,11 @@ pub async fn choose_parameters(
             .fetch_one(&mut *conn)
             .await?;
     let Some(newest) = newest else {
-        return Err(Error::Failed(format!(
-            "table {} has no rows with a {key}; bench measures queries on real data",
-            target.shape.name
-        )));
+        return Err(BenchError::NoRows {
+            table: target.shape.name.to_string(),
+            key,
+        }
+        .into());
     };
     let reference = newest.min(today);
     if target.shape.property_problem().is_some() {
@@ -188,14 +195,17 @@ fn key_value(day: NaiveDate, target: &Target) -> KeyValue {
     match target.shape.key_type {
         KeyType::Date => KeyValue::Date(day),
         KeyType::Timestamp => KeyValue::Timestamp(midnight),
-        KeyType::TimestampTz => KeyValue::TimestampTz(
-            target
-                .timezone
-                .from_local_datetime(&midnight)
-                .earliest()
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or_else(|| Utc.from_utc_datetime(&midnight)),
-        ),
+        // inspect() admits only the three time types.
+        KeyType::TimestampTz | KeyType::Int(_) | KeyType::Epoch(..) | KeyType::Uuid => {
+            KeyValue::TimestampTz(
+                target
+                    .timezone
+                    .from_local_datetime(&midnight)
+                    .earliest()
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_else(|| Utc.from_utc_datetime(&midnight)),
+            )
+        }
     }
 }
 
@@ -232,18 +242,17 @@ pub async fn measure(
             .persistent(false)
             .fetch_one(&mut *conn)
             .await
-            .map_err(|e| {
-                Error::Database(format!(
-                    "{} ({}): {}",
-                    class.label,
-                    class.sql,
-                    crate::pg::describe(&e)
-                ))
+            .map_err(|source| BenchError::Query {
+                label: class.label.to_string(),
+                sql: class.sql.clone(),
+                source,
             })?;
         // The plan is a json value, whose wire form is its text.
         let text: String = row.try_get_unchecked(0)?;
-        let figures =
-            explain::parse(&text).map_err(|e| Error::Failed(format!("{}: {e}", class.label)))?;
+        let figures = explain::parse(&text).map_err(|source| BenchError::Plan {
+            label: class.label.to_string(),
+            source,
+        })?;
         if i >= WARMUP_RUNS {
             timed.push(figures);
         }

@@ -205,45 +205,52 @@ pub fn default_classes(shape: &TableShape, params: &Parameters) -> (Vec<QueryCla
     (classes, skipped)
 }
 
+/// Why a `[[bench]]` query is refused (shown after the key it concerns).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("is empty; write a SELECT that names the table as {{table}}")]
+    Empty,
+    #[error("starts with {0}; bench runs only queries (SELECT or WITH), under EXPLAIN ANALYZE in a read-only transaction")]
+    NotAQuery(String),
+    #[error("uses unknown placeholder(s) {}; the known ones are {}", braced(.0), braced(&PLACEHOLDERS.iter().map(|p| p.to_string()).collect::<Vec<_>>()))]
+    UnknownPlaceholders(Vec<String>),
+    #[error("does not name the table; write {{table}} where it goes")]
+    NoTable,
+}
+
+fn braced(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{{{n}}}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Checks a `[[bench]]` query as the configuration is validated: a single read query (SELECT or
 /// WITH), naming the table through `{table}`, with no unknown placeholder.
-pub fn check_template(sql: &str) -> Result<(), String> {
+pub fn check_template(sql: &str) -> Result<(), TemplateError> {
     let first = sql
         .split_whitespace()
         .next()
         .unwrap_or("")
         .to_ascii_uppercase();
     if first.is_empty() {
-        return Err("is empty; write a SELECT that names the table as {table}".into());
+        return Err(TemplateError::Empty);
     }
     if first != "SELECT" && first != "WITH" && !first.starts_with("SELECT(") {
-        return Err(format!(
-            "starts with {first}; bench runs only queries (SELECT or WITH), under EXPLAIN ANALYZE in a read-only transaction"
-        ));
+        return Err(TemplateError::NotAQuery(first));
     }
     let names = placeholders(sql);
-    let unknown: Vec<&str> = names
+    let unknown: Vec<String> = names
         .iter()
         .filter(|n| !PLACEHOLDERS.contains(&n.as_str()))
-        .map(String::as_str)
+        .cloned()
         .collect();
     if !unknown.is_empty() {
-        return Err(format!(
-            "uses unknown placeholder(s) {}; the known ones are {}",
-            unknown
-                .iter()
-                .map(|n| format!("{{{n}}}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            PLACEHOLDERS
-                .iter()
-                .map(|n| format!("{{{n}}}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        return Err(TemplateError::UnknownPlaceholders(unknown));
     }
     if !names.iter().any(|n| n == "table") {
-        return Err("does not name the table; write {table} where it goes".into());
+        return Err(TemplateError::NoTable);
     }
     Ok(())
 }
@@ -478,7 +485,7 @@ mod tests {
         ];
         for (sql, expected) in cases {
             let err = check_template(sql).unwrap_err();
-            assert!(err.contains(expected), "{sql}: {err}");
+            assert!(err.to_string().contains(expected), "{sql}: {err}");
         }
     }
 }

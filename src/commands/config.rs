@@ -1,9 +1,15 @@
-//! `partkeeper config validate`: the effective configuration, passwords redacted, and the next
-//! maintenance run times in `schedule.timezone` (as TOML comments, so the output stays TOML).
+//! `partkeeper config validate`: the effective configuration, passwords redacted, the next
+//! maintenance run times in `schedule.timezone`, and for each table its period and the first
+//! three partitions a pass would create now (as TOML comments, so the output stays TOML).
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
-use crate::config::Config;
+use crate::bounds::KeyType;
+use crate::config::{Config, TablePolicy};
+use crate::ident::derived_name;
+use crate::keys::{self, IntWidth, Width};
+use crate::plan::Clock;
+
 use crate::error::Result;
 
 /// How many upcoming run times `config validate` shows.
@@ -14,6 +20,11 @@ pub fn validate(cfg: Config) -> Result<i32> {
     let web = super::run::load_web_config(&cfg, &crate::cli::RunArgs::default())?;
     print!("{}", cfg.to_redacted_toml());
     print!("{}", upcoming_runs(&cfg, Utc::now()));
+    for policy in &cfg.tables {
+        for line in preview(policy, Utc::now()) {
+            println!("# {line}");
+        }
+    }
     if cfg.server.web_config_file.is_some() {
         eprintln!("web configuration: {}", web.summary);
     }
@@ -46,6 +57,63 @@ pub fn upcoming_runs(cfg: &Config, now: chrono::DateTime<Utc>) -> String {
     out
 }
 
+/// The effective period of `policy` and the first three partitions from the period of `now`
+/// (integer keys: from `start`, as for an empty table). Without the database the column type
+/// is unknown: calendar keys are shown as instants in the table's zone, as for `timestamptz`,
+/// epoch and uuid keys (`date` and `timestamp` keys get the same names and wall-clock bounds).
+pub fn preview(policy: &TablePolicy, now: DateTime<Utc>) -> Vec<String> {
+    let (key, now, period) = match (policy.interval, policy.epoch) {
+        (Width::Values(n), _) => (
+            KeyType::Int(IntWidth::BigInt),
+            keys::int_point(policy.start),
+            format!(
+                "{n} key values from {} (the period holding max(key) is current)",
+                policy.start
+            ),
+        ),
+        (Width::Calendar(iv), epoch) => (
+            epoch.map_or(KeyType::TimestampTz, |u| {
+                KeyType::Epoch(IntWidth::BigInt, u)
+            }),
+            now,
+            format!("{iv} in {}{}", policy.timezone.name(), alignment(iv)),
+        ),
+    };
+    let clock = Clock::new(policy, key, now);
+    let show = |t: DateTime<Utc>| match clock.values {
+        Some(_) => keys::point_int(t).unwrap_or(0).to_string(),
+        None => t.with_timezone(&policy.timezone).to_rfc3339(),
+    };
+    let mut out = vec![format!(
+        "{}: period {period}; first partitions:",
+        policy.name
+    )];
+    let mut start = clock.current;
+    for _ in 0..3 {
+        let end = clock.period_after(start);
+        out.push(format!(
+            "  {} [{}, {})",
+            derived_name(&policy.name.name, &clock.suffix(start)),
+            show(start),
+            show(end)
+        ));
+        start = end;
+    }
+    out
+}
+
+fn alignment(iv: crate::calendar::Interval) -> &'static str {
+    use crate::calendar::Unit;
+    match iv.unit() {
+        Unit::Minute | Unit::Hour => ", aligned from local midnight",
+        Unit::Day if iv.count() > 1 => ", counted from 1970-01-01",
+        Unit::Week if iv.count() > 1 => ", counted from Monday 1970-01-05",
+        Unit::Week => ", ISO weeks from Monday",
+        Unit::Month if iv.count() > 1 => ", aligned from January",
+        _ => "",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -73,6 +141,35 @@ timezone = "Europe/Paris"
              #   2027-04-05T00:00:00+02:00  Mon\n\
              #   2027-04-12T00:00:00+02:00  Mon\n\
              #   2027-04-19T00:00:00+02:00  Mon\n"
+        );
+    }
+
+    #[test]
+    fn validate_previews_the_period_and_the_first_three_partitions() {
+        let cfg = crate::config::parse_str(
+            "[database]\nurl = \"postgres://u@h/db\"\n[[tables]]\nname = \"public.ev\"\ncolumn = \"at\"\ninterval = \"6 hours\"\ntimezone = \"Europe/Paris\"\n[[tables]]\nname = \"public.ids\"\ncolumn = \"id\"\ninterval = 1000000\nstart = -1000000\n",
+            &Default::default(),
+        )
+        .unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            preview(&cfg.tables[0], now),
+            [
+                "public.ev: period 6 hours in Europe/Paris, aligned from local midnight; first partitions:",
+                "  ev_2026_12_01_0600 [2026-12-01T06:00:00+01:00, 2026-12-01T12:00:00+01:00)",
+                "  ev_2026_12_01_1200 [2026-12-01T12:00:00+01:00, 2026-12-01T18:00:00+01:00)",
+                "  ev_2026_12_01_1800 [2026-12-01T18:00:00+01:00, 2026-12-02T00:00:00+01:00)",
+            ]
+        );
+        assert_eq!(
+            preview(&cfg.tables[1], now)[1..],
+            [
+                "  ids_pm1000000 [-1000000, 0)",
+                "  ids_p0 [0, 1000000)",
+                "  ids_p1000000 [1000000, 2000000)",
+            ]
         );
     }
 }

@@ -313,13 +313,18 @@ async fn run_step(
         }
         Outcome::Migrated(s) => {
             println!(
-                "{}: migrated{}: {} row(s) copied in {:.1}s{}, {} partition(s){}; swap held its locks {} ms{}; total {:.1}s",
+                "{}: migrated{}: {} row(s) copied in {:.1}s{}{}, {} partition(s){}; swap held its locks {} ms{}; total {:.1}s",
                 policy.name,
                 if s.resumed { " (resumed)" } else { "" },
                 s.rows_copied,
                 s.copy_secs,
                 if s.rows_filled > 0 {
                     format!(", {} NULL key(s) filled", s.rows_filled)
+                } else {
+                    String::new()
+                },
+                if s.index_secs > 0.0 {
+                    format!(", indexes built after the copy in {:.1}s", s.index_secs)
                 } else {
                     String::new()
                 },

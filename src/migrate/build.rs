@@ -6,7 +6,8 @@
 
 use sqlx::PgConnection;
 
-use super::inventory::{Index, Inventory};
+use super::definition::{extend_key_list, index_tail};
+use super::inventory::Inventory;
 use super::plan::PlannedPartition;
 use super::Blueprint;
 use crate::bounds::KeyType;
@@ -15,120 +16,22 @@ use crate::ddl::{self, Template};
 use crate::ident::{quote_ident, quote_literal, QualifiedName};
 use crate::plan::Action;
 
-/// The part of `pg_get_indexdef` after `... ON <table> USING `: access method, key list,
-/// INCLUDE, WITH and WHERE clauses. `None` when the definition does not have the expected shape.
-pub fn index_tail<'a>(i: &'a Index, printed_table: &str) -> Option<&'a str> {
-    let prefix = format!(
-        "CREATE {}INDEX {} ON {} USING ",
-        if i.unique { "UNIQUE " } else { "" },
-        i.printed_name,
-        printed_table
-    );
-    i.definition.strip_prefix(&prefix)
-}
-
-/// Adds the key to the first parenthesized column list of `def` (an index tail such as
-/// `btree (id) INCLUDE (x)` or a constraint such as `PRIMARY KEY (id)`) unless it is there.
-/// `None` when the list holds an expression or cannot be found.
-pub fn extend_key_list(def: &str, printed_key: &str) -> Option<String> {
-    let open = def.find('(')?;
-    let close = matching_paren(def, open)?;
-    let items = split_top_level(&def[open + 1..close]);
-    let mut has_key = false;
-    for item in &items {
-        let item = item.trim();
-        if item.starts_with('(') || first_token(item).contains('(') {
-            return None;
-        }
-        if first_token(item) == printed_key {
-            has_key = true;
-        }
-    }
-    if has_key {
-        return Some(def.to_string());
-    }
-    Some(format!("{}, {printed_key}{}", &def[..close], &def[close..]))
-}
-
-/// First identifier of an index item (`"createdAt" DESC` → `"createdAt"`).
-fn first_token(item: &str) -> &str {
-    if let Some(rest) = item.strip_prefix('"') {
-        let mut i = 0;
-        let bytes = rest.as_bytes();
-        while i < bytes.len() {
-            if bytes[i] == b'"' {
-                if bytes.get(i + 1) == Some(&b'"') {
-                    i += 2;
-                    continue;
-                }
-                return &item[..i + 2];
-            }
-            i += 1;
-        }
-        item
-    } else {
-        item.split_whitespace().next().unwrap_or("")
-    }
-}
-
-/// Index of the `)` closing the `(` at `open`, skipping quoted identifiers and string literals.
-fn matching_paren(s: &str, open: usize) -> Option<usize> {
-    let mut depth = 0;
-    let mut quote: Option<u8> = None;
-    for (i, &c) in s.as_bytes().iter().enumerate().skip(open) {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, b'"' | b'\'') => quote = Some(c),
-            (None, b'(') => depth += 1,
-            (None, b')') => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(i);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-fn split_top_level(s: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let (mut depth, mut start, mut quote) = (0, 0, None::<u8>);
-    for (i, &c) in s.as_bytes().iter().enumerate() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, b'"' | b'\'') => quote = Some(c),
-            (None, b'(') => depth += 1,
-            (None, b')') => depth -= 1,
-            (None, b',') if depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    out.push(&s[start..]);
-    out
-}
-
-/// A user trigger's definition aimed at `new_table`: the one ` ON <table> ` is replaced.
-/// `None` when the table name does not occur exactly once.
-pub fn retarget_trigger(def: &str, printed_table: &str, new_table: &str) -> Option<String> {
-    let needle = format!(" ON {printed_table} ");
-    if def.matches(&needle).count() != 1 {
-        return None;
-    }
-    Some(def.replacen(&needle, &format!(" ON {new_table} "), 1))
-}
-
-/// Which parts of the build a mode wants now: offline builds keys and indexes after loading.
+/// Which parts of the build a mode wants now. Online: the primary key and unique keys with the
+/// table (the copy's `ON CONFLICT` needs them), the other indexes only on the parent (`ON ONLY`,
+/// invalid) and built per partition after the copy ([`super::indexes`]); offline: every key and
+/// index after loading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keys {
-    WithTable,
+    UniqueWithTable,
     Later,
+}
+
+/// Which indexes [`key_statements`] renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    All,
+    /// Constraints and unique indexes only.
+    Unique,
 }
 
 /// Statements creating the parent with everything but its partitions.
@@ -167,8 +70,8 @@ pub fn parent_statements(inv: &Inventory, b: &Blueprint, keys: Keys) -> Vec<Stri
             c.definition
         ));
     }
-    if keys == Keys::WithTable {
-        s.extend(key_statements(inv, b));
+    if keys == Keys::UniqueWithTable {
+        s.extend(key_statements(inv, b, Which::Unique));
     }
     for t in &b.user_triggers {
         s.push(t.create_on_new.clone());
@@ -177,16 +80,19 @@ pub fn parent_statements(inv: &Inventory, b: &Blueprint, keys: Keys) -> Vec<Stri
     s
 }
 
+/// The new table's name for the original's index `name`.
+fn building(b: &Blueprint, name: &str) -> String {
+    b.indexes
+        .iter()
+        .find(|i| i.original == name)
+        .map(|i| i.building.clone())
+        .unwrap_or_else(|| name.to_string())
+}
+
 /// Primary key, unique constraints (extended with the partition key) and indexes.
-pub fn key_statements(inv: &Inventory, b: &Blueprint) -> Vec<String> {
+pub fn key_statements(inv: &Inventory, b: &Blueprint, which: Which) -> Vec<String> {
     let new = b.partitioned.quoted();
-    let building = |name: &str| {
-        b.indexes
-            .iter()
-            .find(|i| i.original == name)
-            .map(|i| i.building.clone())
-            .unwrap_or_else(|| name.to_string())
-    };
+    let building = |name: &str| building(b, name);
     let mut s = Vec::new();
     for c in inv
         .constraints
@@ -200,7 +106,11 @@ pub fn key_statements(inv: &Inventory, b: &Blueprint) -> Vec<String> {
             ));
         }
     }
-    for i in inv.indexes.iter().filter(|i| !i.constraint) {
+    for i in inv
+        .indexes
+        .iter()
+        .filter(|i| !i.constraint && (i.unique || which == Which::All))
+    {
         let Some(tail) = index_tail(i, &inv.printed_name) else {
             continue;
         };
@@ -219,6 +129,44 @@ pub fn key_statements(inv: &Inventory, b: &Blueprint) -> Vec<String> {
         ));
     }
     s
+}
+
+/// The original's non-unique indexes on the new parent only (`CREATE INDEX ... ON ONLY`): invalid
+/// until every partition has its own attached ([`super::indexes`]). Rendered after the
+/// partitions, so that attaching them does not build the indexes empty and keep them up during
+/// the copy; partitions attached later (rows outside the range, maintenance) get them built.
+pub fn parent_only_indexes(inv: &Inventory, b: &Blueprint) -> Vec<String> {
+    inv.indexes
+        .iter()
+        .filter(|i| !i.constraint && !i.unique)
+        .filter_map(|i| {
+            let tail = index_tail(i, &inv.printed_name)?;
+            Some(format!(
+                "CREATE INDEX {} ON ONLY {} USING {tail}",
+                quote_ident(&building(b, &i.name)),
+                b.partitioned.quoted()
+            ))
+        })
+        .collect()
+}
+
+/// The table of keys the forward trigger records as gone during the copy ([`Blueprint::gone`]):
+/// the original's primary-key columns, no rows.
+pub fn gone_table(b: &Blueprint) -> Option<String> {
+    let gone = b.gone.as_ref()?;
+    Some(format!(
+        "CREATE TABLE {} AS SELECT {} FROM {} WITH NO DATA",
+        gone.quoted(),
+        Blueprint::list(&b.pk),
+        b.original.quoted()
+    ))
+}
+
+/// `DROP TABLE IF EXISTS` of the gone-keys table, when the migration has one.
+pub fn drop_gone_table(b: &Blueprint) -> Option<String> {
+    b.gone
+        .as_ref()
+        .map(|g| format!("DROP TABLE IF EXISTS {}", g.quoted()))
 }
 
 /// Table and column grants of the original, applied to `to` (GRANT is idempotent).
@@ -285,6 +233,7 @@ pub fn managed(b: &Blueprint, key_type: KeyType, owner: &str, default: bool) -> 
             detach_pending: false,
             bound_sql: "DEFAULT".into(),
         }),
+        values: None,
     }
 }
 
@@ -323,7 +272,7 @@ pub fn partition_statements(
     b: &Blueprint,
     key_type: KeyType,
     partitions: &[PlannedPartition],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, crate::bounds::BoundsError> {
     let table = managed(b, key_type, &inv.owner, false);
     let tpl = template(inv, b);
     let mut s = Vec::new();
@@ -338,7 +287,7 @@ pub fn partition_statements(
             partition: b.default_partition.clone(),
         }));
     for action in actions {
-        for step in ddl::render(&action, &table, &tpl).map_err(|e| e.to_string())? {
+        for step in ddl::render(&action, &table, &tpl)? {
             s.extend(step.statements);
         }
     }
@@ -357,58 +306,4 @@ pub async fn run(
         crate::pg::answered(deadline, sqlx::raw_sql(st).execute(&mut *conn)).await?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_key_joins_primary_keys_and_unique_lists() {
-        assert_eq!(
-            extend_key_list("PRIMARY KEY (id)", "date").as_deref(),
-            Some("PRIMARY KEY (id, date)")
-        );
-        assert_eq!(
-            extend_key_list("UNIQUE (\"propertyId\", date) INCLUDE (price)", "date").as_deref(),
-            Some("UNIQUE (\"propertyId\", date) INCLUDE (price)")
-        );
-        assert_eq!(
-            extend_key_list("btree (\"a,b\" DESC) WHERE (x > 0)", "\"createdAt\"").as_deref(),
-            Some("btree (\"a,b\" DESC, \"createdAt\") WHERE (x > 0)")
-        );
-        assert_eq!(extend_key_list("btree (lower(name))", "date"), None);
-        assert_eq!(extend_key_list("btree ((a + b))", "date"), None);
-    }
-
-    #[test]
-    fn index_definitions_are_read_only_in_the_expected_shape() {
-        let i = Index {
-            name: "Idx".into(),
-            definition:
-                "CREATE INDEX \"Idx\" ON public.pricing_data USING btree (\"propertyId\", date)"
-                    .into(),
-            printed_name: "\"Idx\"".into(),
-            unique: false,
-            primary: false,
-            constraint: false,
-            valid: true,
-            bytes: 0,
-        };
-        assert_eq!(
-            index_tail(&i, "public.pricing_data"),
-            Some("btree (\"propertyId\", date)")
-        );
-        assert_eq!(index_tail(&i, "public.other"), None);
-    }
-
-    #[test]
-    fn triggers_are_retargeted_only_when_the_table_appears_once() {
-        let def = "CREATE TRIGGER audit AFTER UPDATE ON public.pricing_data FOR EACH ROW EXECUTE FUNCTION audit()";
-        assert_eq!(
-            retarget_trigger(def, "public.pricing_data", "\"public\".\"new\"").as_deref(),
-            Some("CREATE TRIGGER audit AFTER UPDATE ON \"public\".\"new\" FOR EACH ROW EXECUTE FUNCTION audit()")
-        );
-        assert_eq!(retarget_trigger(def, "public.other", "x"), None);
-    }
 }

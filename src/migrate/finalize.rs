@@ -4,11 +4,11 @@
 
 use sqlx::PgConnection;
 
+use super::error::MigrateError;
 use super::state::{Phase, State};
 use super::{rollback, sync, REVERSE_TRIGGER, REVERSE_TRUNCATE_TRIGGER};
 use crate::config::DatabaseConfig;
 use crate::error::Error;
-use crate::pg;
 
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -28,29 +28,27 @@ pub async fn run(
     };
     let b = &state.blueprint;
     match state.phase {
-        Phase::Copying => Err(Error::Failed(format!(
-            "the migration of {} has not swapped yet (it is copying); finish it with `migrate run`, or abandon it with `migrate rollback`",
-            b.original
-        ))),
+        Phase::Copying => Err(MigrateError::NotSwapped(b.original.clone()).into()),
         Phase::RolledBack => {
             rollback::cleanup(conn, db, b, false).await?;
             Ok(Outcome::CleanedUp)
         }
         Phase::Swapped => {
-            let mut statements = sync::drop_triggers(&b.original, [REVERSE_TRIGGER, REVERSE_TRUNCATE_TRIGGER]);
+            let mut statements =
+                sync::drop_triggers(&b.original, [REVERSE_TRIGGER, REVERSE_TRUNCATE_TRIGGER]);
             statements.push(format!("DROP TABLE IF EXISTS {}", b.backup.quoted()));
+            statements.extend(super::build::drop_gone_table(b));
             statements.extend(rollback::drop_functions(b));
             match rollback::drop_with_state(conn, db, b, &statements).await {
                 Ok(()) => Ok(Outcome::Finalized),
-                Err(e) if pg::is_retryable(&e) => Err(Error::Failed(format!(
-                    "could not lock {} within lock_timeout to drop the sync trigger; nothing was changed, run `migrate finalize` again",
-                    b.original
-                ))),
-                Err(e) => Err(Error::Failed(format!(
-                    "finalize failed, nothing was changed: {}. If an object was created on {} since the swap, drop it or move it first",
-                    pg::describe(&e),
-                    b.backup
-                ))),
+                Err(e) if e.is_lock_timeout() => {
+                    Err(MigrateError::FinalizeLocked(b.original.clone(), Box::new(e)).into())
+                }
+                Err(e) => Err(MigrateError::Finalize {
+                    backup: b.backup.clone(),
+                    source: Box::new(e),
+                }
+                .into()),
             }
         }
     }

@@ -519,18 +519,15 @@ pub async fn read_data(
     deadline: std::time::Duration,
     inv: &Inventory,
     key: &str,
-    key_sql_type: &str,
+    key_type: crate::bounds::KeyType,
     fill: Option<&str>,
 ) -> Result<DataFacts, sqlx::Error> {
+    let key_sql_type = key_type.sql_name();
     let t = inv.table.quoted();
     let k = crate::ident::quote_ident(key);
-    let epoch = |expr: &str| {
-        if key_sql_type == "timestamptz" {
-            format!("extract(epoch FROM ({expr})::timestamptz)::float8")
-        } else {
-            format!("extract(epoch FROM ({expr})::timestamp)::float8")
-        }
-    };
+    let epoch = |expr: &str| crate::keys::seconds_sql(key_type, expr);
+    let min_max = crate::keys::min_max_sql(key_type, &k);
+    let fill_min_max = crate::keys::min_max_sql(key_type, "f");
     let null_keys: i64 = crate::pg::answered(
         deadline,
         sqlx::query_scalar(&format!("SELECT count(*) FROM {t} WHERE {k} IS NULL"))
@@ -546,9 +543,11 @@ pub async fn read_data(
     ) = crate::pg::answered(
         deadline,
         sqlx::query_as(&format!(
-            "SELECT {}, {}, lo::text, hi::text FROM (SELECT min({k}) AS lo, max({k}) AS hi FROM {t}) s",
+            "SELECT {}, {}, lo::text, hi::text FROM (SELECT {} AS lo, {} AS hi FROM {t}) s",
             epoch("lo"),
-            epoch("hi")
+            epoch("hi"),
+            min_max.0,
+            min_max.1,
         ))
         .persistent(false)
         .fetch_one(&mut *conn),
@@ -569,8 +568,8 @@ pub async fn read_data(
             sqlx::query_as(&format!(
                 "SELECT {}, {}, count(*) FILTER (WHERE f IS NULL)
                    FROM (SELECT {filled} AS f FROM {t} WHERE {k} IS NULL) s",
-                epoch("min(f)"),
-                epoch("max(f)")
+                epoch(&fill_min_max.0),
+                epoch(&fill_min_max.1)
             ))
             .persistent(false)
             .fetch_one(&mut *conn),
@@ -581,25 +580,6 @@ pub async fn read_data(
         facts.fill_still_null = still_null;
     }
     Ok(facts)
-}
-
-/// Checks that a fill expression is valid SQL over the table's columns and converts to the key
-/// type, without reading rows. The error is the server's message.
-pub async fn check_fill(
-    conn: &mut PgConnection,
-    deadline: std::time::Duration,
-    table: &QualifiedName,
-    fill: &str,
-    key_sql_type: &str,
-) -> Result<(), String> {
-    let sql = format!(
-        "SELECT ({fill})::{key_sql_type} FROM {} LIMIT 0",
-        table.quoted()
-    );
-    crate::pg::answered(deadline, sqlx::raw_sql(&sql).execute(conn))
-        .await
-        .map(|_| ())
-        .map_err(|e| crate::pg::describe(&e))
 }
 
 /// Free space beside the data directory, when the server runs on this machine and the setting is

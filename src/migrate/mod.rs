@@ -10,24 +10,40 @@
 //! stored in the state row, so a resumed run, a rollback or a finalize works from the same
 //! decisions as the run that started, whatever the catalog looks like after a swap.
 //!
-//! **Steps, each one transaction.** `build` creates `<table>_partitioned` (partitions made by the
-//! same renderer as maintenance, PK and unique keys extended with the partition key, indexes,
-//! outbound FKs, user triggers created disabled), the forward sync trigger and the state row, all
-//! in one transaction: a crash leaves either nothing or a complete build. `copy` then moves rows
-//! in primary-key order, one batch per transaction, the batch and its progress (`last_pk`)
-//! committed together. `swap` is one short transaction under `lock_timeout`, retried with backoff.
+//! **Steps, each one transaction** (through [`crate::tx::Runner`]: SET LOCAL timeouts, retries
+//! with backoff). `build` creates `<table>_partitioned` (partitions made by the same renderer as
+//! maintenance, PK and unique keys extended with the partition key, the other indexes on the
+//! parent only, outbound FKs, user triggers created disabled), the forward sync trigger and the
+//! state row, all in one transaction: a crash leaves either nothing or a complete build. `copy`
+//! then moves rows in primary-key order, one batch per transaction, the batch and its progress
+//! (`last_pk`) committed together; `settle` brings rows written during the copy up to date;
+//! [`indexes`] builds the other indexes per partition. `swap` is one short transaction under
+//! `lock_timeout`, retried with backoff.
 //!
-//! **Why the copy and the trigger never disagree.** The forward trigger upserts every written row
-//! into the new table (and deletes deleted ones) inside the writer's own transaction. The copier
-//! reads its batch `FOR SHARE`, so a row a writer is changing is either copied after that writer
-//! committed (READ COMMITTED re-reads the newest version, and skips a deleted one), or the writer
-//! waits until the batch is committed and then its trigger sees the copied row. Both sides write
-//! with `ON CONFLICT` on the new primary key, so a row written by both is written once. A writer
-//! at REPEATABLE READ cannot see a row copied after its snapshot; its trigger first upserts the
-//! old row, which turns that case into a serialization failure (which such writers retry) instead
-//! of a row silently left behind. The copier's waits run under a short lock timeout
-//! ([`copy::COPY_LOCK_TIMEOUT`], below `deadlock_timeout`), so in a lock cycle with an
-//! application transaction the copier is the one that backs off and retries.
+//! **Why the copy and the trigger never disagree.** The forward trigger applies every write on
+//! the original to the new table inside the writer's own transaction: an INSERT is upserted; an
+//! UPDATE that keeps the key updates the copied row in place, or, when the row is not copied yet,
+//! only records its key ([`Blueprint::gone`]); a DELETE or a change of key deletes the copy and
+//! records the key. The copier reads without row locks (locking every row it read dirtied every
+//! page of the original and cost a third of the copy) and inserts plainly; a batch that meets a
+//! row the trigger wrote first (a unique violation) runs again with `ON CONFLICT DO NOTHING`, and
+//! a batch inserting a row a writer is writing waits for that writer. So a copied row can only be
+//! stale when a writer changed or deleted it after the batch read it and before the batch
+//! committed, and then its key is recorded: the writer's trigger ran before the batch committed
+//! and found no copy. After the last batch, [`copy::settle`] waits for every transaction that was
+//! writing then (each such trigger has run by the time it ends), and then, holding writers back
+//! for a moment per chunk, deletes the copies of recorded keys that the original no longer has
+//! under that key and upserts the original's current rows. Inserting rows ahead of the copy is
+//! avoided on purpose: keys to the right of the copy's position would split every primary-key
+//! page the copy fills before them in half. Only the primary key tolerates a stale row for that
+//! moment; a table with another unique key or an outbound foreign key is copied as before this
+//! scheme (`FOR SHARE`, current versions only, always upserting, no `gone` table), as are
+//! migrations recorded by earlier versions. A writer at REPEATABLE READ cannot see a row copied
+//! after its snapshot; before deleting it its trigger first upserts the old row, which turns that
+//! case into a serialization failure (which such writers retry) instead of a row silently left
+//! behind. The copier's waits run under a short lock timeout ([`copy::COPY_LOCK_TIMEOUT`], below
+//! `deadlock_timeout`), so in a lock cycle with an application transaction the copier is the one
+//! that backs off and retries.
 //!
 //! **Out-of-range rows.** During an online migration the new table always has a default
 //! partition, so a writer inserting a date no partition covers yet never fails because of us.
@@ -39,13 +55,18 @@
 //! swaps back; `finalize` drops the backup and every helper object.
 //!
 //! **Resumable.** `run` reads the state row and continues: nothing → build; `copying` → copy from
-//! `last_pk`, then swap; `swapped` → nothing to do. Killing the process at any point leaves a
-//! state that `run` finishes with identical content.
+//! `last_pk`, settle, build the partition indexes still missing (read from the catalog), then
+//! swap; `swapped` → nothing to do. Killing the process at any point leaves a state that `run`
+//! finishes with identical content.
 
 pub mod build;
 pub mod copy;
+pub mod definition;
+pub mod error;
+pub mod fill;
 pub mod finalize;
 pub mod foreign_keys;
+pub mod indexes;
 pub mod inventory;
 pub mod plan;
 pub mod progress;
@@ -117,6 +138,12 @@ pub struct Blueprint {
     /// autovacuum worker on a freshly filled partition would make the swap wait for it (until
     /// `deadlock_timeout` cancels it), and the application's writers queue behind the swap.
     pub pause_autovacuum: bool,
+    /// Online: the table where the forward trigger records the primary key of every row it
+    /// deletes from the original (or moves to another key) while the copy runs, so that the copy
+    /// can read without row locks ([`copy::settle`] removes what it copied of those rows).
+    /// `None` for migrations recorded by earlier versions, whose copy locks the rows it reads.
+    #[serde(default)]
+    pub gone: Option<QualifiedName>,
 }
 
 /// An index of the original and its counterpart on the new table. `building` is the new index's
@@ -265,6 +292,7 @@ pub(crate) mod tests {
             default_partition: q("pricing_data_default"),
             keep_default: false,
             pause_autovacuum: true,
+            gone: Some(QualifiedName::new(STATE_SCHEMA, "public_pricing_data_gone")),
         }
     }
 

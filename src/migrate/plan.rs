@@ -6,12 +6,14 @@
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
-use super::build;
+use super::definition;
 use super::inventory::{DataFacts, Inventory};
 use super::{Blueprint, IndexNames, Mode, OwnedSequence, UserTrigger, STATE_SCHEMA};
 use crate::bounds::KeyType;
 use crate::config::TablePolicy;
+use crate::coverage::{self, TooMany};
 use crate::ident::{derived_name, QualifiedName};
+use crate::keys::Width;
 use crate::plan::Clock;
 
 /// More partitions than this for one table means an outlier key (a typo'd year 2205) rather
@@ -125,13 +127,42 @@ pub fn judge(
         ));
         return p;
     };
-    let Some(key_type) = KeyType::from_pg_type(&col.type_name) else {
+    // maintain manages integer, epoch and uuid keys (SPEC part 2); the conversion still reads
+    // the data range as time, so it takes the three time types only.
+    // Every key kind of SPEC part 2, read as maintain reads it (epoch and uuid as instants).
+    let integer_key = matches!(policy.interval, Width::Values(_)) && policy.epoch.is_none();
+    let Some(column_type) = KeyType::from_pg_type(&col.type_name) else {
         p.blockers.push(format!(
-            "the partition key {t}.{key} is of type {}; partkeeper partitions by date, timestamp or timestamptz",
+            "the partition key {t}.{key} is of type {}; partkeeper partitions by date, timestamp, timestamptz, smallint, integer, bigint or uuid",
             col.type_name
         ));
         return p;
     };
+    let key_type = match crate::catalog::key_for_policy(column_type, &col.type_name, policy) {
+        Ok(k) => k,
+        Err(e) => {
+            p.blockers.push(e);
+            return p;
+        }
+    };
+    if integer_key
+        && !inv.indexes.iter().any(|i| {
+            let cols = i.definition.rsplit_once(" USING ").map_or("", |(_, c)| c);
+            let first = cols
+                .split_once('(')
+                .map_or("", |(_, c)| c)
+                .split([',', ')'])
+                .next()
+                .unwrap_or("")
+                .trim();
+            first == crate::ident::quote_ident(key) || first == key
+        })
+    {
+        p.warnings.push(format!(
+            "no index leads with {key}: after the conversion maintain reads max({key}) by scanning the default and the highest partitions on every pass; create one, e.g. CREATE INDEX ON {t} ({})",
+            crate::ident::quote_ident(key)
+        ));
+    }
     p.key_type = Some(key_type);
     if !col.generated.is_empty() {
         p.warnings.push(format!(
@@ -210,12 +241,12 @@ pub fn judge(
         if i.constraint {
             continue;
         }
-        match (build::index_tail(i, &inv.printed_name), i.unique) {
+        match (definition::index_tail(i, &inv.printed_name), i.unique) {
             (None, _) => p.blockers.push(format!(
                 "cannot read the definition of index {} ({}); drop it before converting and re-create it afterwards",
                 i.name, i.definition
             )),
-            (Some(tail), true) => match build::extend_key_list(tail, &inv.printed_key) {
+            (Some(tail), true) => match definition::extend_key_list(tail, &inv.printed_key) {
                 Some(extended) => {
                     p.carried.push(format!("unique index {} (becomes USING {extended})", i.name));
                     p.warnings.push(format!(
@@ -247,7 +278,7 @@ pub fn judge(
     let partitioned = t.sibling(partitioned_name(t));
     let mut user_triggers = Vec::new();
     for tr in &inv.triggers {
-        match build::retarget_trigger(&tr.definition, &inv.printed_name, &partitioned.quoted()) {
+        match definition::retarget_trigger(&tr.definition, &inv.printed_name, &partitioned.quoted()) {
             Some(create_on_new) => {
                 p.carried.push(format!("trigger {}: {}", tr.name, tr.definition));
                 user_triggers.push(UserTrigger {
@@ -371,15 +402,6 @@ pub fn judge(
         ));
     }
 
-    if let Some(fill) = &opts.fill {
-        if fill.contains(super::sync::BODY_TAG) || fill.contains(';') {
-            p.blockers.push(format!(
-                "--fill-null-with {fill:?} must be a single SQL expression (no ';' and no {})",
-                super::sync::BODY_TAG
-            ));
-        }
-    }
-
     let kinds: [(&'static str, bool); 12] = [
         (
             "unique constraints",
@@ -425,7 +447,8 @@ pub fn judge(
     }
 
     // Rows: NULL keys, range, partitions.
-    let clock = Clock::new(policy, key_type, opts.now);
+    // Integer keys: the position is max(key) (read below); the clock's current period follows.
+    let mut clock = Clock::new(policy, key_type, opts.now);
     let mut lo = None;
     let mut hi = None;
     if let Some(f) = facts {
@@ -455,46 +478,54 @@ pub fn judge(
                 ));
                 break;
             }
-            let at = epoch_to_utc(v);
+            let at = if integer_key {
+                crate::keys::int_point(v.round() as i64)
+            } else {
+                epoch_to_utc(v)
+            };
             lo = Some(lo.map_or(at, |l: DateTime<Utc>| l.min(at)));
             hi = Some(hi.map_or(at, |h: DateTime<Utc>| h.max(at)));
         }
     }
+    if integer_key {
+        let position = hi.unwrap_or(crate::keys::int_point(policy.start));
+        clock = Clock::new(policy, key_type, position);
+    }
     let first = lo
-        .map(|l| crate::calendar::period_start(l, clock.interval, clock.tz))
+        .map(|l| clock.period_of(l))
         .unwrap_or(clock.current)
         .min(clock.current);
     let last_end = {
         let ahead = clock.period(policy.premake as i32 + 1);
         match hi {
-            Some(h) => {
-                let s = crate::calendar::period_start(h, clock.interval, clock.tz);
-                crate::calendar::add_periods(s, clock.interval, 1, clock.tz).max(ahead)
-            }
+            Some(h) => clock.period_after(clock.period_of(h)).max(ahead),
             None => ahead,
         }
     };
-    let mut start = first;
-    while start < last_end && p.partitions.len() <= MAX_PARTITIONS {
-        let next = crate::calendar::add_periods(start, clock.interval, 1, clock.tz);
-        if next <= start {
-            break;
+    let next = |at| clock.period_after(at);
+    let cover = |end| coverage::cover(&[], first, end, MAX_PARTITIONS, next);
+    let (pieces, too_many) = match cover(last_end) {
+        Ok(pieces) => (pieces, false),
+        Err(TooMany) => {
+            let end = clock.period_after_n(first, MAX_PARTITIONS as i32);
+            (cover(end).unwrap_or_default(), true)
         }
-        p.partitions.push(PlannedPartition {
-            name: t.sibling(derived_name(&t.name, &clock.suffix(start))),
-            from: start,
-            to: next,
-        });
-        start = next;
-    }
-    if p.partitions.len() > MAX_PARTITIONS {
+    };
+    p.partitions = pieces
+        .iter()
+        .map(|x| PlannedPartition {
+            name: t.sibling(derived_name(&t.name, &x.suffix(clock.suffix(x.period)))),
+            from: x.from,
+            to: x.to,
+        })
+        .collect();
+    if too_many {
         p.blockers.push(format!(
             "the key range of {t} ({} .. {}) needs more than {MAX_PARTITIONS} partitions of {}; look for outlier values (a mistyped year) and fix them, or choose a longer interval",
             facts.and_then(|f| f.min_key_text.clone()).unwrap_or_default(),
             facts.and_then(|f| f.max_key_text.clone()).unwrap_or_default(),
             policy.interval
         ));
-        p.partitions.truncate(MAX_PARTITIONS);
     }
     let default_partition = t.sibling(derived_name(&t.name, "default"));
     let mut wanted: Vec<&QualifiedName> = p.partitions.iter().map(|x| &x.name).collect();
@@ -583,6 +614,8 @@ pub fn judge(
         publications: inv.publications.clone(),
         default_partition,
         keep_default: policy.default_partition,
+        gone: (opts.mode == Mode::Online && copies_without_row_locks(inv))
+            .then(|| QualifiedName::new(STATE_SCHEMA, derived_name(&fn_base, "gone"))),
         pause_autovacuum: opts.mode == Mode::Online
             && !inv
                 .reloptions
@@ -590,6 +623,18 @@ pub fn judge(
                 .any(|o| o.starts_with("autovacuum_enabled=")),
     });
     p
+}
+
+/// Whether the online copy may read without row locks ([`Blueprint::gone`]). It then may insert
+/// a row version that a writer has since replaced (settled after the copy), which only the
+/// primary key tolerates: another unique key or an outbound foreign key could refuse the stale
+/// version (a value a writer has since moved to another row, a parent deleted since), so such
+/// tables are copied with `FOR SHARE`, which reads only current versions.
+pub fn copies_without_row_locks(inv: &Inventory) -> bool {
+    !inv.constraints
+        .iter()
+        .any(|c| c.kind == "u" || c.kind == "f" || c.kind == "x")
+        && !inv.indexes.iter().any(|i| i.unique && !i.primary)
 }
 
 /// Seconds since the epoch (on the table's calendar) as an instant.
@@ -613,7 +658,10 @@ mod tests {
         TablePolicy {
             name: QualifiedName::new("public", "pricing_data"),
             column: "date".into(),
-            interval: Interval::Month,
+            interval: Interval::Month.into(),
+            retention_values: None,
+            epoch: None,
+            start: 0,
             premake: 3,
             retention: None,
             retention_mode: RetentionMode::Drop,

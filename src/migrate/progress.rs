@@ -37,7 +37,7 @@ impl Progress {
         self.done += rows;
         self.total = self.total.max(self.done);
         let every = if self.tty { DRAW_EVERY } else { LOG_EVERY };
-        if self.last_shown.map_or(true, |t| t.elapsed() >= every) {
+        if self.last_shown.is_none_or(|t| t.elapsed() >= every) {
             self.show();
         }
     }

@@ -3,13 +3,15 @@
 //! every helper object are dropped. Before the swap it simply abandons the migration. Idempotent:
 //! each phase picks up where an interrupted rollback stopped.
 
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
+use super::error::MigrateError;
 use super::state::{self, Phase, State};
 use super::{swap, sync, Blueprint, FORWARD_TRIGGER, FORWARD_TRUNCATE_TRIGGER};
 use crate::config::DatabaseConfig;
 use crate::error::Error;
 use crate::pg;
+use crate::tx::{self, TxError};
 
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -70,23 +72,23 @@ pub async fn cleanup(
         ));
     }
     statements.push(format!("DROP TABLE IF EXISTS {}", b.partitioned.quoted()));
+    statements.extend(super::build::drop_gone_table(b));
     statements.extend(drop_functions(b));
     drop_with_state(conn, db, b, &statements)
         .await
         .map_err(|e| {
-            Error::Failed(if pg::is_retryable(&e) {
-                format!(
-                    "could not lock {} to drop the migration's objects within lock_timeout; run the command again ({})",
-                    b.original,
-                    pg::describe(&e)
-                )
+            if e.is_lock_timeout() {
+                MigrateError::CleanupLocked {
+                    table: b.original.clone(),
+                    source: Box::new(e),
+                }
             } else {
-                format!(
-                    "could not drop the migration's objects: {}. If another object now depends on {}, drop that first",
-                    pg::describe(&e),
-                    b.partitioned
-                )
-            })
+                MigrateError::Cleanup {
+                    partitioned: b.partitioned.clone(),
+                    source: Box::new(e),
+                }
+            }
+            .into()
         })
 }
 
@@ -99,32 +101,17 @@ pub(super) async fn drop_with_state(
     db: &DatabaseConfig,
     b: &Blueprint,
     statements: &[String],
-) -> Result<(), sqlx::Error> {
-    let deadline = pg::reply_deadline(db);
-    let mut waits = 0;
-    loop {
-        let attempt = async {
-            let mut tx = pg::answered(deadline, conn.begin()).await?;
-            pg::answered(
-                deadline,
-                pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
-            )
-            .await?;
-            for s in statements {
-                pg::answered(deadline, sqlx::raw_sql(s).execute(&mut *tx)).await?;
-            }
-            pg::answered(deadline, state::remove(&mut tx, &b.original)).await?;
-            pg::answered(deadline, tx.commit()).await
-        };
-        match attempt.await {
-            Ok(()) => return Ok(()),
-            Err(e) if pg::is_retryable(&e) && waits + 1 < db.lock_retries.max(1) => {
-                waits += 1;
-                tokio::time::sleep(pg::backoff(waits)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+) -> Result<(), TxError> {
+    tx::Runner::step(
+        format!("drop the migration's objects of {}", b.original),
+        db,
+    )
+    .run(conn, async |c, at| {
+        tx::exec_all(c, at, statements).await?;
+        pg::answered(at.deadline, state::remove(c, &b.original)).await
+    })
+    .await
+    .map(|_| ())
 }
 
 pub fn drop_functions(b: &Blueprint) -> Vec<String> {

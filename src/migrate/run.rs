@@ -5,14 +5,15 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
 use super::build::{self, Keys};
+use super::error::MigrateError;
 use super::inventory::{self, DataFacts, Inventory};
 use super::plan::{self, Preflight};
 use super::progress::Progress;
 use super::state::{self, Phase, State};
-use super::{copy, swap, sync, Blueprint, Mode};
+use super::{copy, fill, indexes, swap, sync, Blueprint, Mode};
 use crate::bounds::KeyType;
 use crate::catalog;
 use crate::config::{DatabaseConfig, TablePolicy};
@@ -22,6 +23,7 @@ use crate::error::Error;
 use crate::ident::derived_name;
 use crate::pg;
 use crate::plan::{Action, Clock};
+use crate::tx;
 
 /// What `plan` and `run` know before changing anything.
 pub struct Prepared {
@@ -38,6 +40,8 @@ pub struct Summary {
     pub partitions: usize,
     pub extra_partitions: usize,
     pub copy_secs: f64,
+    /// Building the non-unique indexes per partition after the copy (online).
+    pub index_secs: f64,
     pub total_secs: f64,
     pub lock_held: Duration,
     pub lock_waits: u32,
@@ -62,6 +66,9 @@ pub async fn prepare(
     policy: &TablePolicy,
     opts: &plan::Options,
 ) -> Result<Prepared, Error> {
+    if let Some(fill) = &opts.fill {
+        fill::check_shape(fill)?;
+    }
     // Catalog reads (cheap) under one deadline each, the row scans each under their own.
     let deadline = pg::reply_deadline(db);
     let inv = pg::answered(
@@ -75,20 +82,14 @@ pub async fn prepare(
             policy.name
         )));
     }
-    let key_type = inv
-        .column(&policy.column)
-        .and_then(|c| KeyType::from_pg_type(&c.type_name));
+    let key_type = inv.column(&policy.column).and_then(|c| {
+        let column = KeyType::from_pg_type(&c.type_name)?;
+        Some(catalog::key_for_policy(column, &c.type_name, policy).unwrap_or(column))
+    });
     let mut facts = None;
     if let (Some(kt), "r") = (key_type, inv.relkind.as_str()) {
         if let Some(fill) = &opts.fill {
-            inventory::check_fill(conn, deadline, &policy.name, fill, kt.sql_name())
-                .await
-                .map_err(|e| {
-                    Error::Usage(format!(
-                        "--fill-null-with {fill}: {e}. Give an SQL expression over the columns of {}, e.g. '\"createdAt\"::date'",
-                        policy.name
-                    ))
-                })?;
+            fill::check_on_server(conn, deadline, &policy.name, fill, kt.sql_name()).await?;
         }
         facts = Some(
             inventory::read_data(
@@ -96,7 +97,7 @@ pub async fn prepare(
                 deadline,
                 &inv,
                 &policy.column,
-                kt.sql_name(),
+                kt,
                 opts.fill.as_deref(),
             )
             .await?,
@@ -182,12 +183,13 @@ pub async fn run(
             build_online(conn, db, &prepared, &bp).await?;
             pg::answered(deadline, state::load(conn, &policy.name))
                 .await?
-                .ok_or_else(|| Error::Failed("the state row vanished after the build".into()))?
+                .ok_or(MigrateError::StateVanished)?
         }
     };
     let bp = state.blueprint.clone();
     let key_type = KeyType::from_pg_type(&bp.key_sql_type)
-        .ok_or_else(|| Error::Failed(format!("unknown key type {}", bp.key_sql_type)))?;
+        .map(|k| catalog::key_for_policy(k, &bp.key_sql_type, policy).unwrap_or(k))
+        .ok_or_else(|| MigrateError::UnknownKeyType(bp.key_sql_type.clone()))?;
 
     if !state.copy_done {
         let copy_started = Instant::now();
@@ -215,6 +217,11 @@ pub async fn run(
         summary.copy_secs = copy_started.elapsed().as_secs_f64();
         summary.copy_retries = out.retries;
     }
+    // Copies of rows deleted while the copy read them go (idempotent on resume).
+    copy::settle(conn, db, &bp).await?;
+    // The non-unique indexes, per partition, now that the rows are in (idempotent on resume).
+    let built = indexes::build_after_copy(conn, db, &bp).await?;
+    summary.index_secs = built.secs;
     let after = pg::answered(deadline, state::load(conn, &bp.original)).await?;
     if let Some(s) = &after {
         summary.rows_copied = s.rows_copied;
@@ -250,7 +257,18 @@ pub async fn run(
     Ok(Outcome::Migrated(summary))
 }
 
-/// The build transaction: new table, partitions, sync functions, state row, and last the forward
+/// The new parent (keys as `keys` says) and its partitions, as both modes build them.
+fn table_statements(prepared: &Prepared, bp: &Blueprint, keys: Keys) -> Result<Vec<String>, Error> {
+    let inv = &prepared.inventory;
+    let key_type = prepared.preflight.key_type.ok_or(MigrateError::NoKeyType)?;
+    let mut statements = build::parent_statements(inv, bp, keys);
+    let partitions = &prepared.preflight.partitions;
+    statements.extend(build::partition_statements(inv, bp, key_type, partitions)?);
+    Ok(statements)
+}
+
+/// The build transaction: new table, partitions, the non-unique indexes on the parent only
+/// (built per partition after the copy), sync functions, state row, and last the forward
 /// triggers (the only statement that waits for the application's writers), then commit.
 async fn build_online(
     conn: &mut PgConnection,
@@ -259,66 +277,47 @@ async fn build_online(
     bp: &Blueprint,
 ) -> Result<(), Error> {
     let inv = &prepared.inventory;
-    let key_type = prepared
-        .preflight
-        .key_type
-        .ok_or_else(|| Error::Failed("no key type".into()))?;
-    let mut statements = build::parent_statements(inv, bp, Keys::WithTable);
-    statements.extend(
-        build::partition_statements(inv, bp, key_type, &prepared.preflight.partitions)
-            .map_err(Error::Failed)?,
-    );
-    statements.push(sync::forward_function(bp));
+    let mut statements = table_statements(prepared, bp, Keys::UniqueWithTable)?;
+    statements.extend(build::parent_only_indexes(inv, bp));
+    statements.extend(build::gone_table(bp));
     statements.push(sync::reverse_function(bp));
+    // Through the extended protocol (one statement): its body carries the fill expression.
+    let forward = sync::forward_function(bp);
     let triggers = sync::forward_triggers(bp, &bp.original);
-    // Every round trip within the deadline; the server ends a stalled session of ours that
-    // holds the original's lock (idle_in_transaction_session_timeout, about lock_timeout).
-    let deadline = pg::reply_deadline(db);
-    let mut waits = 0;
-    loop {
-        let attempt = async {
-            let mut tx = pg::answered(deadline, conn.begin()).await?;
+    // The server ends a stalled session of ours that holds the original's lock
+    // (idle_in_transaction_session_timeout, about lock_timeout).
+    let step = format!(
+        "building {} (nothing is changed unless it completes)",
+        bp.partitioned
+    );
+    tx::Runner::step(step, db)
+        .run(conn, async |c, at| {
+            pg::answered(at.deadline, state::ensure_schema(c)).await?;
+            tx::exec_all(c, at, &statements).await?;
+            tx::exec_one(c, at, &forward).await?;
             pg::answered(
-                deadline,
-                pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
+                at.deadline,
+                state::insert(c, Phase::Copying, Mode::Online, bp),
             )
             .await?;
-            pg::answered(deadline, state::ensure_schema(&mut tx)).await?;
-            build::run(&mut tx, &statements, deadline).await?;
-            pg::answered(
-                deadline,
-                state::insert(&mut tx, Phase::Copying, Mode::Online, bp),
-            )
-            .await?;
-            build::run(&mut tx, &triggers, deadline).await?;
-            pg::answered(deadline, tx.commit()).await
-        };
-        match attempt.await {
-            Ok(()) => {
-                tracing::info!(table = %bp.original, partitions = prepared.preflight.partitions.len(), "built {}", bp.partitioned);
-                return Ok(());
+            tx::exec_all(c, at, &triggers).await
+        })
+        .await
+        .map_err(|e| {
+            if e.is_lock_timeout() {
+                MigrateError::BuildLocked {
+                    table: bp.original.clone(),
+                    source: Box::new(e),
+                }
+            } else {
+                MigrateError::Build {
+                    table: bp.partitioned.clone(),
+                    source: Box::new(e),
+                }
             }
-            Err(e) if crate::pg::is_retryable(&e) && waits + 1 < db.lock_retries.max(1) => {
-                waits += 1;
-                let pause = crate::pg::backoff(waits);
-                tracing::info!(attempt = waits, ?pause, error = %crate::pg::describe(&e), "build: lock not granted in time; retrying");
-                tokio::time::sleep(pause).await;
-            }
-            Err(e) if crate::pg::is_retryable(&e) => {
-                return Err(Error::Failed(format!(
-                    "could not add the sync trigger to {} within lock_timeout: a long transaction holds the table. Nothing was changed; run again",
-                    bp.original
-                )))
-            }
-            Err(e) => {
-                return Err(Error::Failed(format!(
-                    "building {} failed, nothing was changed: {}",
-                    bp.partitioned,
-                    crate::pg::describe(&e)
-                )))
-            }
-        }
-    }
+        })?;
+    tracing::info!(table = %bp.original, partitions = prepared.preflight.partitions.len(), "built {}", bp.partitioned);
+    Ok(())
 }
 
 /// Gives the rows that landed in the default partition partitions of their own (moving them as
@@ -334,19 +333,16 @@ async fn cover_default_rows(
     key_type: KeyType,
     within: Within,
 ) -> Result<usize, Error> {
-    let epoch = if key_type == KeyType::TimestampTz {
-        "extract(epoch FROM {})::float8"
-    } else {
-        "extract(epoch FROM ({})::timestamp)::float8"
-    };
+    let integer_key = matches!(key_type, KeyType::Int(_));
+    let epoch = crate::keys::seconds_sql(key_type, "{}");
     let k = bp.key_quoted();
     let deadline = pg::reply_deadline(db);
     let (lo, hi): (Option<f64>, Option<f64>) = pg::answered(
         deadline,
         sqlx::query_as(&format!(
             "SELECT {}, {} FROM {}",
-            epoch.replace("{}", &format!("min({k})")),
-            epoch.replace("{}", &format!("max({k})")),
+            epoch.replace("{}", &crate::keys::min_max_sql(key_type, &k).0),
+            epoch.replace("{}", &crate::keys::min_max_sql(key_type, &k).1),
             bp.default_partition.quoted()
         ))
         .fetch_one(&mut *conn),
@@ -362,51 +358,19 @@ async fn cover_default_rows(
         catalog::read(conn, &[(bp.partitioned.clone(), bp.key.clone())], false),
     )
     .await?;
-    let table = catalog::resolve(&rows[0], &scoped).map_err(Error::Failed)?;
+    let table = catalog::resolve(&rows[0], &scoped).map_err(MigrateError::Resolve)?;
     let clock = Clock::new(policy, key_type, Utc::now());
-    let to_utc = |s: f64| DateTime::<Utc>::from_timestamp(s.floor() as i64, 0).unwrap_or_default();
-    let mut start = crate::calendar::period_start(to_utc(lo), clock.interval, clock.tz);
-    let end = crate::calendar::add_periods(
-        crate::calendar::period_start(to_utc(hi), clock.interval, clock.tz),
-        clock.interval,
-        1,
-        clock.tz,
-    );
-    let ranges: Vec<coverage::Range> = table.partitions.iter().map(|p| (p.from, p.to)).collect();
-    let mut actions = Vec::new();
-    while start < end {
-        let next = crate::calendar::add_periods(start, clock.interval, 1, clock.tz);
-        for (i, (from, to)) in coverage::uncovered(&ranges, start, next)
-            .into_iter()
-            .enumerate()
-        {
-            let suffix = if i == 0 {
-                clock.suffix(start)
-            } else {
-                format!("{}_{}", clock.suffix(start), i + 1)
-            };
-            actions.push(Action::Create {
-                partition: bp
-                    .original
-                    .sibling(derived_name(&bp.original.name, &suffix)),
-                from,
-                to,
-            });
+    let to_utc = |s: f64| {
+        if integer_key {
+            crate::keys::int_point(s.round() as i64)
+        } else {
+            DateTime::<Utc>::from_timestamp(s.floor() as i64, 0).unwrap_or_default()
         }
-        if actions.len() > plan::MAX_PARTITIONS || next <= start {
-            return Err(Error::Failed(format!(
-                "rows written during the migration have {} values far outside the table's range (more than {} new partitions would be needed); fix them in {} or set default_partition = true, then run again",
-                bp.key,
-                plan::MAX_PARTITIONS,
-                bp.original
-            )));
-        }
-        start = next;
-    }
+    };
+    let actions = default_cover(bp, &table, &clock, to_utc(lo), to_utc(hi))?;
     let tpl = build::template(inv, bp);
     for action in &actions {
-        let mut steps =
-            ddl::render(action, &table, &tpl).map_err(|e| Error::Failed(e.to_string()))?;
+        let mut steps = ddl::render(action, &table, &tpl)?;
         // Writers reach the new table through the forward trigger. One that routed its row to
         // the default partition just before the new partition is attached would fail on the
         // default's changed constraint; holding the original's writers back for the moment of
@@ -424,11 +388,45 @@ async fn cover_default_rows(
         } else {
             crate::execute::run_steps(conn, db, &steps)
                 .await
-                .map_err(|e| Error::Failed(e.to_string()))?;
+                .map_err(MigrateError::Cover)?;
         }
         tracing::info!(partition = %action.partition(), "created a partition for rows written during the migration");
     }
     Ok(actions.len())
+}
+
+/// Partitions for rows that landed in the default partition, with keys from `lo` to `hi`: every
+/// period between them that `table`'s partitions do not cover (pure; [`coverage::cover`]).
+pub fn default_cover(
+    bp: &Blueprint,
+    table: &crate::catalog::ManagedTable,
+    clock: &Clock,
+    lo: DateTime<Utc>,
+    hi: DateTime<Utc>,
+) -> Result<Vec<Action>, MigrateError> {
+    // Through the clock, so that integer keys count periods of values (SPEC part 2).
+    let start = clock.period_of(lo);
+    let end = clock.period_after(clock.period_of(hi));
+    let ranges: Vec<coverage::Range> = table.partitions.iter().map(|p| (p.from, p.to)).collect();
+    let pieces = coverage::cover(&ranges, start, end, plan::MAX_PARTITIONS, |t| {
+        clock.period_after(t)
+    })
+    .map_err(|_| MigrateError::FarOutside {
+        key: bp.key.clone(),
+        max: plan::MAX_PARTITIONS,
+        table: bp.original.clone(),
+    })?;
+    Ok(pieces
+        .iter()
+        .map(|p| Action::Create {
+            partition: bp.original.sibling(derived_name(
+                &bp.original.name,
+                &p.suffix(clock.suffix(p.period)),
+            )),
+            from: p.from,
+            to: p.to,
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,27 +446,18 @@ async fn offline(
     started: Instant,
 ) -> Result<Outcome, Error> {
     let inv = &prepared.inventory;
-    let key_type = prepared
-        .preflight
-        .key_type
-        .ok_or_else(|| Error::Failed("no key type".into()))?;
-    let mut statements = build::parent_statements(inv, bp, Keys::Later);
-    statements.extend(
-        build::partition_statements(inv, bp, key_type, &prepared.preflight.partitions)
-            .map_err(Error::Failed)?,
-    );
+    let key_type = prepared.preflight.key_type.ok_or(MigrateError::NoKeyType)?;
+    let mut statements = table_statements(prepared, bp, Keys::Later)?;
     statements.push(sync::reverse_function(bp));
     // Every round trip within the deadline, but no idle_in_transaction_session_timeout: this one
     // long transaction deliberately sleeps between lock attempts (swap::lock_with_savepoint) and
     // would be ended, its copy thrown away. A stalled network here fails the command; the
     // server keeps the session (and its SHARE lock) until TCP keepalive notices the dead peer.
     let deadline = pg::reply_deadline(db);
-    let mut tx = pg::answered(deadline, conn.begin()).await?;
-    pg::answered(
-        deadline,
-        pg::set_local_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
-    )
-    .await?;
+    let (mut tx, _) = crate::tx::Runner::step("the offline migration", db)
+        .without_idle_timeout()
+        .begin(conn)
+        .await?;
     pg::answered(deadline, state::ensure_schema(&mut tx)).await?;
     build::run(&mut tx, &statements, deadline).await?;
     swap::lock_with_savepoint(
@@ -486,9 +475,13 @@ async fn offline(
         bp.select_list("o."),
         bp.original.quoted()
     );
-    let copied = pg::answered(deadline, sqlx::raw_sql(&copy).execute(&mut *tx))
-        .await?
-        .rows_affected();
+    // Extended protocol: the statement carries the fill expression, and is one statement.
+    let copied = pg::answered(
+        deadline,
+        sqlx::query(&copy).persistent(false).execute(&mut *tx),
+    )
+    .await?
+    .rows_affected();
     if !bp.keep_default && pg::answered(deadline, swap::default_has_rows(&mut tx, bp)).await? {
         summary.extra_partitions += cover_default_rows(
             &mut tx,
@@ -501,7 +494,12 @@ async fn offline(
         )
         .await?;
     }
-    build::run(&mut tx, &build::key_statements(inv, bp), deadline).await?;
+    build::run(
+        &mut tx,
+        &build::key_statements(inv, bp, build::Which::All),
+        deadline,
+    )
+    .await?;
     summary.copy_secs = copy_started.elapsed().as_secs_f64();
     let out = swap::offline(&mut tx, db, inv, bp).await?;
     pg::answered(

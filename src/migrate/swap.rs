@@ -6,8 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 
+use super::error::MigrateError;
 use super::inventory::{self, Inventory};
 use super::state::{self, Phase};
 use super::{
@@ -18,6 +19,7 @@ use crate::config::DatabaseConfig;
 use crate::error::Error;
 use crate::ident::{quote_ident, quote_literal, QualifiedName};
 use crate::pg;
+use crate::tx::{self, TxError};
 
 #[derive(Debug, Clone)]
 pub struct SwapOutcome {
@@ -49,6 +51,7 @@ pub fn forward_statements(
             &b.original,
             [FORWARD_TRIGGER, FORWARD_TRUNCATE_TRIGGER],
         ));
+        s.extend(super::build::drop_gone_table(b));
     }
     s.push(rename_table(&b.original, &b.backup.name));
     s.push(rename_table(&b.partitioned, &live.name));
@@ -268,140 +271,144 @@ async fn views_of(
         .collect())
 }
 
-async fn run_all(
-    conn: &mut PgConnection,
-    statements: &[String],
-    deadline: Duration,
-) -> Result<(), sqlx::Error> {
-    for st in statements {
-        tracing::debug!(sql = %st, "swap");
-        pg::answered(deadline, sqlx::raw_sql(st).execute(&mut *conn)).await?;
-    }
-    Ok(())
-}
-
-/// The online swap: its own transaction, retried on lock timeouts.
+/// The online swap: its own transaction, retried on lock timeouts (autovacuum workers on the
+/// tables cancelled before each attempt).
 pub async fn online(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
     inv: &Inventory,
     b: &Blueprint,
 ) -> Result<Attempt, Error> {
-    let mut waits = 0;
-    loop {
-        cancel_autovacuum(conn, db, &[&b.original, &b.partitioned]).await;
-        match online_attempt(conn, db, inv, b).await {
-            Ok(Some(held)) => {
-                return Ok(Attempt::Done(SwapOutcome {
-                    lock_held: held,
-                    lock_waits: waits,
-                }))
+    let done = tx::Runner::step(format!("swap {} into place", b.partitioned), db)
+        .run(conn, async |c, at| {
+            // Behind a savepoint: a refused cancel (not permitted) must not abort the swap.
+            tx::exec(c, at, "SAVEPOINT partkeeper_autovacuum").await?;
+            let undo = if cancel_autovacuum(c, db, &[&b.original, &b.partitioned]).await {
+                "RELEASE SAVEPOINT partkeeper_autovacuum"
+            } else {
+                "ROLLBACK TO SAVEPOINT partkeeper_autovacuum"
+            };
+            tx::exec(c, at, undo).await?;
+            let locked = lock_both(c, at, &b.original, &b.partitioned).await?;
+            if !b.keep_default && pg::answered(at.deadline, default_has_rows(c, b)).await? {
+                return Ok(None);
             }
-            Ok(None) => return Ok(Attempt::DefaultHasRows),
-            Err(e) if pg::is_retryable(&e) && waits + 1 < db.lock_retries.max(1) => {
-                waits += 1;
-                let pause = pg::backoff(waits);
-                tracing::info!(attempt = waits, ?pause, error = %pg::describe(&e), "swap: lock not granted in time; retrying");
-                tokio::time::sleep(pause).await;
+            let views = pg::answered(at.deadline, views_of(c, &b.original)).await?;
+            let fks = pg::answered(at.deadline, super::foreign_keys::read(c, &b.original)).await?;
+            tx::exec_all(c, at, &forward_statements(inv, b, &views, true)).await?;
+            let version = c.server_version_num().unwrap_or(0);
+            let repoint = super::foreign_keys::repoint(&fks, &b.original, version);
+            tx::exec_all(c, at, &repoint).await?;
+            pg::answered(
+                at.deadline,
+                state::set_phase(c, &b.original, Phase::Swapped),
+            )
+            .await?;
+            Ok(Some(locked))
+        })
+        .await
+        .map_err(|e| match e {
+            TxError::LockTimeout { attempts, .. } => MigrateError::SwapLocked {
+                table: b.original.clone(),
+                attempts,
+                source: Box::new(e),
             }
-            Err(e) if pg::is_retryable(&e) => {
-                return Err(Error::Failed(format!(
-                    "could not lock {} for the swap within lock_timeout after {} attempt(s): a long transaction or pending DDL holds it. The copy is complete and kept in step; run `migrate run` again to retry the swap",
-                    b.original,
-                    waits + 1
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+            .into(),
+            other => Error::from(other),
+        })?;
+    Ok(match done.value {
+        Some(locked) => Attempt::Done(SwapOutcome {
+            lock_held: locked.elapsed(),
+            lock_waits: done.lock_waits,
+        }),
+        None => Attempt::DefaultHasRows,
+    })
 }
 
 /// Cancels autovacuum workers holding locks on `tables` or their partitions, as PostgreSQL itself
 /// does once a lock request has waited `deadlock_timeout` — but before the swap queues up, so the
-/// application's writers do not wait behind it meanwhile. Needs superuser (or, on recent
-/// servers, pg_signal_autovacuum_worker); without it nothing happens and the lock wait does it.
+/// application's writers do not wait behind it meanwhile. Never one that prevents wraparound
+/// (PostgreSQL does not cancel those either): the swap then waits for it within `lock_timeout`
+/// and retries, or gives up. Needs superuser (or, on recent servers,
+/// pg_signal_autovacuum_worker); without it nothing happens and the lock wait does it.
+/// Returns false when a query failed (its error is logged; the caller rolls back to a savepoint).
 async fn cancel_autovacuum(
     conn: &mut PgConnection,
     db: &DatabaseConfig,
     tables: &[&QualifiedName],
-) {
+) -> bool {
     let names: Vec<String> = tables.iter().map(|t| t.quoted()).collect();
-    let query = sqlx::query_scalar::<_, i64>(
-        "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM (
-           SELECT DISTINCT l.pid FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-            WHERE a.backend_type = 'autovacuum worker' AND l.locktype = 'relation'
-              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-              AND l.relation IN (SELECT to_regclass(n) FROM unnest($1::text[]) n
-                                 UNION ALL SELECT i.inhrelid FROM pg_inherits i
-                                  WHERE i.inhparent IN (SELECT to_regclass(n) FROM unnest($1::text[]) n))) w",
+    let deadline = pg::reply_deadline(db);
+    let workers = sqlx::query_as::<_, (i32, String)>(
+        "SELECT DISTINCT l.pid, coalesce(a.query, '') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE a.backend_type = 'autovacuum worker' AND l.locktype = 'relation'
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND l.relation IN (SELECT to_regclass(n) FROM unnest($1::text[]) n
+                               UNION ALL SELECT i.inhrelid FROM pg_inherits i
+                                WHERE i.inhparent IN (SELECT to_regclass(n) FROM unnest($1::text[]) n))",
     )
     .bind(&names)
-    .fetch_one(&mut *conn);
-    match pg::answered(pg::reply_deadline(db), query).await {
-        Ok(n) if n > 0 => tracing::info!(
-            workers = n,
-            "cancelled autovacuum on the tables before the swap"
-        ),
-        Ok(_) => {}
+    .fetch_all(&mut *conn);
+    let workers = match pg::answered(deadline, workers).await {
+        Ok(w) => w,
         Err(e) => {
-            tracing::debug!(error = %pg::describe(&e), "could not cancel autovacuum (not permitted?)")
+            tracing::debug!(error = %pg::describe(&e), "could not list autovacuum workers");
+            return false;
+        }
+    };
+    let (spared, cancel): (Vec<_>, Vec<_>) = workers
+        .into_iter()
+        .partition(|(_, query)| prevents_wraparound(query));
+    for (pid, query) in &spared {
+        tracing::info!(pid, query = %query, "an autovacuum to prevent wraparound holds the table; the swap waits for it (within lock_timeout)");
+    }
+    if cancel.is_empty() {
+        return true;
+    }
+    let pids: Vec<i32> = cancel.iter().map(|(pid, _)| *pid).collect();
+    let query = sqlx::query_scalar::<_, i64>(
+        "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM unnest($1::int4[]) pid",
+    )
+    .bind(&pids)
+    .fetch_one(&mut *conn);
+    match pg::answered(deadline, query).await {
+        Ok(n) => {
+            if n > 0 {
+                tracing::info!(
+                    workers = n,
+                    "cancelled autovacuum on the tables before the swap"
+                );
+            }
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %pg::describe(&e), "could not cancel autovacuum (not permitted?)");
+            false
         }
     }
 }
 
-/// Opens a swap transaction (either direction): every round trip within the reply deadline, the
-/// step timeouts set (so the server ends a stalled session of ours that holds the locks after
-/// about lock_timeout), and both tables locked ACCESS EXCLUSIVE. Returns the transaction, the
-/// deadline for its later round trips, and when the locks were granted.
-async fn begin_locked<'c>(
-    conn: &'c mut PgConnection,
-    db: &DatabaseConfig,
+/// Whether an autovacuum worker's `pg_stat_activity.query` is an anti-wraparound vacuum
+/// (`autovacuum: VACUUM public.t (to prevent wraparound)`, also with ANALYZE).
+pub fn prevents_wraparound(query: &str) -> bool {
+    query.starts_with("autovacuum: ") && query.trim_end().ends_with("(to prevent wraparound)")
+}
+
+/// Locks both tables ACCESS EXCLUSIVE (inside the runner's transaction, under its
+/// lock_timeout); returns when the locks were granted.
+async fn lock_both(
+    conn: &mut PgConnection,
+    at: tx::Attempt,
     first: &QualifiedName,
     second: &QualifiedName,
-) -> Result<(sqlx::Transaction<'c, sqlx::Postgres>, Duration, Instant), sqlx::Error> {
-    let deadline = pg::reply_deadline(db);
-    let mut tx = pg::answered(deadline, conn.begin()).await?;
-    pg::answered(
-        deadline,
-        pg::set_local_step_timeouts(&mut tx, db.lock_timeout, db.statement_timeout),
-    )
-    .await?;
+) -> Result<Instant, sqlx::Error> {
     let lock = format!(
         "LOCK TABLE {}, {} IN ACCESS EXCLUSIVE MODE",
         first.quoted(),
         second.quoted()
     );
-    pg::answered(deadline, sqlx::raw_sql(&lock).execute(&mut *tx)).await?;
-    Ok((tx, deadline, Instant::now()))
-}
-
-async fn online_attempt(
-    conn: &mut PgConnection,
-    db: &DatabaseConfig,
-    inv: &Inventory,
-    b: &Blueprint,
-) -> Result<Option<Duration>, sqlx::Error> {
-    let (mut tx, deadline, locked) = begin_locked(conn, db, &b.original, &b.partitioned).await?;
-    if !b.keep_default && pg::answered(deadline, default_has_rows(&mut tx, b)).await? {
-        return Ok(None);
-    }
-    let views = pg::answered(deadline, views_of(&mut tx, &b.original)).await?;
-    let fks = pg::answered(deadline, super::foreign_keys::read(&mut tx, &b.original)).await?;
-    run_all(&mut tx, &forward_statements(inv, b, &views, true), deadline).await?;
-    let version = tx.server_version_num().unwrap_or(0);
-    run_all(
-        &mut tx,
-        &super::foreign_keys::repoint(&fks, &b.original, version),
-        deadline,
-    )
-    .await?;
-    pg::answered(
-        deadline,
-        state::set_phase(&mut tx, &b.original, Phase::Swapped),
-    )
-    .await?;
-    pg::answered(deadline, tx.commit()).await?;
-    Ok(Some(locked.elapsed()))
+    tx::exec(conn, at, &lock).await?;
+    Ok(Instant::now())
 }
 
 pub async fn default_has_rows(conn: &mut PgConnection, b: &Blueprint) -> Result<bool, sqlx::Error> {
@@ -431,17 +438,16 @@ pub async fn offline(
     )
     .await?;
     let locked = Instant::now();
-    let deadline = pg::reply_deadline(db);
-    let views = pg::answered(deadline, views_of(conn, &b.original)).await?;
-    let fks = pg::answered(deadline, super::foreign_keys::read(conn, &b.original)).await?;
-    run_all(conn, &forward_statements(inv, b, &views, false), deadline).await?;
+    let at = tx::Attempt {
+        failed: 0,
+        deadline: pg::reply_deadline(db),
+    };
+    let views = pg::answered(at.deadline, views_of(conn, &b.original)).await?;
+    let fks = pg::answered(at.deadline, super::foreign_keys::read(conn, &b.original)).await?;
+    tx::exec_all(conn, at, &forward_statements(inv, b, &views, false)).await?;
     let version = conn.server_version_num().unwrap_or(0);
-    run_all(
-        conn,
-        &super::foreign_keys::repoint(&fks, &b.original, version),
-        deadline,
-    )
-    .await?;
+    let repoint = super::foreign_keys::repoint(&fks, &b.original, version);
+    tx::exec_all(conn, at, &repoint).await?;
     Ok(SwapOutcome {
         lock_held: locked.elapsed(),
         lock_waits: waits,
@@ -455,43 +461,19 @@ pub async fn lock_with_savepoint(
     db: &DatabaseConfig,
     lock: &str,
 ) -> Result<u32, Error> {
-    let deadline = pg::reply_deadline(db);
-    let mut waits = 0;
-    loop {
-        pg::answered(
-            deadline,
-            sqlx::raw_sql("SAVEPOINT partkeeper_lock").execute(&mut *conn),
-        )
-        .await?;
-        match pg::answered(deadline, sqlx::raw_sql(lock).execute(&mut *conn)).await {
-            Ok(_) => {
-                pg::answered(
-                    deadline,
-                    sqlx::raw_sql("RELEASE SAVEPOINT partkeeper_lock").execute(&mut *conn),
-                )
-                .await?;
-                return Ok(waits);
+    tx::Runner::step(format!("`{lock}`"), db)
+        .in_savepoint(conn, async |c, at| tx::exec(c, at, lock).await)
+        .await
+        .map(|d| d.lock_waits)
+        .map_err(|e| match e {
+            TxError::LockTimeout { attempts, .. } => MigrateError::OfflineLocked {
+                lock: lock.to_string(),
+                attempts,
+                source: Box::new(e),
             }
-            Err(e) if pg::is_retryable(&e) && waits + 1 < db.lock_retries.max(1) => {
-                pg::answered(
-                    deadline,
-                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT partkeeper_lock").execute(&mut *conn),
-                )
-                .await?;
-                waits += 1;
-                let pause = pg::backoff(waits);
-                tracing::info!(attempt = waits, ?pause, "lock not granted in time; retrying");
-                tokio::time::sleep(pause).await;
-            }
-            Err(e) if pg::is_retryable(&e) => {
-                return Err(Error::Failed(format!(
-                    "`{lock}` was not granted within lock_timeout after {} attempts; nothing was changed. Stop the sessions holding the table or raise database.lock_timeout",
-                    waits + 1
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+            .into(),
+            other => other.into(),
+        })
 }
 
 /// The swap back (`rollback`), its own transaction, retried on lock timeouts.
@@ -500,67 +482,43 @@ pub async fn back(
     db: &DatabaseConfig,
     b: &Blueprint,
 ) -> Result<SwapOutcome, Error> {
-    let mut waits = 0;
-    loop {
-        match back_attempt(conn, db, b).await {
-            Ok(held) => {
-                return Ok(SwapOutcome {
-                    lock_held: held,
-                    lock_waits: waits,
-                })
+    let done = tx::Runner::step(format!("swap {} back", b.backup), db)
+        .run(conn, async |c, at| {
+            let locked = lock_both(c, at, &b.original, &b.backup).await?;
+            let views = pg::answered(at.deadline, views_of(c, &b.original)).await?;
+            let published: Vec<String> = pg::answered(
+                at.deadline,
+                sqlx::query_scalar(
+                    "SELECT p.pubname::text FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                      WHERE pr.prrelid = to_regclass($1)",
+                )
+                .bind(b.original.quoted())
+                .fetch_all(&mut *c),
+            )
+            .await?;
+            let fks = pg::answered(at.deadline, super::foreign_keys::read(c, &b.original)).await?;
+            tx::exec_all(c, at, &back_statements(b, &views, &published)).await?;
+            let version = c.server_version_num().unwrap_or(0);
+            let repoint = super::foreign_keys::repoint(&fks, &b.original, version);
+            tx::exec_all(c, at, &repoint).await?;
+            pg::answered(at.deadline, state::set_phase(c, &b.original, Phase::RolledBack)).await?;
+            Ok(locked)
+        })
+        .await
+        .map_err(|e| match e {
+            TxError::LockTimeout { attempts, .. } => MigrateError::SwapBackLocked {
+                table: b.original.clone(),
+                backup: b.backup.clone(),
+                attempts,
+                source: Box::new(e),
             }
-            Err(e) if pg::is_retryable(&e) && waits + 1 < db.lock_retries.max(1) => {
-                waits += 1;
-                let pause = pg::backoff(waits);
-                tracing::info!(attempt = waits, ?pause, error = %pg::describe(&e), "swap back: lock not granted in time; retrying");
-                tokio::time::sleep(pause).await;
-            }
-            Err(e) if pg::is_retryable(&e) => {
-                return Err(Error::Failed(format!(
-                    "could not lock {} and {} within lock_timeout after {} attempt(s); nothing was changed, run `migrate rollback` again",
-                    b.original,
-                    b.backup,
-                    waits + 1
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-async fn back_attempt(
-    conn: &mut PgConnection,
-    db: &DatabaseConfig,
-    b: &Blueprint,
-) -> Result<Duration, sqlx::Error> {
-    let (mut tx, deadline, locked) = begin_locked(conn, db, &b.original, &b.backup).await?;
-    let views = pg::answered(deadline, views_of(&mut tx, &b.original)).await?;
-    let published: Vec<String> = pg::answered(
-        deadline,
-        sqlx::query_scalar(
-            "SELECT p.pubname::text FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
-              WHERE pr.prrelid = to_regclass($1)",
-        )
-        .bind(b.original.quoted())
-        .fetch_all(&mut *tx),
-    )
-    .await?;
-    let fks = pg::answered(deadline, super::foreign_keys::read(&mut tx, &b.original)).await?;
-    run_all(&mut tx, &back_statements(b, &views, &published), deadline).await?;
-    let version = tx.server_version_num().unwrap_or(0);
-    run_all(
-        &mut tx,
-        &super::foreign_keys::repoint(&fks, &b.original, version),
-        deadline,
-    )
-    .await?;
-    pg::answered(
-        deadline,
-        state::set_phase(&mut tx, &b.original, Phase::RolledBack),
-    )
-    .await?;
-    pg::answered(deadline, tx.commit()).await?;
-    Ok(locked.elapsed())
+            .into(),
+            other => Error::from(other),
+        })?;
+    Ok(SwapOutcome {
+        lock_held: done.value.elapsed(),
+        lock_waits: done.lock_waits,
+    })
 }
 
 #[cfg(test)]
@@ -642,6 +600,23 @@ mod tests {
             &"ALTER INDEX \"public\".\"pricing_data_pkey_backup\" RENAME TO \"pricing_data_pkey\""
                 .to_string()
         ));
+    }
+
+    #[test]
+    fn anti_wraparound_autovacuums_are_told_apart() {
+        assert!(prevents_wraparound(
+            "autovacuum: VACUUM public.pricing_data (to prevent wraparound)"
+        ));
+        assert!(prevents_wraparound(
+            "autovacuum: VACUUM ANALYZE public.\"Events\" (to prevent wraparound)"
+        ));
+        assert!(!prevents_wraparound(
+            "autovacuum: VACUUM public.pricing_data"
+        ));
+        assert!(!prevents_wraparound(
+            "autovacuum: ANALYZE public.pricing_data"
+        ));
+        assert!(!prevents_wraparound("SELECT '(to prevent wraparound)'"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::{
 use crate::ident::{quote_ident, QualifiedName};
 
 /// Dollar-quote tag of the function bodies (it cannot occur in an identifier we splice: those are
-/// always double-quoted, and a fill expression containing it is refused by `plan`).
+/// always double-quoted, and a fill expression with any `$` is refused by [`super::fill`]).
 pub const BODY_TAG: &str = "$partkeeper_sync$";
 
 /// `CREATE OR REPLACE FUNCTION` for the forward (original → new) sync.
@@ -58,6 +58,62 @@ pub fn forward_function(b: &Blueprint) -> String {
         "IF current_setting('transaction_isolation') <> 'read committed' THEN\n      {}\n    END IF;",
         upsert("OLD", &format!("UPDATE SET {0} = EXCLUDED.{0}", quote_ident(&touch_col)))
     );
+    // The copy reads without row locks: a row it read may be deleted, moved to another key or
+    // changed before it inserts it. Such keys are recorded so that `copy::settle` can bring
+    // their rows up to date once the copy is done.
+    let record = |rec: &str| match &b.gone {
+        Some(gone) => format!(
+            "\n      INSERT INTO {} ({}) VALUES ({});",
+            gone.quoted(),
+            Blueprint::list(&b.pk),
+            b.pk.iter()
+                .map(|c| format!("{rec}.{}", quote_ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => String::new(),
+    };
+    let record_gone = record("OLD");
+    // An update that keeps the key: with a gone table, the row is updated in place when it has
+    // been copied, and otherwise only recorded (settle copies its current version). Inserting it
+    // ahead of the copy would put keys to the right of the copy's position in the new primary key
+    // index, and every page the copy then fills before them would be split in half.
+    let update_same_key = match &b.gone {
+        Some(_) => {
+            let sets: Vec<String> = b
+                .columns
+                .iter()
+                .filter(|c| !b.new_pk.contains(c) && !b.no_update.contains(c))
+                .map(|c| format!("{0} = s.{0}", quote_ident(c)))
+                .collect();
+            let matches: Vec<String> = b
+                .new_pk
+                .iter()
+                .map(|c| {
+                    if *c == b.key {
+                        format!("t.{} = _pk_new_key", quote_ident(c))
+                    } else {
+                        format!("t.{0} = s.{0}", quote_ident(c))
+                    }
+                })
+                .collect();
+            if sets.is_empty() {
+                format!(
+                    "PERFORM 1 FROM {new} AS t, (SELECT NEW.*) AS s WHERE {};\n      IF NOT FOUND THEN{}\n      END IF;",
+                    matches.join(" AND "),
+                    record("NEW")
+                )
+            } else {
+                format!(
+                    "UPDATE {new} AS t SET {} FROM (SELECT NEW.*) AS s WHERE {};\n      IF NOT FOUND THEN{}\n      END IF;",
+                    sets.join(", "),
+                    matches.join(" AND "),
+                    record("NEW")
+                )
+            }
+        }
+        None => upsert("NEW", &b.update_set(&b.new_pk)),
+    };
     format!(
         r#"CREATE OR REPLACE FUNCTION {func}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp AS {tag}
@@ -76,17 +132,26 @@ BEGIN
     _pk_new_key := ({new_key});
     IF {pk_changed} OR _pk_old_key IS DISTINCT FROM _pk_new_key THEN
     {guard}
-      DELETE FROM {new} WHERE {match_old};
+      DELETE FROM {new} WHERE {match_old};{record_gone}
+      {upsert_new}{record_new}
+    ELSE
+      {update_same_key}
     END IF;
-    {upsert_new}
   ELSE
     _pk_old_key := ({old_key});
     {guard}
-    DELETE FROM {new} WHERE {match_old};
+    DELETE FROM {new} WHERE {match_old};{record_gone}
   END IF;
   RETURN NULL;
 END
 {tag}"#,
+        record_gone = record_gone,
+        record_new = if b.gone.is_some() {
+            record("NEW")
+        } else {
+            String::new()
+        },
+        update_same_key = update_same_key,
         func = b.forward_function.quoted(),
         tag = BODY_TAG,
         kt = b.key_sql_type,

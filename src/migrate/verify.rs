@@ -50,7 +50,9 @@ impl Report {
 
 /// Boundaries of the partitions (sorted, distinct) and a label per bucket of `width_bucket`:
 /// bucket 0 is below the first boundary, bucket i lies between boundaries i-1 and i.
-pub fn buckets(table: &ManagedTable) -> Result<(Vec<String>, Vec<String>), String> {
+pub fn buckets(
+    table: &ManagedTable,
+) -> Result<(Vec<String>, Vec<String>), crate::bounds::BoundsError> {
     let mut edges: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
     for p in &table.partitions {
         for v in [p.from, p.to] {
@@ -61,11 +63,7 @@ pub fn buckets(table: &ManagedTable) -> Result<(Vec<String>, Vec<String>), Strin
     }
     edges.sort();
     edges.dedup();
-    let text = |t| {
-        render_literal(t, table.key_type)
-            .map(|s| s.trim_matches('\'').to_string())
-            .map_err(|e| e.to_string())
-    };
+    let text = |t| render_literal(t, table.key_type).map(|s| s.trim_matches('\'').to_string());
     let thresholds = edges
         .iter()
         .map(|t| text(*t))
@@ -117,7 +115,7 @@ pub async fn compare(
     plain: &QualifiedName,
     managed: &ManagedTable,
 ) -> Result<Report, crate::error::Error> {
-    let (thresholds, labels) = buckets(managed).map_err(crate::error::Error::Failed)?;
+    let (thresholds, labels) = buckets(managed)?;
     // Each round trip within `deadline` ([`crate::pg::reply_deadline`]).
     let mut tx = crate::pg::answered(deadline, conn.begin()).await?;
     crate::pg::answered(
@@ -206,6 +204,7 @@ mod tests {
                 part("t_2026_03", (2026, 3), (2026, 4)),
             ],
             default: None,
+            values: None,
         };
         let (thr, labels) = buckets(&t).unwrap();
         assert_eq!(

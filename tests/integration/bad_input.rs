@@ -112,7 +112,13 @@ async fn a_table_partitioned_by_a_non_time_column_is_refused() {
         .await;
     let config = edited(&db, "public.pricing_data", "public.by_number")
         .replace("column = \"date\"", "column = \"n\"");
-    refused(&db, &config, "supports date, timestamp and timestamptz").await;
+    // Part 2: an integer key takes an integer interval (or epoch); a calendar one is refused.
+    refused(
+        &db,
+        &config,
+        "its key n is of type integer: write an integer interval",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -137,7 +143,7 @@ async fn a_column_that_does_not_exist_is_refused() {
 #[tokio::test]
 async fn an_unsupported_interval_is_refused() {
     let db = pricing_db().await;
-    let config = edited(&db, "\"1 month\"", "\"2 weeks\"");
+    let config = edited(&db, "\"1 month\"", "\"7 hours\"");
     refused(&db, &config, "tables[0].interval").await;
 }
 

@@ -129,14 +129,6 @@ async fn time_catalog_read(db: &TestDb, toml: &str, sizes: bool) -> (Duration, u
     (median(times), partitions)
 }
 
-fn partman_installed() -> bool {
-    std::path::Path::new(&format!(
-        "/usr/share/postgresql/{}/extension/pg_partman.control",
-        crate::common::pg_major()
-    ))
-    .exists()
-}
-
 #[tokio::test]
 #[ignore = "benchmark; run with --release --ignored --nocapture"]
 async fn bench_100_monthly_tables_of_44_partitions_against_pg_partman() {
@@ -144,7 +136,7 @@ async fn bench_100_monthly_tables_of_44_partitions_against_pg_partman() {
     let cluster = Cluster::start();
     let db = cluster.create_database().await;
     let mut conn = db.connect().await;
-    let partman = partman_installed();
+    let partman = crate::common::partman_installed();
     let started = Instant::now();
     if partman {
         // pg_partman makes the partitions itself, so both tools look at the very same tables.

@@ -25,6 +25,8 @@ pub const SPEC_METRICS: &[(&str, &str)] = &[
     ("partkeeper_table_size_bytes", "gauge"),
     ("partkeeper_future_partitions", "gauge"),
     ("partkeeper_coverage_end_timestamp_seconds", "gauge"),
+    // SPEC part 2: the coverage gauge of integer-keyed tables (README, "Keys and intervals").
+    ("partkeeper_coverage_end_value", "gauge"),
     ("partkeeper_next_partition_missing", "gauge"),
     ("partkeeper_default_partition_rows", "gauge"),
     // SPEC part 2, "The default partition at any size".

@@ -1054,3 +1054,84 @@ async fn migrate_still_refuses_a_foreign_key_over_the_id_alone_and_says_why() {
         "{plan}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Through a transaction pooler
+
+#[tokio::test]
+async fn through_a_transaction_pooler_archive_template_and_the_foreign_key_look_work() {
+    let db = pricing_db().await;
+    db.exec(OLD_JAN).await;
+    db.exec(TEMPLATE).await;
+    db.exec(BOOKINGS).await;
+    let jan = fingerprint(&db, "pricing_data_2020_01").await;
+    let bouncer =
+        crate::common::pgbouncer::PgBouncer::builder(shared().port(), "transaction").start();
+    let config = format!(
+        "[database]\nurl = \"{}\"\npooler = \"transaction\"\nconnect_timeout = \"5s\"\n\n[schedule]\ntimezone = \"UTC\"\n{}",
+        bouncer.url(db.name()),
+        policy("retention_mode = \"archive\"\ntemplate = \"public.pricing_data_template\"\n")
+    );
+    let cli = crate::common::Cli::new().config(&config);
+    let dry = cli
+        .run_async(["maintain", "--dry-run", "--now", "2026-11-25"])
+        .await;
+    dry.assert_success();
+    assert!(
+        dry.stdout.contains("bookings_price_id_price_date_fkey"),
+        "{dry}"
+    );
+    let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
+    out.assert_success();
+    assert_eq!(
+        is_partition(&db, "archive.pricing_data_2020_01").await,
+        Some(false)
+    );
+    assert_eq!(fingerprint(&db, "archive.pricing_data_2020_01").await, jan);
+    let with_index: i64 = db
+        .query_scalar(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indrelid = i.inhrelid
+              WHERE i.inhparent = 'pricing_data'::regclass AND x.indisunique AND x.indnatts = 1",
+        )
+        .await;
+    assert_eq!(with_index, 5, "4 new partitions and the default: {out}");
+    let check = cli.run_async(["check", "--now", "2026-11-25"]).await;
+    check.assert_success();
+    assert!(
+        check.stdout.contains("archive.pricing_data_2020_01"),
+        "{check}"
+    );
+    cli.run_async(["status"]).await.assert_success();
+
+    // An old partition without the template's index: the pooler cannot build it concurrently,
+    // so maintain says what to do instead of failing, and check reports it.
+    db.exec("CREATE TABLE pricing_data_2026_10 PARTITION OF pricing_data FOR VALUES FROM ('2026-10-01') TO ('2026-11-01')")
+        .await;
+    let out = cli.run_async(["maintain", "--now", "2026-11-25"]).await;
+    out.assert_success();
+    assert!(
+        out.stdout
+            .contains("public.pricing_data_2026_10 lacks the index pricing_data_template_id_key")
+            && out
+                .stdout
+                .contains("over a direct or session-mode connection"),
+        "{out}"
+    );
+    cli.run_async(["check", "--now", "2026-11-25"])
+        .await
+        .assert_code(1);
+    let direct = fixtures::cli(
+        &db,
+        &policy("retention_mode = \"archive\"\ntemplate = \"public.pricing_data_template\"\n"),
+    );
+    let out = direct.run_async(["maintain", "--now", "2026-11-25"]).await;
+    out.assert_success();
+    assert!(
+        out.stdout
+            .contains("add-index public.pricing_data_2026_10 ok"),
+        "{out}"
+    );
+    cli.run_async(["check", "--now", "2026-11-25"])
+        .await
+        .assert_success();
+}

@@ -32,16 +32,6 @@ fn cli(db: &TestDb, tables: &str) -> Cli {
     ))
 }
 
-/// A session that has run `sql` inside a transaction it keeps open until [`release`].
-async fn hold(db: &TestDb, sql: &str) -> PgConnection {
-    let mut conn = db.connect().await;
-    sqlx::raw_sql(&format!("BEGIN; {sql}"))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    conn
-}
-
 async fn release(mut conn: PgConnection) {
     sqlx::raw_sql("COMMIT").execute(&mut conn).await.unwrap();
 }
@@ -104,7 +94,9 @@ async fn a_session_holding_the_default_partition_makes_maintain_give_up_without_
     cli.run_async(["maintain", "--now", "2026-11-25"])
         .await
         .assert_success();
-    let blocker = hold(&db, "LOCK TABLE pricing_data_default IN ACCESS SHARE MODE").await;
+    let blocker = db
+        .hold("LOCK TABLE pricing_data_default IN ACCESS SHARE MODE")
+        .await;
 
     // A month later, March 2027 is due; creating it must lock the default partition.
     let started = Instant::now();
@@ -152,7 +144,7 @@ async fn an_open_read_transaction_does_not_stop_partitions_being_created_without
         .await
         .assert_success();
     // A report that reads the whole table in one long transaction.
-    let reader = hold(&db, "SELECT count(*) FROM pricing_data").await;
+    let reader = db.hold("SELECT count(*) FROM pricing_data").await;
 
     let (out, latency) =
         maintain_under_load(&db, &cli, &["maintain", "--now", "2026-12-25"], MONTHS).await;
@@ -189,7 +181,7 @@ async fn retention_behind_an_open_read_transaction_gives_up_and_finishes_on_the_
         &db,
         &format!("{MONTHLY}retention = \"3 months\"\nretention_mode = \"drop\"\n"),
     );
-    let reader = hold(&db, "SELECT count(*) FROM pricing_data").await;
+    let reader = db.hold("SELECT count(*) FROM pricing_data").await;
 
     let (out, latency) =
         maintain_under_load(&db, &cli, &["maintain", "--now", "2026-11-25"], MONTHS).await;
@@ -233,7 +225,7 @@ async fn a_concurrent_detach_interrupted_by_a_reader_is_finalized_on_the_next_ru
         &db,
         &format!("{no_default}retention = \"3 months\"\nretention_mode = \"detach\"\n"),
     );
-    let reader = hold(&db, "SELECT count(*) FROM pricing_data").await;
+    let reader = db.hold("SELECT count(*) FROM pricing_data").await;
 
     let (out, latency) =
         maintain_under_load(&db, &cli, &["maintain", "--now", "2026-11-25"], MONTHS).await;

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod bench;
+mod bench_keys;
 mod bench_maintain;
 mod calendar;
 mod check;
@@ -15,12 +16,14 @@ mod deploy;
 mod faults;
 mod harness;
 mod identifiers;
+mod keys;
 mod lifecycle;
 mod live_prometheus;
 mod locks;
 mod maintain;
 mod migrate;
 mod migrate_bench;
+mod migrate_copy;
 mod poolers;
 mod shipped_config;
 mod web_config;

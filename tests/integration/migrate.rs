@@ -26,7 +26,7 @@ const ROW_TEXT: &str = r#"ROW(id, "propertyId", COALESCE(date, "createdAt"::date
 
 const FILL: &str = "\"createdAt\"::date";
 
-fn config(db: &TestDb, default_partition: bool) -> String {
+pub(crate) fn config(db: &TestDb, default_partition: bool) -> String {
     format!(
         r#"
 [database]
@@ -46,7 +46,7 @@ default_partition = {default_partition}
 
 /// `rows` rows over 50 properties, dates from about 14 months back to 2 months ahead (future
 /// rows included), `nulls` of them with a NULL date.
-async fn pricing_data(rows: i64, nulls: i64, default_partition: bool) -> (TestDb, Cli) {
+pub(crate) async fn pricing_data(rows: i64, nulls: i64, default_partition: bool) -> (TestDb, Cli) {
     let db = shared().create_database().await;
     db.exec(SCHEMA).await;
     db.exec(&format!(
@@ -508,6 +508,21 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
             kills += 1;
         }
         let out = child.wait(Duration::from_secs(60)).await;
+        // A killed client's server backend goes on with the statement (or the COMMIT) it was
+        // sent, and may commit after the client is gone: judge only once it has ended.
+        crate::common::eventually(
+            Duration::from_secs(60),
+            "the killed run's server session has ended",
+            || async {
+                db.query_scalar::<i64>(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND application_name = 'partkeeper'",
+                )
+                .await
+                    == 0
+            },
+        )
+        .await;
         // Nothing half-built: either nothing at all, or a recorded migration with its table.
         let recorded: Option<String> = db
             .try_query_scalar("SELECT phase || CASE WHEN copy_done THEN '+copied' ELSE '' END FROM partkeeper.migrations")

@@ -5,11 +5,15 @@
 //! ```
 //!
 //! The runbook's `pricing_data`, one row per property per day from three years back to two
-//! months ahead, in a throwaway cluster. Figures, all from the same run and cluster:
-//! a bare `INSERT INTO <partitioned, indexed> SELECT * FROM <plain>` (the floor any copy pays),
-//! `migrate run --offline`, `migrate run` online with a single-row writer measuring its latency
-//! (p50/p99/max, and the same writer before the migration as the baseline), and the swap's lock
-//! hold time over 10 online runs of a smaller table with the same partition layout.
+//! months ahead, in a throwaway cluster. Figures, all from the same run and cluster, each method
+//! on its own copy of the same database: a bare `INSERT INTO <partitioned, indexed> SELECT *
+//! FROM <plain>` (the floor any copy pays), `migrate run --offline`, `migrate run` online with a
+//! single-row writer measuring its latency (p50/p99/max, and the same writer before the
+//! migration as the baseline), and pg_partman 4.7's `partition_data_proc` (when
+//! `postgresql-15-partman` is installed) with the same writer on the source table. For each:
+//! wall time, WAL written (`pg_current_wal_lsn()` before and after), and the partitioned table's
+//! index size, against the same indexes rebuilt fresh (`REINDEX TABLE`) for online. Then the
+//! swap's lock hold time over 10 online runs of a smaller table with the same partition layout.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -31,6 +35,15 @@ CREATE INDEX idx_pricing_data_date ON pricing_data (date);
 "#;
 /// Days from three years back to two months ahead.
 const DAYS: i64 = 3 * 365 + 61;
+
+/// The CLI: `PARTKEEPER_BENCH_BIN` (a copy of the binary, so that rebuilding the worktree during
+/// a long run does not change the program measured), else the test build's.
+fn bench_cli() -> Cli {
+    match std::env::var_os("PARTKEEPER_BENCH_BIN") {
+        Some(p) => Cli::program(p),
+        None => Cli::new(),
+    }
+}
 
 fn config(url: &str) -> String {
     format!(
@@ -128,6 +141,41 @@ fn show(label: &str, lat: &mut [Duration]) {
     );
 }
 
+/// Bytes of WAL since `from` (an LSN as text).
+async fn wal_since(cluster: &Cluster, from: &str) -> i64 {
+    cluster
+        .query_scalar(
+            "postgres",
+            &format!("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{from}')::int8"),
+        )
+        .await
+}
+
+async fn lsn(cluster: &Cluster) -> String {
+    cluster
+        .query_scalar("postgres", "SELECT pg_current_wal_lsn()::text")
+        .await
+}
+
+/// Bytes of every index on the leaves of partitioned table `t` (or on `t` when plain).
+async fn index_bytes(cluster: &Cluster, db: &str, t: &str) -> i64 {
+    cluster
+        .query_scalar(
+            db,
+            &format!(
+                "SELECT CASE WHEN c.relkind = 'p'
+                        THEN (SELECT coalesce(sum(pg_indexes_size(relid)), 0) FROM pg_partition_tree(c.oid) WHERE isleaf)
+                        ELSE pg_indexes_size(c.oid) END::int8
+                   FROM pg_class c WHERE c.oid = '{t}'::regclass"
+            ),
+        )
+        .await
+}
+
+fn mb(bytes: i64) -> String {
+    format!("{:.0} MB", bytes as f64 / 1048576.0)
+}
+
 /// "swap held its locks N ms" from `migrate run` output.
 fn swap_ms(stdout: &str) -> Option<u64> {
     let rest = stdout.split("swap held its locks ").nth(1)?;
@@ -188,22 +236,28 @@ async fn migrate_bench() {
                CREATE INDEX ON p (date);"#,
         )
         .await;
+    let l = lsn(&cluster).await;
     let t = Instant::now();
     cluster
         .exec("baseline", "INSERT INTO p SELECT * FROM pricing_data")
         .await;
     let baseline = t.elapsed();
+    let wal = wal_since(&cluster, &l).await;
+    let idx = index_bytes(&cluster, "baseline", "p").await;
     drop_db(&cluster, "baseline").await;
     println!(
-        "baseline INSERT INTO <partitioned, indexed> SELECT * FROM <plain>: {:.1} s",
-        baseline.as_secs_f64()
+        "baseline INSERT INTO <partitioned, indexed> SELECT * FROM <plain>: {:.1} s, WAL {}, indexes {}",
+        baseline.as_secs_f64(),
+        mb(wal),
+        mb(idx)
     );
 
     // Offline.
     copy_db(&cluster, "base", "offline").await;
-    let cli = Cli::new()
+    let cli = bench_cli()
         .config(&config(&cluster.url("offline")))
         .timeout(Duration::from_secs(7200));
+    let l = lsn(&cluster).await;
     let t = Instant::now();
     let out = cli
         .run_async([
@@ -216,13 +270,17 @@ async fn migrate_bench() {
         .await;
     let offline = t.elapsed();
     out.assert_success();
+    let wal = wal_since(&cluster, &l).await;
+    let idx = index_bytes(&cluster, "offline", "pricing_data").await;
     print!("  {}", out.stdout.lines().next().unwrap_or_default());
     println!();
     println!(
-        "migrate run --offline: {:.1} s wall ({:.2}x the baseline), swap lock {} ms",
+        "migrate run --offline: {:.1} s wall ({:.2}x the baseline), swap lock {} ms, WAL {}, indexes {}",
         offline.as_secs_f64(),
         offline.as_secs_f64() / baseline.as_secs_f64(),
-        swap_ms(&out.stdout).unwrap_or(0)
+        swap_ms(&out.stdout).unwrap_or(0),
+        mb(wal),
+        mb(idx)
     );
     drop_db(&cluster, "offline").await;
 
@@ -239,9 +297,10 @@ async fn migrate_bench() {
     let (mut quiet, _) = before.await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let during = tokio::spawn(latency_writer(opts, max_id, stop.clone()));
-    let cli = Cli::new()
+    let cli = bench_cli()
         .config(&config(&cluster.url("online")))
         .timeout(Duration::from_secs(7200));
+    let l = lsn(&cluster).await;
     let t = Instant::now();
     let out = cli
         .run_async(["migrate", "run", "--table", "public.pricing_data"])
@@ -249,15 +308,24 @@ async fn migrate_bench() {
     let online = t.elapsed();
     stop.store(true, Ordering::Relaxed);
     out.assert_success();
+    let wal = wal_since(&cluster, &l).await;
     println!("  {}", out.stdout.lines().next().unwrap_or_default());
     let (mut busy, errors) = during.await.unwrap();
     println!(
-        "migrate run (online): {:.1} s wall ({:.2}x the baseline), swap lock {} ms; writer errors: {}",
+        "migrate run (online): {:.1} s wall ({:.2}x the baseline), swap lock {} ms, WAL {} (writer's included); writer errors: {}",
         online.as_secs_f64(),
         online.as_secs_f64() / baseline.as_secs_f64(),
         swap_ms(&out.stdout).unwrap_or(0),
+        mb(wal),
         errors.len()
     );
+    for line in out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("built in") || l.contains("index"))
+    {
+        println!("    {}", line.trim());
+    }
     show("writer before the migration", &mut quiet);
     show("writer during the online migration", &mut busy);
     let v = Instant::now();
@@ -265,7 +333,84 @@ async fn migrate_bench() {
         .await
         .assert_success();
     println!("migrate verify: {:.1} s", v.elapsed().as_secs_f64());
+    let after = index_bytes(&cluster, "online", "pricing_data").await;
+    cluster.exec("online", "REINDEX TABLE pricing_data").await;
+    let fresh = index_bytes(&cluster, "online", "pricing_data").await;
+    println!(
+        "online indexes: {} after the migration, {} rebuilt fresh (REINDEX TABLE): {:.3}x",
+        mb(after),
+        mb(fresh),
+        after as f64 / fresh as f64
+    );
     drop_db(&cluster, "online").await;
+
+    // pg_partman 4.7: the partitioned table made by create_parent (with the same indexes), then
+    // partition_data_proc moving the rows out of the plain table one month per transaction
+    // (p_wait 0: no pause between batches), the single-row writer writing the source meanwhile.
+    if crate::common::partman_installed() {
+        copy_db(&cluster, "base", "partman").await;
+        cluster
+            .exec(
+                "partman",
+                "CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman;",
+            )
+            .await;
+        let opts = cluster.connect_options("partman");
+        let stop = Arc::new(AtomicBool::new(false));
+        let during = tokio::spawn(latency_writer(opts, max_id, stop.clone()));
+        let l = lsn(&cluster).await;
+        let t = Instant::now();
+        cluster
+            .exec(
+                "partman",
+                r#"CREATE TABLE p (LIKE pricing_data INCLUDING DEFAULTS) PARTITION BY RANGE (date);
+                   ALTER TABLE p ADD PRIMARY KEY (id, date);
+                   CREATE INDEX ON p ("propertyId", date);
+                   CREATE INDEX ON p (date);
+                   SELECT partman.create_parent(p_parent_table => 'public.p', p_control => 'date',
+                     p_type => 'native', p_interval => 'monthly', p_premake => 3,
+                     p_start_partition => date_trunc('month', current_date - 3 * 365)::date::text);"#,
+            )
+            .await;
+        let setup = t.elapsed();
+        cluster
+            .exec(
+                "partman",
+                "CALL partman.partition_data_proc('public.p', p_interval => '1 month', p_batch => 100000, p_wait => 0, p_source_table => 'public.pricing_data', p_quiet => true)",
+            )
+            .await;
+        let moved = t.elapsed();
+        cluster.exec("partman", "ANALYZE p").await;
+        let partman = t.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let wal = wal_since(&cluster, &l).await;
+        let (mut busy, errors) = during.await.unwrap();
+        let idx = index_bytes(&cluster, "partman", "p").await;
+        let dead = index_bytes(&cluster, "partman", "pricing_data").await;
+        let left: i64 = cluster
+            .query_scalar("partman", "SELECT count(*) FROM ONLY pricing_data")
+            .await;
+        println!(
+            "pg_partman 4.7 partition_data_proc: {:.1} s wall ({:.2}x the baseline; set-up {:.1} s, move {:.1} s, ANALYZE {:.1} s), WAL {}, indexes {}, dead index left on the emptied source {}, rows left in the source (the writer's inserts) {left}; writer errors: {}",
+            partman.as_secs_f64(),
+            partman.as_secs_f64() / baseline.as_secs_f64(),
+            setup.as_secs_f64(),
+            (moved - setup).as_secs_f64(),
+            (partman - moved).as_secs_f64(),
+            mb(wal),
+            mb(idx),
+            mb(dead),
+            errors.len()
+        );
+        show("writer (on the source table) during pg_partman", &mut busy);
+        println!(
+            "online vs pg_partman: {:.2}x the time",
+            online.as_secs_f64() / partman.as_secs_f64()
+        );
+        drop_db(&cluster, "partman").await;
+    } else {
+        println!("pg_partman: not installed (apt-get install postgresql-15-partman); skipped");
+    }
 
     // Swap lock hold: 10 online runs of a smaller table with the same 3-years-plus partitions.
     cluster.exec("postgres", "CREATE DATABASE small").await;
@@ -274,7 +419,7 @@ async fn migrate_bench() {
     for i in 0..10 {
         let name = format!("swap{i}");
         copy_db(&cluster, "small", &name).await;
-        let cli = Cli::new().config(&config(&cluster.url(&name)));
+        let cli = bench_cli().config(&config(&cluster.url(&name)));
         let out = cli
             .run_async(["migrate", "run", "--table", "public.pricing_data"])
             .await;

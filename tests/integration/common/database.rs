@@ -85,6 +85,17 @@ impl Cluster {
 }
 
 impl TestDb {
+    /// A session that has run `sql` inside a transaction it keeps open (holding the locks `sql`
+    /// took) until it is committed, rolled back or dropped.
+    pub async fn hold(&self, sql: &str) -> PgConnection {
+        let mut conn = self.connect().await;
+        sqlx::raw_sql(&format!("BEGIN; {sql}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        conn
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

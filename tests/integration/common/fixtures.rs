@@ -151,3 +151,23 @@ pub fn assert_no_password(out: &super::Output) {
         "the password leaked: {out}"
     );
 }
+
+/// Leaves an online migration of `pricing_data` exactly as a run stopped in the middle of its
+/// copy leaves it: built, rows with `id <= at` copied and recorded, the rest not. `prep` must
+/// give up at the swap quickly (a short `lock_timeout`): a reader holds the table while it runs
+/// to the swap, then the copy's later part is taken back. The next `migrate run` resumes the
+/// copy after `at`, so a test can hold it there (a lock on the new table) before it starts.
+pub async fn migration_stopped_mid_copy(db: &TestDb, prep: &Cli, at: i64) {
+    let reader = db.hold("SELECT count(*) FROM pricing_data").await;
+    prep.run_async(["migrate", "run", "--table", "public.pricing_data"])
+        .await
+        .assert_code(1);
+    drop(reader);
+    db.exec(&format!(
+        "DELETE FROM pricing_data_partitioned WHERE id > {at};
+         UPDATE partkeeper.migrations
+            SET last_pk = ARRAY['{at}'], copy_done = false,
+                rows_copied = (SELECT count(*) FROM pricing_data_partitioned)"
+    ))
+    .await;
+}

@@ -24,7 +24,7 @@ pub use cluster::{shared, Builder, Cluster};
 pub use database::TestDb;
 pub use eventually::{eventually, PATIENCE};
 pub use proxy::Proxy;
-pub use server::{pg_bin_dir, pg_major};
+pub use server::{partman_installed, pg_bin_dir, pg_major};
 
 use std::future::Future;
 

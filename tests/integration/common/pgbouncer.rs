@@ -151,6 +151,43 @@ impl PgBouncer {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// Client connections PgBouncer holds for database `db`, from its admin console
+    /// (`SHOW CLIENTS`, read with psql: the console takes no extended-protocol query). What a
+    /// client opens is counted here exactly; the server side also holds connections the pooler
+    /// is still resetting.
+    pub fn clients(&self, db: &str) -> usize {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-F",
+                "|",
+                "-c",
+                "SHOW CLIENTS",
+                "pgbouncer",
+            ])
+            .output()
+            .expect("run psql against the PgBouncer admin console");
+        assert!(
+            out.status.success(),
+            "SHOW CLIENTS: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.split('|').nth(2) == Some(db))
+            .count()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }

@@ -16,6 +16,15 @@ pub fn pg_bin_dir() -> &'static Path {
 }
 
 /// Major version of the server binaries in [`pg_bin_dir`], e.g. 15.
+/// Whether pg_partman is installed for the server the tests run (`postgresql-NN-partman`).
+pub fn partman_installed() -> bool {
+    std::path::Path::new(&format!(
+        "/usr/share/postgresql/{}/extension/pg_partman.control",
+        pg_major()
+    ))
+    .exists()
+}
+
 pub fn pg_major() -> u32 {
     static MAJOR: OnceLock<u32> = OnceLock::new();
     *MAJOR.get_or_init(|| {

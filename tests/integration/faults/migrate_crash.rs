@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use sqlx::PgConnection;
-
 use super::{partkeeper_session, NOTICE_CRASH};
 use crate::common::{eventually, Cli, Cluster, Output, TestDb, PATIENCE};
 
@@ -165,40 +163,29 @@ async fn crash_under(cluster: &Cluster, running: crate::common::Daemon) -> Outpu
     out
 }
 
-async fn hold(db: &TestDb, sql: &str) -> PgConnection {
-    let mut conn = db.connect().await;
-    sqlx::raw_sql(&format!("BEGIN; {sql}"))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    conn
-}
-
 #[tokio::test]
 async fn a_server_crash_during_the_copy_or_while_the_swap_waits_leaves_a_migration_that_run_finishes(
 ) {
     let cluster = Cluster::start();
 
-    // During the copy: an application transaction has locked a row in the middle, so the copy
-    // is stuck halfway, retrying below it.
+    // During the copy: a run stopped halfway through it, then an application transaction
+    // locks the new table's parent (SHARE), so the resumed copy is stuck there, retrying.
     let db = plain_pricing_data(&cluster, ROWS).await;
     let before = content(&db, "pricing_data").await;
     let cli = cli(&db, "30s");
-    let row_lock = hold(
-        &db,
-        &format!(
-            "SELECT * FROM pricing_data WHERE id = {} FOR UPDATE",
-            ROWS / 2
-        ),
-    )
-    .await;
+    crate::common::fixtures::migration_stopped_mid_copy(&db, &self::cli(&db, "100ms"), ROWS / 2)
+        .await;
+    let row_lock = db
+        .hold("LOCK TABLE ONLY pricing_data_partitioned IN SHARE MODE")
+        .await;
     let migrate = cli.spawn(RUN);
-    eventually(PATIENCE, "the copy to be halfway", || async {
-        db.try_query_scalar::<bool>(
-            "SELECT rows_copied > 0 AND NOT copy_done FROM partkeeper.migrations",
+    eventually(PATIENCE, "the copy to wait for the lock", || async {
+        db.query_scalar::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                             WHERE datname = current_database() AND application_name = 'partkeeper'
+                               AND wait_event_type = 'Lock')",
         )
         .await
-        .unwrap_or(false)
     })
     .await;
     let crash = crash_under(&cluster, migrate).await;
@@ -210,7 +197,7 @@ async fn a_server_crash_during_the_copy_or_while_the_swap_waits_leaves_a_migrati
     let db = plain_pricing_data(&cluster, ROWS).await;
     let before = content(&db, "pricing_data").await;
     let cli = self::cli(&db, "30s");
-    let reader = hold(&db, "SELECT count(*) FROM pricing_data").await;
+    let reader = db.hold("SELECT count(*) FROM pricing_data").await;
     let migrate = cli.spawn(RUN);
     eventually(PATIENCE, "the swap to wait for its lock", || {
         partkeeper_session(&db, "wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%'")

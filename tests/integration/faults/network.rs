@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::PgConnection;
-
 use super::{
     config_with_lock_timeout, daemon_config, http_get_within, partkeeper_session, RunningDaemon,
 };
@@ -91,16 +89,6 @@ async fn check_through_a_cut_network_exits_2_quickly() {
         .assert_success();
 }
 
-/// A session holding `sql`'s lock in an open transaction.
-async fn hold(db: &TestDb, sql: &str) -> PgConnection {
-    let mut conn = db.connect().await;
-    sqlx::raw_sql(&format!("BEGIN; {sql}"))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    conn
-}
-
 #[tokio::test]
 async fn maintain_stalled_in_the_middle_of_a_step_fails_within_its_timeouts_and_leaves_no_lock_behind(
 ) {
@@ -114,7 +102,7 @@ async fn maintain_stalled_in_the_middle_of_a_step_fails_within_its_timeouts_and_
     // March 2027 is due a month later; its step waits for the default partition, which a report
     // is reading. The network stalls while it waits; then the report ends, so the server grants
     // the lock and answers into the stalled network.
-    let mut reader = hold(&db, "SELECT count(*) FROM pricing_data_default").await;
+    let mut reader = db.hold("SELECT count(*) FROM pricing_data_default").await;
     let maintain = cli.spawn(["maintain", "--now", "2026-12-25"]);
     eventually(PATIENCE, "maintain to wait for the default's lock", || {
         partkeeper_session(&db, "wait_event_type = 'Lock'")
@@ -355,7 +343,9 @@ async fn a_scheduled_pass_caught_by_a_stalled_network_fails_in_time_and_the_next
     // in between re-creates the partition, and then the test tries again.
     let mut reader = loop {
         db.exec(&format!("DROP TABLE IF EXISTS {next}")).await;
-        let reader = hold(&db, "LOCK TABLE pricing_data_default IN ACCESS SHARE MODE").await;
+        let reader = db
+            .hold("LOCK TABLE pricing_data_default IN ACCESS SHARE MODE")
+            .await;
         if !partition_names(&db).await.contains(&next) {
             break reader;
         }
@@ -449,25 +439,23 @@ async fn migrate_run_stalled_in_the_middle_of_the_copy_fails_within_its_timeouts
     let proxy = Proxy::start(db_port(&db));
     let cli = cli_through(&proxy, &db);
 
-    // An application transaction has locked a row in the middle of the table, so the copy
-    // waits for it, retrying, with the rows before it locked FOR SHARE. The network stalls
-    // while the copy waits; then the transaction ends, so the server finishes the batch (or its
-    // lock wait times out) and answers into the stalled network: our session sits idle in its
-    // transaction, holding those row locks.
-    let mut row_lock = hold(
-        &db,
-        &format!(
-            "SELECT * FROM pricing_data WHERE id = {} FOR UPDATE",
-            MIGRATE_ROWS / 2
-        ),
-    )
-    .await;
+    // A run stopped halfway through its copy (built, the first half copied), then an
+    // application transaction locks the new table's parent (SHARE), so the resumed copy's next
+    // batch waits for it, retrying. The network stalls while the copy waits; then the
+    // transaction ends, so the server finishes the batch (or its lock wait times out) and
+    // answers into the stalled network: our session sits idle in its transaction, holding the
+    // batch's rows, inserted into the new table and not committed.
+    let prep = Cli::new().config(&config_with_lock_timeout(&db, MONTHLY, "100ms"));
+    crate::common::fixtures::migration_stopped_mid_copy(&db, &prep, MIGRATE_ROWS / 2).await;
+    let mut row_lock = db
+        .hold("LOCK TABLE ONLY pricing_data_partitioned IN SHARE MODE")
+        .await;
     let migrate = cli.spawn(MIGRATE_RUN);
     let copying = Instant::now();
     while !partkeeper_session(&db, "wait_event_type = 'Lock'").await {
         assert!(
             copying.elapsed() < PATIENCE,
-            "the copy never waited for the row"
+            "the copy never waited for the lock"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -486,8 +474,9 @@ async fn migrate_run_stalled_in_the_middle_of_the_copy_fails_within_its_timeouts
         .await;
 
     // The application writes: a new row, and the row after the copy's saved position, which a
-    // stalled batch holds FOR SHARE. Neither waits for long: the server ends a stalled batch's
-    // session after idle_in_transaction_session_timeout.
+    // stalled batch has inserted into the new table (the forward trigger's upsert of it waits for
+    // that batch). Neither waits for long: the server ends a stalled batch's session after
+    // idle_in_transaction_session_timeout.
     let mut app = db.connect().await;
     let writes = async {
         sqlx::raw_sql(&format!(

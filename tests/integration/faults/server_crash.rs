@@ -5,8 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::PgConnection;
-
 use super::{
     cli_with_lock_timeout, partkeeper_session, pricing_db_on, rows_fingerprint,
     unattached_partition_tables, NOTICE_CRASH,
@@ -91,16 +89,6 @@ async fn assert_next_run_finishes(cli: &Cli, now: &str, db: &TestDb, rows: (i64,
     assert!(again.stdout.contains("nothing to do"), "{again}");
 }
 
-/// A session holding `sql`'s lock in an open transaction.
-async fn hold(db: &TestDb, sql: &str) -> PgConnection {
-    let mut conn = db.connect().await;
-    sqlx::raw_sql(&format!("BEGIN; {sql}"))
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    conn
-}
-
 #[tokio::test]
 async fn a_server_crash_while_a_create_waits_for_the_default_partitions_lock_leaves_nothing_half_built(
 ) {
@@ -115,7 +103,7 @@ async fn a_server_crash_while_a_create_waits_for_the_default_partitions_lock_lea
 
     // A month later March 2027 is due: its table is created in the step's transaction, then the
     // step waits for the default partition, which a report is reading.
-    let reader = hold(&db, "SELECT count(*) FROM pricing_data_default").await;
+    let reader = db.hold("SELECT count(*) FROM pricing_data_default").await;
     let maintain = cli.spawn(["maintain", "--now", "2026-12-25"]);
     eventually(PATIENCE, "maintain to wait for the default's lock", || {
         partkeeper_session(&db, "wait_event_type = 'Lock'")
@@ -206,7 +194,7 @@ async fn a_server_crash_during_a_concurrent_detach_is_finalized_by_the_next_run(
         PATIENT_LOCK_TIMEOUT,
     );
     // The detach's second half waits for every transaction that may still see the partition.
-    let reader = hold(&db, "SELECT count(*) FROM pricing_data").await;
+    let reader = db.hold("SELECT count(*) FROM pricing_data").await;
     let maintain = cli.spawn(["maintain", "--now", "2026-11-25"]);
     eventually(PATIENCE, "the detach to wait for the reader", || async {
         partkeeper_session(
