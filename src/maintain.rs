@@ -253,28 +253,58 @@ async fn maintain_table(
     }
     // Next to a default partition: periods with too many rows there wait for `drain`, big
     // defaults are attached online, helpers of an interrupted attach are resumed or removed.
-    let triage = match crate::pg::answered(deadline, async {
-        let mut reader = crate::pooler::db_reader(conn, db).await?;
-        let t = default_partition::triage(
-            &mut reader,
-            table,
-            policy.default_move_limit,
-            &mut plan.actions,
-        )
-        .await?;
-        reader.done().await?;
-        Ok::<_, sqlx::Error>(t)
-    })
-    .await
-    {
-        Ok(t) => t,
-        Err(e) => {
-            report.error = Some(format!(
-                "cannot read the default partition of {}: {}",
-                table.name,
-                crate::pg::describe(&e)
-            ));
-            return (report, crate::pg::is_connection_lost(&e));
+    // Reading the default takes a share lock on it: under a lock storm it is retried like a
+    // step, and a last failure says which lock it could not get.
+    let planned = plan.actions.clone();
+    let mut attempt: u32 = 0;
+    let triage = loop {
+        let mut actions = planned.clone();
+        let read = crate::pg::answered(deadline, async {
+            let mut reader = crate::pooler::db_reader(conn, db).await?;
+            let t = default_partition::triage(
+                &mut reader,
+                table,
+                policy.default_move_limit,
+                &mut actions,
+            )
+            .await?;
+            reader.done().await?;
+            Ok::<_, sqlx::Error>(t)
+        })
+        .await;
+        match read {
+            Ok(t) => {
+                plan.actions = actions;
+                break t;
+            }
+            Err(e) if crate::pg::is_retryable(&e) && attempt + 1 < db.lock_retries.max(1) => {
+                attempt += 1;
+                tokio::time::sleep(crate::pg::backoff(attempt)).await;
+            }
+            Err(e) => {
+                report.error = Some(if crate::pg::is_retryable(&e) {
+                    execute::ExecError::LockTimeout {
+                        statement: format!(
+                            "SELECT ... FROM {} (its rows of the periods to create, its size and helpers)",
+                            table
+                                .default
+                                .as_ref()
+                                .map(|d| d.name.quoted())
+                                .unwrap_or_default()
+                        ),
+                        attempts: attempt + 1,
+                        lock_timeout: db.lock_timeout,
+                    }
+                    .to_string()
+                } else {
+                    format!(
+                        "cannot read the default partition of {}: {}",
+                        table.name,
+                        crate::pg::describe(&e)
+                    )
+                });
+                return (report, crate::pg::is_connection_lost(&e));
+            }
         }
     };
     for (m, w) in triage
