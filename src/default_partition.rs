@@ -674,6 +674,7 @@ mod tests {
                 detach_pending: false,
                 bound_sql: "DEFAULT".into(),
             }),
+            values: None,
         }
     }
 

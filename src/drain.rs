@@ -278,7 +278,7 @@ impl Bar {
         } else {
             Duration::from_secs(2)
         };
-        if self.shown.map_or(true, |t| t.elapsed() >= every) {
+        if self.shown.is_none_or(|t| t.elapsed() >= every) {
             self.show();
         }
     }
