@@ -395,6 +395,12 @@ async fn bench_asks_an_id_keyed_table_about_ranges_of_its_partition_grid() {
         "{out}"
     );
     assert!(out.stdout.contains("one period [3000, 4000)"), "{out}");
+
+    // An integer key with a calendar interval and no epoch is a mismatch: exit 2, what to set.
+    let cli = Cli::new().config(&config(&db, "public.items", "id", ""));
+    let out = cli.run(["bench", "--table", "public.items"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("tables[].epoch"), "{out}");
 }
 
 #[tokio::test]
