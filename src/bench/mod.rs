@@ -30,7 +30,9 @@ use crate::error::{Error, Result};
 use crate::ident::quote_ident;
 use error::BenchError;
 
-use queries::{Bind, Parameters, QueryClass, TableShape, ValueRanges, Windows, PROPERTY_COLUMN};
+use queries::{
+    key_param, Bind, Parameters, QueryClass, TableShape, ValueRanges, Windows, PROPERTY_COLUMN,
+};
 use report::{BenchReport, Layout, FORMAT_VERSION, WARMUP_RUNS};
 
 /// Percentage of the table's pages sampled to find a frequent property before falling back to
@@ -194,18 +196,7 @@ pub async fn choose_parameters(
             [Bind::Day(m.0), Bind::Day(m.1)]
         }
     };
-    let (p1, p2) = (
-        if target.shape.key_type == KeyType::Uuid {
-            "$1::uuid"
-        } else {
-            "$1"
-        },
-        if target.shape.key_type == KeyType::Uuid {
-            "$2::uuid"
-        } else {
-            "$2"
-        },
-    );
+    let (p1, p2) = (key_param(&target.shape, 1), key_param(&target.shape, 2));
     let pick = |sample: &str| {
         format!(
             "SELECT {property_col}::text FROM {table} {sample} \

@@ -128,7 +128,7 @@ pub enum Bind {
 
 /// The SQL for bind parameter `n` compared with the key: uuid values are bound as text, so they
 /// are cast (a constant cast, which partition pruning still sees through).
-fn key_param(shape: &TableShape, n: usize) -> String {
+pub fn key_param(shape: &TableShape, n: usize) -> String {
     match shape.key_type {
         KeyType::Uuid => format!("${n}::uuid"),
         _ => format!("${n}"),
