@@ -33,6 +33,10 @@ pub struct TableHealth {
     pub next_partition_missing: bool,
     pub default_partition: Option<QualifiedName>,
     pub default_rows: Option<i64>,
+    /// Rows of periods that `maintain` leaves in the default for `partkeeper drain` (each period
+    /// counted up to `default_move_limit + 1`).
+    #[serde(default)]
+    pub default_rows_waiting: u64,
     pub problems: Vec<String>,
     pub notes: Vec<String>,
     /// `retention_mode = "archive"`: partitions already archived (not part of the table).
@@ -134,6 +138,7 @@ pub fn assess(
         next_partition_missing: !coverage::uncovered(&ranges, next, clock.period(2)).is_empty(),
         default_partition: table.default.as_ref().map(|d| d.name.clone()),
         default_rows,
+        default_rows_waiting: 0,
         problems,
         notes: plan.notes,
         archived: Vec::new(),
@@ -191,6 +196,7 @@ mod tests {
             retention_mode: RetentionMode::Drop,
             default_partition: false,
             timezone: chrono_tz::Tz::UTC,
+            default_move_limit: crate::config::DEFAULT_MOVE_LIMIT as u64,
             lifecycle: Default::default(),
         }
     }

@@ -47,6 +47,8 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Run the runbook's benchmark queries with EXPLAIN (ANALYZE, BUFFERS)
     Bench(BenchArgs),
+    /// Move rows of new periods out of the default partition (those maintain leaves above default_move_limit)
+    Drain(DrainArgs),
     /// Configuration commands
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -147,6 +149,26 @@ pub struct MigrateArgs {
     /// SQL expression that fills NULL partition keys, e.g. '"createdAt"::date'
     #[arg(long, value_name = "SQL")]
     pub fill_null_with: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The table (as written in the configuration)
+    #[arg(long, value_name = "T")]
+    pub table: String,
+    /// Print the expected costs and the SQL, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// online: writes go on, the period's rows are invisible through the table until the attach;
+    /// atomic: one transaction, rows always visible, writes wait for the move and one scan
+    #[arg(long, value_enum, default_value_t = crate::drain::Mode::Online)]
+    pub mode: crate::drain::Mode,
+    /// Rows moved per transaction (online mode)
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub batch_size: u64,
+    /// Evaluate the periods as if the time were TIME (RFC 3339 or YYYY-MM-DD)
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
 }
 
 #[derive(Debug, Args)]

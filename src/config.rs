@@ -32,6 +32,8 @@ pub const DEFAULT_METRICS_REFRESH: &str = "30s";
 pub const DEFAULT_PREMAKE: i64 = 3;
 /// A premake beyond this is almost certainly a typo (and would create thousands of tables).
 pub const MAX_PREMAKE: i64 = 1000;
+/// Rows of a new period moved out of the default partition inline by a maintenance pass.
+pub const DEFAULT_MOVE_LIMIT: i64 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -114,6 +116,7 @@ pub struct RawTable {
     pub retention_mode: Option<String>,
     pub default_partition: Option<bool>,
     pub timezone: Option<String>,
+    pub default_move_limit: Option<i64>,
     pub archive_schema: Option<String>,
     pub template: Option<String>,
     pub hooks: Option<crate::lifecycle::RawHooks>,
@@ -259,6 +262,9 @@ pub struct TablePolicy {
     /// Calendar zone for timestamptz bounds; defaults to `schedule.timezone`.
     #[serde(serialize_with = "ser_tz")]
     pub timezone: Tz,
+    /// Rows of a new period found in the default partition that a pass moves inline; above it
+    /// the period waits for `partkeeper drain`.
+    pub default_move_limit: u64,
     /// Archive schema, template table and hooks.
     #[serde(flatten)]
     pub lifecycle: crate::lifecycle::Lifecycle,
@@ -663,6 +669,16 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             Some(z) => parse_tz(&key("timezone"), z, &mut p),
             None => timezone,
         };
+        let default_move_limit = match t.default_move_limit.unwrap_or(DEFAULT_MOVE_LIMIT) {
+            n if n >= 0 => n as u64,
+            n => {
+                p(format!(
+                    "{} = {n}: the rows of a new period moved out of the default partition inline; use 0 (always leave them to `partkeeper drain`) or more",
+                    key("default_move_limit")
+                ));
+                0
+            }
+        };
         let lifecycle = crate::lifecycle::validate(
             &key,
             t.archive_schema.as_deref(),
@@ -684,6 +700,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 retention_mode,
                 default_partition: t.default_partition.unwrap_or(true),
                 timezone: tz,
+                default_move_limit,
                 lifecycle,
             });
         }

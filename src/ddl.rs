@@ -13,7 +13,7 @@ use crate::ident::{quote_ident, QualifiedName};
 use crate::plan::Action;
 
 /// Name of the temporary constraint that lets ATTACH skip re-scanning moved rows.
-const BOUND_CHECK: &str = "partkeeper_bound_check";
+pub const BOUND_CHECK: &str = "partkeeper_bound_check";
 
 /// What a new partition inherits from its parent, read from the catalog before any DDL.
 #[derive(Debug, Clone, Default)]
@@ -206,7 +206,7 @@ fn create_statements(
 }
 
 /// `CREATE TABLE (LIKE parent)` plus what LIKE does not carry: owner, grants, replica identity.
-fn new_table(table: &ManagedTable, tpl: &Template, partition: &QualifiedName) -> Vec<String> {
+pub fn new_table(table: &ManagedTable, tpl: &Template, partition: &QualifiedName) -> Vec<String> {
     let mut s = Vec::new();
     let with = safe_reloptions(&tpl.reloptions);
     s.push(format!(
@@ -265,7 +265,7 @@ fn new_table(table: &ManagedTable, tpl: &Template, partition: &QualifiedName) ->
     s
 }
 
-fn publications(tpl: &Template, partition: &QualifiedName) -> Vec<String> {
+pub fn publications(tpl: &Template, partition: &QualifiedName) -> Vec<String> {
     tpl.publications
         .iter()
         .map(|p| {

@@ -219,6 +219,11 @@ pub fn derived_name(base: &str, suffix: &str) -> String {
     format!("{}_{hash}_{suffix}", &base[..cut])
 }
 
+/// A short stable hash of `text` (8 hex digits), for helper names derived from long names.
+pub fn short_hash(text: &str) -> String {
+    format!("{:08x}", fnv1a(text.as_bytes()))
+}
+
 /// FNV-1a: tiny, stable across releases and platforms (names must not change between versions).
 fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5u32, |h, b| {

@@ -11,6 +11,7 @@ use sqlx::PgConnection;
 use crate::catalog::{self, ManagedTable};
 use crate::config::{DatabaseConfig, TablePolicy};
 use crate::ddl::{self, Step};
+use crate::default_partition;
 use crate::error::Error;
 use crate::execute;
 use crate::ident::QualifiedName;
@@ -306,6 +307,101 @@ async fn maintain_table(
             return (report, crate::pg::is_connection_lost(&e));
         }
     }
+    // Next to a default partition: periods with too many rows there wait for `drain`, big
+    // defaults are attached online, helpers of an interrupted attach are resumed or removed.
+    // Reading the default takes a share lock on it: under a lock storm it is retried like a
+    // step, and a last failure says which lock it could not get.
+    let planned = plan.actions.clone();
+    let mut attempt: u32 = 0;
+    let triage = loop {
+        let mut actions = planned.clone();
+        let read = crate::pg::answered(deadline, async {
+            let mut reader = crate::pooler::db_reader(conn, db).await?;
+            let t = default_partition::triage(
+                &mut reader,
+                table,
+                policy.default_move_limit,
+                &mut actions,
+            )
+            .await?;
+            reader.done().await?;
+            Ok::<_, sqlx::Error>(t)
+        })
+        .await;
+        match read {
+            Ok(t) => {
+                plan.actions = actions;
+                break t;
+            }
+            Err(e) if crate::pg::is_retryable(&e) && attempt + 1 < db.lock_retries.max(1) => {
+                attempt += 1;
+                tokio::time::sleep(crate::pg::backoff(attempt)).await;
+            }
+            Err(e) => {
+                report.error = Some(if crate::pg::is_retryable(&e) {
+                    execute::ExecError::LockTimeout {
+                        statement: format!(
+                            "SELECT ... FROM {} (its rows of the periods to create, its size and helpers)",
+                            table
+                                .default
+                                .as_ref()
+                                .map(|d| d.name.quoted())
+                                .unwrap_or_default()
+                        ),
+                        attempts: attempt + 1,
+                        lock_timeout: db.lock_timeout,
+                    }
+                    .to_string()
+                } else {
+                    format!(
+                        "cannot read the default partition of {}: {}",
+                        table.name,
+                        crate::pg::describe(&e)
+                    )
+                });
+                return (report, crate::pg::is_connection_lost(&e));
+            }
+        }
+    };
+    for (m, w) in triage
+        .messages(table, policy.default_move_limit)
+        .into_iter()
+        .zip(&triage.waiting)
+    {
+        tracing::warn!(table = %table.name, partition = %w.0, rows_at_least = w.3, limit = policy.default_move_limit, "rows of a new period wait in the default partition; left for `partkeeper drain`");
+        report.notes.push(m);
+    }
+    let cleanup = default_partition::cleanup_steps(table, &triage.facts);
+    if !cleanup.is_empty() {
+        let what = cleanup.join("; ");
+        if opts.dry_run {
+            report.notes.push(format!(
+                "would remove helpers left by an interrupted attach: {what}"
+            ));
+        } else {
+            let step = Step {
+                transactional: true,
+                statements: cleanup,
+            };
+            match execute::run_steps(conn, db, std::slice::from_ref(&step)).await {
+                Ok(_) => {
+                    tracing::info!(table = %table.name, removed = %what, "removed helpers left by an interrupted attach");
+                    report.notes.push(format!(
+                        "removed helpers left by an interrupted attach: {what}"
+                    ));
+                }
+                Err(e) => {
+                    report.error = Some(format!(
+                        "cannot remove helpers left by an interrupted attach: {e}"
+                    ));
+                    return (
+                        report,
+                        matches!(e, execute::ExecError::ConnectionLost { .. }),
+                    );
+                }
+            }
+        }
+    }
     if plan.actions.is_empty() {
         return (report, false);
     }
@@ -317,7 +413,12 @@ async fn maintain_table(
         .collect();
     let reads = async {
         let mut reader = crate::pooler::db_reader(conn, db).await?;
-        let taken = catalog::existing_relations(&mut reader, &new_names).await?;
+        // An interrupted attach's own table is resumed, not a collision.
+        let taken: Vec<QualifiedName> = catalog::existing_relations(&mut reader, &new_names)
+            .await?
+            .into_iter()
+            .filter(|t| !triage.facts.resumes(t))
+            .collect();
         let template = if new_names.is_empty() || !taken.is_empty() {
             ddl::Template::default()
         } else {
@@ -365,7 +466,20 @@ async fn maintain_table(
             hook_failed += 1;
             continue;
         }
-        let rendered = ddl::render(&action, table, &template);
+        let rendered = match (&action, triage.route_of(action.partition())) {
+            (
+                Action::Create {
+                    partition,
+                    from,
+                    to,
+                },
+                default_partition::Route::Online { resume },
+            ) => default_partition::online_steps(
+                table, &template, partition, *from, *to, resume, None,
+            )
+            .map(|s| s.for_pass(triage.facts.exclude_state(partition))),
+            _ => ddl::render(&action, table, &template),
+        };
         let steps = rendered.as_ref().cloned().unwrap_or_default();
         let hook = crate::lifecycle_pass::hook_for(&action, table, policy, db);
         let mut locked_out = false;

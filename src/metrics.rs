@@ -78,6 +78,7 @@ pub const METRICS: &[(&str, MetricType, &[&str])] = &[
     ("coverage_end_value", MetricType::GAUGE, &["table"]),
     ("next_partition_missing", MetricType::GAUGE, &["table"]),
     ("default_partition_rows", MetricType::GAUGE, &["table"]),
+    ("default_rows_waiting", MetricType::GAUGE, &["table"]),
     (
         "maintenance_runs_total",
         MetricType::COUNTER,
@@ -431,7 +432,8 @@ fn help(name: &str) -> &'static str {
         "coverage_end_timestamp_seconds" => "Unix time where the gap-free coverage starting at the current period ends (+Inf: unbounded).",
         "coverage_end_value" => "Integer keys: the key value where the gap-free coverage starting at the period of max(key) ends (+Inf: unbounded).",
         "next_partition_missing" => "1 if no partition covers the next period.",
-        "default_partition_rows" => "Rows in the default partition (exact count).",
+        "default_partition_rows" => "Rows in the default partition: exact up to 100000, above an estimate scaled from reltuples like the planner's.",
+        "default_rows_waiting" => "Rows of new periods left in the default partition for `partkeeper drain` (more than default_move_limit; each period counted up to default_move_limit + 1).",
         "replication_lag_seconds" => "Replay delay of the replica; 0 when it has replayed everything it received.",
         "replication_lag_bytes" => "WAL bytes the replica has not replayed yet.",
         "replica_up" => "1 if the replica answered the last probe (or streams, as seen by the primary).",
@@ -488,6 +490,14 @@ pub fn snapshot_families(s: &Snapshot) -> Vec<MetricFamily> {
     family(
         "default_partition_rows",
         per_table(&|_, h| h.default_rows.map(|n| n as f64)),
+    );
+    family(
+        "default_rows_waiting",
+        per_table(&|_, h| {
+            h.default_partition
+                .as_ref()
+                .map(|_| h.default_rows_waiting as f64)
+        }),
     );
     let per_partition = |f: &dyn Fn(&crate::snapshot::PartitionFacts) -> f64| {
         tables
@@ -584,6 +594,7 @@ mod tests {
                     next_partition_missing: false,
                     default_partition: None,
                     default_rows: None,
+                    default_rows_waiting: 0,
                     problems: Vec::new(),
                     notes: Vec::new(),
                     archived: Vec::new(),

@@ -424,6 +424,7 @@ mod tests {
             retention_mode: RetentionMode::Drop,
             default_partition: false,
             timezone: Tz::UTC,
+            default_move_limit: crate::config::DEFAULT_MOVE_LIMIT as u64,
             lifecycle: Default::default(),
         }
     }
@@ -922,6 +923,7 @@ mod integer_tests {
             retention_mode: RetentionMode::Drop,
             default_partition: false,
             timezone: Tz::UTC,
+            default_move_limit: crate::config::DEFAULT_MOVE_LIMIT as u64,
             lifecycle: Default::default(),
         }
     }

@@ -18,7 +18,7 @@ pub mod report;
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use sqlx::postgres::{PgArguments, Postgres};
 use sqlx::query::Query;
@@ -30,7 +30,9 @@ use crate::error::{Error, Result};
 use crate::ident::quote_ident;
 use error::BenchError;
 
-use queries::{Bind, Parameters, QueryClass, TableShape, Windows, PROPERTY_COLUMN};
+use queries::{
+    key_param, Bind, Parameters, QueryClass, TableShape, ValueRanges, Windows, PROPERTY_COLUMN,
+};
 use report::{BenchReport, Layout, FORMAT_VERSION, WARMUP_RUNS};
 
 /// Percentage of the table's pages sampled to find a frequent property before falling back to
@@ -44,8 +46,10 @@ pub struct Target {
     pub layout: Layout,
     /// Relations that count as the table in a plan: its leaf partitions, or itself when plain.
     pub own: BTreeSet<String>,
-    /// Calendar zone of a timestamptz key.
+    /// Calendar zone of a timestamptz, epoch or uuid key.
     pub timezone: Tz,
+    /// Plain integer keys: the partition grid (`tables[].interval` values from `tables[].start`).
+    pub grid: Option<(i64, i64)>,
 }
 
 const SHAPE_SQL: &str = r#"
@@ -83,14 +87,18 @@ pub async fn inspect(conn: &mut PgConnection, policy: &TablePolicy) -> Result<Ta
             quote_ident(&policy.column)
         )));
     };
-    // The runbook's queries are date ranges; integer and uuid keys are not measured (yet).
-    let Some(key_type) = KeyType::from_pg_type(key_type_name)
-        .filter(|k| matches!(k, KeyType::Date | KeyType::Timestamp | KeyType::TimestampTz))
-    else {
+    let Some(column_type) = KeyType::from_pg_type(key_type_name) else {
         return Err(Error::Mismatch(format!(
-            "{name}.{} is of type {key_type_name}; bench needs a date, timestamp or timestamptz key",
+            "{name}.{} is of type {key_type_name}; bench needs a date, timestamp, timestamptz, smallint, integer, bigint or uuid key",
             policy.column
         )));
+    };
+    // The configuration says whether an integer holds Unix time (`epoch`) or plain values.
+    let key_type = crate::catalog::key_for_policy(column_type, key_type_name, policy)
+        .map_err(Error::Mismatch)?;
+    let grid = match (key_type, policy.interval) {
+        (KeyType::Int(_), crate::keys::Width::Values(width)) => Some((width, policy.start)),
+        _ => None,
     };
     let partitioned = relkind == "p";
     let own = if partitioned {
@@ -111,6 +119,7 @@ pub async fn inspect(conn: &mut PgConnection, policy: &TablePolicy) -> Result<Ta
         },
         own,
         timezone: policy.timezone,
+        grid,
     })
 }
 
@@ -123,89 +132,168 @@ pub async fn choose_parameters(
 ) -> Result<Parameters> {
     let table = target.shape.name.quoted();
     let key = quote_ident(&target.shape.key);
-    let newest: Option<NaiveDate> =
-        sqlx::query_scalar(&format!("SELECT max({key})::date FROM {table}"))
+    let no_rows = || -> Error {
+        BenchError::NoRows {
+            table: target.shape.name.to_string(),
+            key: key.clone(),
+        }
+        .into()
+    };
+    let (reference, ranges) = match (target.shape.key_type, target.grid) {
+        (KeyType::Int(_), Some((width, start))) => {
+            let (oldest, newest): (Option<i64>, Option<i64>) = sqlx::query_as(&format!(
+                "SELECT min({key})::int8, max({key})::int8 FROM {table}"
+            ))
             .fetch_one(&mut *conn)
             .await?;
-    let Some(newest) = newest else {
-        return Err(BenchError::NoRows {
-            table: target.shape.name.to_string(),
-            key,
+            let (Some(oldest), Some(newest)) = (oldest, newest) else {
+                return Err(no_rows());
+            };
+            (
+                today,
+                Some(ValueRanges::for_data(oldest, newest, width, start)),
+            )
         }
-        .into());
+        (KeyType::Epoch(_, unit), _) => {
+            let newest: Option<i64> =
+                sqlx::query_scalar(&format!("SELECT max({key})::int8 FROM {table}"))
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let instant = crate::keys::epoch_to_instant(newest.ok_or_else(no_rows)?, unit);
+            (day_of(instant, target, today).min(today), None)
+        }
+        (KeyType::Uuid, _) => {
+            let (_, max) = crate::bounds::min_max_sql(KeyType::Uuid, &key);
+            let newest: Option<String> =
+                sqlx::query_scalar(&format!("SELECT ({max})::text FROM {table}"))
+                    .fetch_one(&mut *conn)
+                    .await?;
+            // The first 48 bits of a UUIDv7 are its Unix milliseconds.
+            let instant = crate::keys::parse_uuid(&newest.ok_or_else(no_rows)?)
+                .and_then(|u| DateTime::from_timestamp_millis((u >> 80) as i64));
+            (day_of(instant, target, today).min(today), None)
+        }
+        _ => {
+            let newest: Option<NaiveDate> =
+                sqlx::query_scalar(&format!("SELECT max({key})::date FROM {table}"))
+                    .fetch_one(&mut *conn)
+                    .await?;
+            (newest.ok_or_else(no_rows)?.min(today), None)
+        }
     };
-    let reference = newest.min(today);
     if target.shape.property_problem().is_some() {
         return Ok(Parameters {
             reference,
             property: None,
+            ranges,
         });
     }
     let property_col = quote_ident(PROPERTY_COLUMN);
-    let month = Windows::for_reference(reference).month;
+    let month = match &ranges {
+        Some(r) => [Bind::Value(r.period.0), Bind::Value(r.period.1)],
+        None => {
+            let m = Windows::for_reference(reference).month;
+            [Bind::Day(m.0), Bind::Day(m.1)]
+        }
+    };
+    let (p1, p2) = (key_param(&target.shape, 1), key_param(&target.shape, 2));
     let pick = |sample: &str| {
         format!(
             "SELECT {property_col}::text FROM {table} {sample} \
-             WHERE {property_col} IS NOT NULL AND {key} >= $1 AND {key} < $2 \
+             WHERE {property_col} IS NOT NULL AND {key} >= {p1} AND {key} < {p2} \
              GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
         )
     };
     let sampled = pick(&format!(
         "TABLESAMPLE SYSTEM ({PROPERTY_SAMPLE_PERCENT}) REPEATABLE (0)"
     ));
-    let mut property: Option<String> =
-        day_binds(sqlx::query_scalar(&sampled), &[month.0, month.1], target)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let mut property: Option<String> = scalar_binds(sqlx::query_scalar(&sampled), &month, target)
+        .fetch_optional(&mut *conn)
+        .await?;
     if property.is_none() {
-        property = day_binds(sqlx::query_scalar(&pick("")), &[month.0, month.1], target)
+        property = scalar_binds(sqlx::query_scalar(&pick("")), &month, target)
             .fetch_optional(&mut *conn)
             .await?;
     }
     Ok(Parameters {
         reference,
         property,
+        ranges,
     })
 }
 
-fn day_binds<'q, O>(
+/// The calendar day (in the table's zone) of the newest key's instant; `today` when the value
+/// stands for no instant.
+fn day_of(instant: Option<DateTime<Utc>>, target: &Target, today: NaiveDate) -> NaiveDate {
+    instant
+        .map(|t| t.with_timezone(&target.timezone).date_naive())
+        .unwrap_or(today)
+}
+
+/// Binds each value the way [`bind_all`] does, on a scalar query.
+fn scalar_binds<'q, O>(
     mut q: sqlx::query::QueryScalar<'q, Postgres, O, PgArguments>,
-    days: &[NaiveDate],
+    binds: &'q [Bind],
     target: &Target,
 ) -> sqlx::query::QueryScalar<'q, Postgres, O, PgArguments> {
-    for day in days {
-        q = match key_value(*day, target) {
+    for b in binds {
+        q = match key_value(b, target) {
+            KeyValue::Text(s) => q.bind(s),
             KeyValue::Date(d) => q.bind(d),
             KeyValue::Timestamp(t) => q.bind(t),
             KeyValue::TimestampTz(t) => q.bind(t),
+            KeyValue::Int(v) => q.bind(v),
         };
     }
     q
 }
 
 enum KeyValue {
+    Text(String),
     Date(NaiveDate),
     Timestamp(chrono::NaiveDateTime),
     TimestampTz(DateTime<Utc>),
+    Int(i64),
 }
 
-/// Midnight of `day` as the key column's type; for timestamptz, midnight in the table's zone.
-fn key_value(day: NaiveDate, target: &Target) -> KeyValue {
+/// A bind as the key column's type. A day is its midnight: for timestamptz, epoch and uuid keys
+/// midnight in the table's zone, as Unix time in the key's unit for epoch keys and as the
+/// smallest UUIDv7 of that millisecond (text, cast in the SQL) for uuid keys, as bounds are.
+fn key_value(bind: &Bind, target: &Target) -> KeyValue {
+    let day = match bind {
+        Bind::Text(s) => return KeyValue::Text(s.clone()),
+        Bind::Value(v) => return KeyValue::Int(*v),
+        Bind::Day(day) => *day,
+    };
     let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
+    let instant = || {
+        target
+            .timezone
+            .from_local_datetime(&midnight)
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| Utc.from_utc_datetime(&midnight))
+    };
     match target.shape.key_type {
         KeyType::Date => KeyValue::Date(day),
         KeyType::Timestamp => KeyValue::Timestamp(midnight),
-        // inspect() admits only the three time types.
-        KeyType::TimestampTz | KeyType::Int(_) | KeyType::Epoch(..) | KeyType::Uuid => {
-            KeyValue::TimestampTz(
-                target
-                    .timezone
-                    .from_local_datetime(&midnight)
-                    .earliest()
-                    .map(|t| t.with_timezone(&Utc))
-                    .unwrap_or_else(|| Utc.from_utc_datetime(&midnight)),
-            )
-        }
+        KeyType::TimestampTz => KeyValue::TimestampTz(instant()),
+        // Midnight is a whole second, so it is a whole number of every unit; only a day beyond
+        // the i64 range (nanoseconds after 2262) has no value, and sorts after them all.
+        KeyType::Epoch(_, unit) => KeyValue::Int(
+            crate::keys::instant_to_epoch(instant(), unit).unwrap_or(if day.year() < 1970 {
+                i64::MIN
+            } else {
+                i64::MAX
+            }),
+        ),
+        // Before 1970 no UUIDv7 exists: the smallest uuid then.
+        KeyType::Uuid => KeyValue::Text(crate::keys::uuid_text(
+            crate::keys::uuid_floor(instant()).unwrap_or(0),
+        )),
+        // Plain integer keys are asked with `Bind::Value`; a day of a `[[bench]]` query cannot
+        // reach here (its `{reference}` is the newest value then).
+        KeyType::Int(_) => KeyValue::Int(crate::keys::point_int(instant()).unwrap_or(0)),
     }
 }
 
@@ -215,13 +303,12 @@ fn bind_all<'q>(
     target: &Target,
 ) -> Query<'q, Postgres, PgArguments> {
     for b in binds {
-        q = match b {
-            Bind::Text(s) => q.bind(s.as_str()),
-            Bind::Day(day) => match key_value(*day, target) {
-                KeyValue::Date(d) => q.bind(d),
-                KeyValue::Timestamp(t) => q.bind(t),
-                KeyValue::TimestampTz(t) => q.bind(t),
-            },
+        q = match key_value(b, target) {
+            KeyValue::Text(s) => q.bind(s),
+            KeyValue::Date(d) => q.bind(d),
+            KeyValue::Timestamp(t) => q.bind(t),
+            KeyValue::TimestampTz(t) => q.bind(t),
+            KeyValue::Int(v) => q.bind(v),
         };
     }
     q

@@ -71,6 +71,47 @@ pub struct Parameters {
     pub reference: NaiveDate,
     /// A frequent value of `"propertyId"`, when the table has that column.
     pub property: Option<String>,
+    /// Plain integer keys: the key ranges asked about instead of the date windows (`reference`
+    /// is then only the day of the run). Absent for every other key and in older saved files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<ValueRanges>,
+}
+
+/// Half-open ranges of a plain integer key, on the partition grid (`tables[].interval` values
+/// counted from `tables[].start`): what the date windows are for time keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueRanges {
+    /// The newest key value (`{reference}` of a `[[bench]]` query).
+    pub newest: i64,
+    /// One whole period: the one before the newest value's period, or that period itself when
+    /// no data lies before it (the "one month" of a date key).
+    pub period: (i64, i64),
+    /// Up to three periods ending where `period` ends, none starting before the oldest value's
+    /// period (the "three months" of the analytics class).
+    pub periods: (i64, i64),
+    /// The newest value's period up to and including the newest value ("recent data").
+    pub recent: (i64, i64),
+}
+
+impl ValueRanges {
+    /// The ranges for data between `oldest` and `newest` on a grid of `width` values from `start`.
+    pub fn for_data(oldest: i64, newest: i64, width: i64, start: i64) -> ValueRanges {
+        let (current, _) = crate::keys::int_period(newest, width, start);
+        let (first, _) = crate::keys::int_period(oldest, width, start);
+        let period = if current > first {
+            crate::keys::int_period(current - 1, width, start)
+        } else {
+            crate::keys::int_period(current, width, start)
+        };
+        let back = i128::from(width.max(1)) * i128::from(ANALYTICS_MONTHS);
+        let periods_start = (i128::from(period.1) - back).max(i128::from(first)) as i64;
+        ValueRanges {
+            newest,
+            period,
+            periods: (periods_start.min(period.0), period.1),
+            recent: (current, newest.saturating_add(1)),
+        }
+    }
 }
 
 /// One value for a bind parameter.
@@ -78,8 +119,20 @@ pub struct Parameters {
 pub enum Bind {
     Text(String),
     /// Midnight of this day, bound as the key column's type (in the table's calendar zone for
-    /// timestamptz).
+    /// timestamptz; as Unix time for epoch keys, as the smallest UUIDv7 of that millisecond for
+    /// uuid keys).
     Day(NaiveDate),
+    /// A plain integer key value.
+    Value(i64),
+}
+
+/// The SQL for bind parameter `n` compared with the key: uuid values are bound as text, so they
+/// are cast (a constant cast, which partition pruning still sees through).
+pub fn key_param(shape: &TableShape, n: usize) -> String {
+    match shape.key_type {
+        KeyType::Uuid => format!("${n}::uuid"),
+        _ => format!("${n}"),
+    }
 }
 
 /// A query ready to run.
@@ -132,6 +185,25 @@ pub fn default_classes(shape: &TableShape, params: &Parameters) -> (Vec<QueryCla
     let property = quote_ident(PROPERTY_COLUMN);
     let price = quote_ident(PRICE_COLUMN);
     let w = Windows::for_reference(params.reference);
+    let (p1, p2, p3) = (
+        key_param(shape, 1),
+        key_param(shape, 2),
+        key_param(shape, 3),
+    );
+    // Plain integer keys ask about ranges of values; every other key about days.
+    let (month, analytics, recent) = match &params.ranges {
+        Some(r) => (
+            [Bind::Value(r.period.0), Bind::Value(r.period.1)],
+            [Bind::Value(r.periods.0), Bind::Value(r.periods.1)],
+            [Bind::Value(r.recent.0), Bind::Value(r.recent.1)],
+        ),
+        None => (
+            [Bind::Day(w.month.0), Bind::Day(w.month.1)],
+            [Bind::Day(w.analytics.0), Bind::Day(w.analytics.1)],
+            [Bind::Day(w.recent.0), Bind::Day(w.recent.1)],
+        ),
+    };
+    let by_value = params.ranges.is_some();
     let property_problem = shape.property_problem().or_else(|| {
         params
             .property
@@ -148,35 +220,47 @@ pub fn default_classes(shape: &TableShape, params: &Parameters) -> (Vec<QueryCla
         (
             QueryClass {
                 key: "property_date_range".into(),
-                label: "Property + date range query".into(),
+                label: if by_value {
+                    "Property + key range (one period)".into()
+                } else {
+                    "Property + date range query".into()
+                },
                 sql: format!(
-                    "SELECT * FROM {table} WHERE {property} = $1 AND {key} >= $2 AND {key} < $3"
+                    "SELECT * FROM {table} WHERE {property} = $1 AND {key} >= {p2} AND {key} < {p3}"
                 ),
-                binds: vec![value.clone(), Bind::Day(w.month.0), Bind::Day(w.month.1)],
+                binds: [vec![value.clone()], month.to_vec()].concat(),
             },
             property_problem.clone(),
         ),
         (
             QueryClass {
                 key: "analytics_aggregation".into(),
-                label: "Analytics aggregation".into(),
+                label: if by_value {
+                    "Analytics aggregation (periods)".into()
+                } else {
+                    "Analytics aggregation".into()
+                },
                 sql: format!(
                     "SELECT {property}, avg({price}) AS avg_price, count(*) AS days FROM {table} \
-                     WHERE {key} >= $1 AND {key} < $2 GROUP BY {property}"
+                     WHERE {key} >= {p1} AND {key} < {p2} GROUP BY {property}"
                 ),
-                binds: vec![Bind::Day(w.analytics.0), Bind::Day(w.analytics.1)],
+                binds: analytics.to_vec(),
             },
             property_problem.clone().or(price_problem),
         ),
         (
             QueryClass {
                 key: "recent_data".into(),
-                label: "Recent data fetch".into(),
+                label: if by_value {
+                    "Recent data fetch (newest period)".into()
+                } else {
+                    "Recent data fetch".into()
+                },
                 sql: format!(
-                    "SELECT * FROM {table} WHERE {key} >= $1 AND {key} < $2 \
+                    "SELECT * FROM {table} WHERE {key} >= {p1} AND {key} < {p2} \
                      ORDER BY {key} DESC LIMIT {RECENT_LIMIT}"
                 ),
-                binds: vec![Bind::Day(w.recent.0), Bind::Day(w.recent.1)],
+                binds: recent.to_vec(),
             },
             None,
         ),
@@ -281,7 +365,10 @@ pub fn custom_class(
                     Some(i) => i + 1,
                     None => {
                         let value = if placeholder == "reference" {
-                            Bind::Day(params.reference)
+                            match &params.ranges {
+                                Some(r) => Bind::Value(r.newest),
+                                None => Bind::Day(params.reference),
+                            }
                         } else {
                             if let Some(problem) = shape.property_problem() {
                                 return Err(skip(problem));
@@ -295,7 +382,11 @@ pub fn custom_class(
                         binds.len()
                     }
                 };
-                sql.push_str(&format!("${n}"));
+                if placeholder == "reference" {
+                    sql.push_str(&key_param(shape, n));
+                } else {
+                    sql.push_str(&format!("${n}"));
+                }
             }
             other => return Err(skip(format!("unknown placeholder {{{other}}}"))),
         }
@@ -379,7 +470,61 @@ mod tests {
         Parameters {
             reference: day(2025, 3, 15),
             property: Some("prop-7".into()),
+            ranges: None,
         }
+    }
+
+    #[test]
+    fn integer_ranges_follow_the_partition_grid() {
+        // Data 0..=4_099 in periods of 1000: the newest period is 4000..5000.
+        let r = ValueRanges::for_data(0, 4_099, 1000, 0);
+        assert_eq!(r.period, (3000, 4000));
+        assert_eq!(r.periods, (1000, 4000));
+        assert_eq!(r.recent, (4000, 4100));
+        // Only two periods before: the analytics range starts at the oldest one.
+        let r = ValueRanges::for_data(1_500, 3_200, 1000, 0);
+        assert_eq!((r.period, r.periods), ((2000, 3000), (1000, 3000)));
+        // All data in one period: that period is the one asked about.
+        let r = ValueRanges::for_data(10, 20, 1000, 5);
+        assert_eq!(
+            (r.period, r.periods, r.recent),
+            ((5, 1005), (5, 1005), (5, 21))
+        );
+    }
+
+    #[test]
+    fn integer_keys_bind_values_and_uuid_keys_cast_their_parameters() {
+        let mut p = params();
+        p.ranges = Some(ValueRanges::for_data(0, 4_099, 1000, 0));
+        let mut shape = runbook_shape();
+        shape.key_type = KeyType::Int(crate::keys::IntWidth::BigInt);
+        let (classes, _) = default_classes(&shape, &p);
+        assert_eq!(classes[0].label, "Property + key range (one period)");
+        assert_eq!(
+            classes[0].binds,
+            [
+                Bind::Text("prop-7".into()),
+                Bind::Value(3000),
+                Bind::Value(4000)
+            ]
+        );
+        let c = custom_class(
+            &shape,
+            &p,
+            "x",
+            "SELECT * FROM {table} WHERE {key} = {reference}",
+        )
+        .unwrap();
+        assert_eq!(c.binds, [Bind::Value(4_099)]);
+        shape.key_type = KeyType::Uuid;
+        let (classes, _) = default_classes(&shape, &params());
+        assert!(
+            classes[0]
+                .sql
+                .ends_with(r#""date" >= $2::uuid AND "date" < $3::uuid"#),
+            "{}",
+            classes[0].sql
+        );
     }
 
     #[test]

@@ -439,6 +439,16 @@ fn footnotes() -> Vec<String> {
 }
 
 fn describe_parameters(p: &Parameters) -> String {
+    if let Some(r) = &p.ranges {
+        let ranges = format!(
+            "key ranges: one period [{}, {}), periods [{}, {}), newest period [{}, {})",
+            r.period.0, r.period.1, r.periods.0, r.periods.1, r.recent.0, r.recent.1
+        );
+        return match &p.property {
+            Some(prop) => format!("property {prop:?}, {ranges}"),
+            None => ranges,
+        };
+    }
     match &p.property {
         Some(prop) => format!("property {prop:?}, reference day {}", p.reference),
         None => format!("reference day {}", p.reference),
@@ -655,6 +665,7 @@ mod tests {
             parameters: Parameters {
                 reference: NaiveDate::from_ymd_opt(2025, 3, 1).unwrap(),
                 property: Some("p-1".into()),
+                ranges: None,
             },
             classes: vec![class],
             skipped: vec![Skipped {

@@ -1,7 +1,7 @@
 //! `partkeeper check`: read-only verdict per table; exit 1 when anything is wrong.
 
 use crate::catalog;
-use crate::check::{self, TableHealth};
+use crate::check::TableHealth;
 use crate::cli::{CheckArgs, OutputFormat};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -36,21 +36,12 @@ pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
             mismatches.join("\n  - ")
         )));
     }
-    let defaults: Vec<_> = tables
-        .iter()
-        .filter_map(|t| t.default.as_ref().map(|d| d.name.clone()))
-        .collect();
-    let mut counts = crate::pg::answered(deadline, catalog::count_rows(&mut conn, &defaults))
-        .await?
-        .into_iter();
-    let mut health: Vec<TableHealth> = tables
-        .iter()
-        .zip(&policies)
-        .map(|(t, p)| {
-            let rows = t.default.as_ref().and_then(|_| counts.next());
-            check::assess(t, p, now, version, rows)
-        })
-        .collect();
+    let pairs: Vec<_> = tables.iter().zip(policies.iter()).collect();
+    let mut health: Vec<TableHealth> = crate::pg::answered(
+        deadline,
+        crate::default_partition::assess_all(&mut conn, &pairs, now, version),
+    )
+    .await?;
     for ((h, t), (p, x)) in health
         .iter_mut()
         .zip(&tables)

@@ -32,7 +32,7 @@ pub async fn run(cfg: Config, args: MaintainArgs) -> Result<i32> {
             .map(|t| t.table.to_string())
             .collect();
         Err(Error::Failed(format!(
-            "maintenance failed for {}; see above. Nothing half-done was left: each action is one transaction (a DETACH CONCURRENTLY cut short is finalized by the next run)",
+            "maintenance failed for {}; see above. Nothing half-done is lost: an action is one transaction, and the next run finishes what was cut short (a DETACH CONCURRENTLY, or an online attach next to a big default partition)",
             failed.join(", ")
         )))
     }

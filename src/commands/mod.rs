@@ -4,6 +4,7 @@
 mod bench;
 mod check;
 mod config;
+mod drain;
 mod maintain;
 mod migrate;
 mod run;
@@ -26,6 +27,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Status(args) => status::run(load()?, args).await,
         Command::Migrate(args) => migrate::run(load()?, args).await,
         Command::Bench(args) => bench::run(load()?, args).await,
+        Command::Drain(args) => drain::run(load()?, args).await,
         Command::Run(args) => run::run(load()?, args).await,
         Command::Demo(args) => {
             let duration = match args.duration.as_deref() {

@@ -1,5 +1,5 @@
 //! The refresh loop: every `schedule.metrics_refresh` it reads the database facts behind
-//! `/metrics` and `/status` (catalog with sizes and row estimates, exact default-partition row
+//! `/metrics` and `/status` (catalog with sizes and row estimates, bounded default-partition row
 //! counts, the health verdict of `check::assess`, the standbys the primary sees, each configured
 //! replica's own view) into an immutable [`Snapshot`], and swaps it in behind an `Arc`. Scrapes
 //! read the latest snapshot and never wait for the database.
@@ -12,7 +12,6 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 
 use crate::catalog;
-use crate::check;
 use crate::config::Config;
 use crate::pg::{self, Failure};
 use crate::pooler;
@@ -184,11 +183,17 @@ async fn read_tables(
 ) -> Result<(Vec<TableFacts>, Vec<StandbyView>), sqlx::Error> {
     let version = pg::server_version(conn).await?;
     let resolved = catalog::read_managed(conn, &config.tables, true).await?;
-    let defaults: Vec<_> = resolved
+    // Bounded work per table: the default's rows are counted exactly up to 100,000 and
+    // estimated above; periods waiting for `drain` are counted up to default_move_limit + 1.
+    let ok: Vec<_> = config
+        .tables
         .iter()
-        .filter_map(|r| r.as_ref().ok()?.default.as_ref().map(|d| d.name.clone()))
+        .zip(&resolved)
+        .filter_map(|(p, r)| Some((r.as_ref().ok()?, p)))
         .collect();
-    let mut counts = catalog::count_rows(conn, &defaults).await?.into_iter();
+    let mut healths = crate::default_partition::assess_all(conn, &ok, now, version)
+        .await?
+        .into_iter();
     let mut tables = Vec::with_capacity(resolved.len());
     for (policy, r) in config.tables.iter().zip(resolved) {
         let label = policy.name.to_string();
@@ -204,8 +209,9 @@ async fn read_tables(
                 continue;
             }
         };
-        let default_rows = t.default.as_ref().and_then(|_| counts.next());
-        let health = check::assess(&t, policy, now, version, default_rows);
+        let Some(health) = healths.next() else {
+            continue;
+        };
         let partitions = t
             .partitions
             .iter()

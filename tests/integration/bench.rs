@@ -322,3 +322,136 @@ async fn bench_usage_errors_exit_2_before_measuring() {
     out.assert_code(2);
     assert!(out.stderr.contains("does not exist"), "{out}");
 }
+
+/// `scanned` of the saved class `key`, and its partition count.
+fn scanned(saved: &Value, key: &str) -> (u64, Vec<String>) {
+    let class = saved["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == key)
+        .unwrap_or_else(|| panic!("no class {key} in {saved:#}"));
+    let names = class["scanned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    (class["partitions_scanned"].as_u64().unwrap(), names)
+}
+
+fn bench_saved(cli: &Cli, table: &str) -> Value {
+    let out = cli.run([
+        "bench", "--table", table, "--runs", "1", "--save", "run.json",
+    ]);
+    out.assert_success();
+    serde_json::from_str(&std::fs::read_to_string(cli.dir().join("run.json")).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn bench_asks_an_id_keyed_table_about_ranges_of_its_partition_grid() {
+    let db = shared().create_database().await;
+    // Ids 0..4099 in periods of 1000: five partitions, the newest holds 4000..4099.
+    db.exec(
+        r#"CREATE TABLE items (id bigint NOT NULL, "propertyId" text, price numeric)
+             PARTITION BY RANGE (id);
+           DO $$ BEGIN FOR p IN 0..4 LOOP
+             EXECUTE format('CREATE TABLE %I PARTITION OF items FOR VALUES FROM (%s) TO (%s)',
+                            'items_p' || p * 1000, p * 1000, (p + 1) * 1000);
+           END LOOP; END $$;
+           INSERT INTO items SELECT n, 'prop-' || n % 5, n FROM generate_series(0, 4099) AS n;
+           CREATE INDEX ON items (id);
+           ANALYZE items;"#,
+    )
+    .await;
+    let cli = Cli::new().config(&format!(
+        "[database]\nurl = \"{}\"\n\n[[tables]]\nname = 'public.items'\ncolumn = 'id'\ninterval = 1000\n",
+        db.url()
+    ));
+    let saved = bench_saved(&cli, "public.items");
+    let ranges = &saved["parameters"]["ranges"];
+    assert_eq!(ranges["newest"], 4099, "{saved:#}");
+    assert_eq!(
+        ranges["period"],
+        serde_json::json!([3000, 4000]),
+        "{saved:#}"
+    );
+    assert_eq!(ranges["periods"], serde_json::json!([1000, 4000]));
+    assert_eq!(ranges["recent"], serde_json::json!([4000, 4100]));
+    assert_eq!(
+        scanned(&saved, "property_date_range"),
+        (1, vec!["items_p3000".to_string()])
+    );
+    assert_eq!(scanned(&saved, "analytics_aggregation").0, 3);
+    assert_eq!(
+        scanned(&saved, "recent_data"),
+        (1, vec!["items_p4000".to_string()])
+    );
+    assert_eq!(scanned(&saved, "property_no_date").0, 5);
+    let out = cli.run(["bench", "--table", "public.items", "--runs", "1"]);
+    out.assert_success();
+    assert!(
+        out.stdout.contains("Property + key range (one period)"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("one period [3000, 4000)"), "{out}");
+
+    // An integer key with a calendar interval and no epoch is a mismatch: exit 2, what to set.
+    let cli = Cli::new().config(&config(&db, "public.items", "id", ""));
+    let out = cli.run(["bench", "--table", "public.items"]);
+    out.assert_code(2);
+    assert!(out.stderr.contains("tables[].epoch"), "{out}");
+}
+
+#[tokio::test]
+async fn bench_asks_epoch_and_uuidv7_tables_the_date_windows_as_key_values() {
+    let db = shared().create_database().await;
+    // One row an hour from 2025-01-01 00:00 UTC for 1500 hours (to 2025-03-04 11:00), in monthly
+    // partitions by Unix milliseconds and by UUIDv7 (the smallest of each month's first
+    // millisecond as bounds, the row's millisecond as the value's first 48 bits).
+    db.exec(
+        r#"CREATE TABLE events (ts bigint NOT NULL, "propertyId" text, price numeric)
+             PARTITION BY RANGE (ts);
+           CREATE TABLE ids (id uuid NOT NULL, "propertyId" text, price numeric)
+             PARTITION BY RANGE (id);
+           CREATE FUNCTION ms(t timestamptz) RETURNS bigint
+             LANGUAGE sql AS 'SELECT (extract(epoch FROM t) * 1000)::bigint';
+           CREATE FUNCTION v7(ms bigint, n bigint) RETURNS uuid LANGUAGE sql AS
+             $$SELECT (lpad(to_hex(ms), 12, '0') || '7' || lpad(to_hex(n % 4096), 3, '0') || '8'
+                       || lpad(to_hex(n), 15, '0'))::uuid$$;
+           DO $$ DECLARE m timestamptz; BEGIN
+             FOR m IN SELECT generate_series(timestamptz '2025-01-01 00:00+00',
+                                             timestamptz '2025-03-01 00:00+00', interval '1 month') LOOP
+               EXECUTE format('CREATE TABLE %I PARTITION OF events FOR VALUES FROM (%s) TO (%s)',
+                 'events_' || to_char(m AT TIME ZONE 'UTC', 'YYYY_MM'), ms(m), ms(m + interval '1 month'));
+               EXECUTE format('CREATE TABLE %I PARTITION OF ids FOR VALUES FROM (%L) TO (%L)',
+                 'ids_' || to_char(m AT TIME ZONE 'UTC', 'YYYY_MM'), v7(ms(m), 0), v7(ms(m + interval '1 month'), 0));
+             END LOOP; END $$;
+           INSERT INTO events SELECT ms(timestamptz '2025-01-01 00:00+00' + n * interval '1 hour'),
+                                     'prop-' || n % 5, n FROM generate_series(0, 1499) AS n;
+           INSERT INTO ids SELECT v7(ts, ts / 3600000), "propertyId", price FROM events;
+           ANALYZE events; ANALYZE ids;"#,
+    )
+    .await;
+    let cli = Cli::new().config(&format!(
+        "[database]\nurl = \"{url}\"\n\n[[tables]]\nname = 'public.events'\ncolumn = 'ts'\ninterval = \"1 month\"\nepoch = \"milliseconds\"\n\n\
+         [[tables]]\nname = 'public.ids'\ncolumn = 'id'\ninterval = \"1 month\"\n",
+        url = db.url()
+    ));
+    for table in ["events", "ids"] {
+        let saved = bench_saved(&cli, &format!("public.{table}"));
+        // The newest row is at 2025-03-04 11:00: the month asked about is February.
+        assert_eq!(saved["parameters"]["reference"], "2025-03-04", "{saved:#}");
+        assert!(saved["parameters"].get("ranges").is_none(), "{saved:#}");
+        assert_eq!(
+            scanned(&saved, "property_date_range"),
+            (1, vec![format!("{table}_2025_02")]),
+            "{saved:#}"
+        );
+        // Three months before March: December (no partition), January and February.
+        assert_eq!(scanned(&saved, "analytics_aggregation").0, 2, "{saved:#}");
+        // 2025-02-26 .. 2025-03-05: the end of February and March.
+        assert_eq!(scanned(&saved, "recent_data").0, 2, "{saved:#}");
+        assert_eq!(scanned(&saved, "property_no_date").0, 3, "{saved:#}");
+    }
+}

@@ -29,6 +29,8 @@ pub const SPEC_METRICS: &[(&str, &str)] = &[
     ("partkeeper_coverage_end_value", "gauge"),
     ("partkeeper_next_partition_missing", "gauge"),
     ("partkeeper_default_partition_rows", "gauge"),
+    // SPEC part 2, "The default partition at any size".
+    ("partkeeper_default_rows_waiting", "gauge"),
     ("partkeeper_maintenance_runs_total", "counter"),
     (
         "partkeeper_maintenance_last_success_timestamp_seconds",

@@ -41,6 +41,10 @@ const FIRED_BY: &[(&str, &str)] = &[
         "next_partition_alert_fires_after_a_hand_drop_and_resolves_after_maintain",
     ),
     (
+        "PartkeeperDefaultRowsWaiting",
+        "next_partition_alert_fires_after_a_hand_drop_and_resolves_after_maintain",
+    ),
+    (
         "PartkeeperReplicationLagCritical",
         "replica_lag_replica_down_and_failing_maintenance_fire",
     ),
@@ -160,19 +164,28 @@ fn the_test_copy_of_the_rules_differs_only_in_for() {
 
 /// The user's scenario: next month's partition dropped by hand on a daemon whose schedule is
 /// far away; the alert fires; `partkeeper maintain` creates it again; the alert resolves. The
-/// same daemon also shows a row in the default partition and a daily table with only two days
-/// made ahead.
+/// same daemon also shows a row in the default partition, a daily table with only two days
+/// made ahead, and a table whose next month waits in its default partition for `drain` (more
+/// rows there than its `default_move_limit`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn next_partition_alert_fires_after_a_hand_drop_and_resolves_after_maintain() {
     let db = pricing_db().await;
     db.exec("CREATE TABLE events (id bigint, at date NOT NULL) PARTITION BY RANGE (at)")
         .await;
     let daily = "\n[[tables]]\nname = \"public.events\"\ncolumn = \"at\"\ninterval = \"1 day\"\npremake = 2\n";
+    db.exec(
+        "CREATE TABLE waiting (id bigint, at date NOT NULL) PARTITION BY RANGE (at);
+         CREATE TABLE waiting_default PARTITION OF waiting DEFAULT;
+         INSERT INTO waiting (id, at)
+         SELECT g, (date_trunc('month', now()) + interval '1 month')::date FROM generate_series(1, 5) g",
+    )
+    .await;
+    let waiting = "\n[[tables]]\nname = \"public.waiting\"\ncolumn = \"at\"\ninterval = \"1 month\"\npremake = 2\ndefault_partition = true\ndefault_move_limit = 1\n";
     let toml = daemon_config(
         &fixtures::url_with_password(&db),
         FAR_AWAY,
         "run_on_start = true",
-        &format!("{MONTHLY}{daily}"),
+        &format!("{MONTHLY}{daily}{waiting}"),
     );
     let daemon = RunningDaemon::start(&toml).await;
     let d = &daemon;
@@ -214,6 +227,10 @@ async fn next_partition_alert_fires_after_a_hand_drop_and_resolves_after_maintai
                 (
                     "PartkeeperCoverageEndingSoon",
                     &[("table", "public.events")],
+                ),
+                (
+                    "PartkeeperDefaultRowsWaiting",
+                    &[("table", "public.waiting")],
                 ),
             ],
             FIRE_WITHIN,

@@ -10,6 +10,7 @@ mod check;
 mod common;
 mod daemon;
 mod daemon_bench;
+mod default_partition;
 mod demo;
 mod deploy;
 mod faults;
