@@ -244,7 +244,11 @@ async fn build_one(
                 Err(e) => return Err(e.into()),
             }
         }
-        _ => How::Concurrently,
+        Some(false) => How::Concurrently,
+        None => {
+            tracing::info!(index = %own, "at the rate of the plain builds so far, a plain build would hold writers back longer than lock_timeout; building CONCURRENTLY");
+            How::Concurrently
+        }
     };
     if how == How::Concurrently {
         concurrently(conn, db, p, &own, &create).await?;
