@@ -7,7 +7,7 @@
 //! follower takes over within a heartbeat. Losing the session means losing leadership: this
 //! instance steps down and reconnects with backoff. The check against `pg_locks` (rather than a
 //! bare `SELECT 1`) also catches a pooler that moved us to another server session, which is
-//! why transaction-mode PgBouncer cannot be used (see docs/daemon.md).
+//! why the lock is not used behind a transaction-mode pooler (see docs/daemon.md).
 //!
 //! Behind a transaction-mode pooler (`database.pooler = "transaction"`) no session outlives a
 //! transaction, so the lock is replaced by the maintenance lease ([`crate::lease`]): the
@@ -155,7 +155,8 @@ async fn heartbeat(
             tracing::error!(
                 "this session no longer holds the leader lock although it is still connected: \
                  is a transaction-mode pooler (PgBouncer pool_mode=transaction) between partkeeper \
-                 and PostgreSQL? Connect directly or through a session-mode pool"
+                 and PostgreSQL? Set database.pooler = \"transaction\" (leader election by \
+                 lease), or connect directly or through a session-mode pool"
             );
             shared.set_leader(false);
             // Start over on a fresh session.
