@@ -50,14 +50,7 @@ pub fn steps(
             moved.quoted()
         )
     };
-    let tx = |statements: Vec<String>| Step {
-        transactional: true,
-        statements,
-    };
-    let bare = |statement: String| Step {
-        transactional: false,
-        statements: vec![statement],
-    };
+    let (tx, bare) = (Step::tx, Step::bare);
     let mut out = Vec::new();
     if pending || concurrently {
         if !prepare.is_empty() {
