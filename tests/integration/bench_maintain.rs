@@ -19,8 +19,8 @@ use crate::common::{Cli, Cluster, TestDb};
 /// Runs per figure; the median is printed.
 const RUNS: usize = 7;
 /// Months before the current one, so that each table has 40 + 1 + 3 = 44 range partitions.
-const PAST: u32 = 40;
-const PREMAKE: u32 = 3;
+pub(crate) const PAST: u32 = 40;
+pub(crate) const PREMAKE: u32 = 3;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -50,7 +50,7 @@ fn table_sql(i: usize) -> String {
 }
 
 /// `t<i>` with its default and 44 monthly partitions, in one transaction.
-fn table_with_partitions_sql(i: usize) -> String {
+pub(crate) fn table_with_partitions_sql(i: usize) -> String {
     let mut sql = table_sql(i);
     sql.push_str(&format!(
         "CREATE TABLE t{i}_default PARTITION OF t{i} DEFAULT;"
