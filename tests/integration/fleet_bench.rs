@@ -35,7 +35,7 @@ const PARTITIONS_PER_TABLE: i64 = PAST as i64 + 1 + PREMAKE as i64 + 1;
 const CONNECTIONS_PER_DATABASE: i64 = 3;
 /// Server connections beyond the daemon's: the harness's own and slack.
 const CONNECTION_SLACK: usize = 30;
-const CLI_RUNS: usize = 3;
+const CLI_RUNS: usize = 5;
 /// Long enough that a refresh of every database fits in one cycle on a loaded 2-core machine.
 const REFRESH: &str = "20s";
 /// Everything a daemon is waited for (first refreshes, a second cycle, shutdown).
