@@ -3,13 +3,21 @@
 use crate::catalog;
 use crate::check::TableHealth;
 use crate::cli::{CheckArgs, OutputFormat};
-use crate::config::Config;
+use crate::config::{Config, Fleet};
 use crate::error::{Error, Result};
 
-pub async fn run(cfg: Config, args: CheckArgs) -> Result<i32> {
+pub async fn run(fleet: Fleet, args: CheckArgs) -> Result<i32> {
+    if args.table.is_some() {
+        // About one table: its database must be named when there are several.
+        return database(fleet.one(args.database.as_deref())?, &args).await;
+    }
+    super::each_database(&fleet, args.database.as_deref(), |cfg| database(cfg, &args)).await
+}
+
+async fn database(cfg: &Config, args: &CheckArgs) -> Result<i32> {
     let policies = cfg.select_tables(args.table.as_deref())?;
     let now = super::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
-    let mut conn = super::connect(&cfg).await?;
+    let mut conn = super::connect(cfg).await?;
     let deadline = crate::pg::reply_deadline(&cfg.database);
     // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
     let mut conn =

@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::bounds::BoundValue;
 use crate::catalog::{self, Partition};
 use crate::cli::{StatusArgs, StatusFormat};
-use crate::config::Config;
+use crate::config::{Config, Fleet};
 use crate::error::{Error, Result};
 use crate::replication::{self, ReplicaProbe, ReplicaView, StandbyView};
 
@@ -29,9 +29,17 @@ struct PartitionStatus<'a> {
     default: bool,
 }
 
-pub async fn run(cfg: Config, args: StatusArgs) -> Result<i32> {
+pub async fn run(fleet: Fleet, args: StatusArgs) -> Result<i32> {
+    if args.table.is_some() {
+        // About one table: its database must be named when there are several.
+        return database(fleet.one(args.database.as_deref())?, &args).await;
+    }
+    super::each_database(&fleet, args.database.as_deref(), |cfg| database(cfg, &args)).await
+}
+
+async fn database(cfg: &Config, args: &StatusArgs) -> Result<i32> {
     let policies = cfg.select_tables(args.table.as_deref())?;
-    let mut conn = super::connect(&cfg).await?;
+    let mut conn = super::connect(cfg).await?;
     // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
     let mut conn = crate::pooler::db_reader(&mut conn, &cfg.database).await?;
     let resolved = catalog::read_managed(&mut conn, &policies, true).await?;
