@@ -7,15 +7,8 @@
 use std::time::Duration;
 
 use super::{partkeeper_session, NOTICE_CRASH};
+use crate::common::fixtures;
 use crate::common::{eventually, Cli, Cluster, Output, TestDb, PATIENCE};
-
-/// The runbook's `pricing_data` before the migration: a plain table.
-const PLAIN: &str = r#"
-CREATE TABLE pricing_data (id bigserial PRIMARY KEY, "propertyId" text NOT NULL, date date NOT NULL,
-  price numeric(10,2) NOT NULL, "createdAt" timestamptz NOT NULL DEFAULT now());
-CREATE INDEX idx_pricing_data_property_date ON pricing_data ("propertyId", date);
-CREATE INDEX idx_pricing_data_date ON pricing_data (date);
-"#;
 
 const ROWS: i64 = 20_000;
 
@@ -31,7 +24,7 @@ const RUN: [&str; 6] = [
 /// A database on `cluster` holding `rows` rows from about 13 months back to 2 months ahead.
 async fn plain_pricing_data(cluster: &Cluster, rows: i64) -> TestDb {
     let db = cluster.create_database().await;
-    db.exec(PLAIN).await;
+    db.exec(&fixtures::plain_pricing_data()).await;
     db.exec(&format!(
         r#"INSERT INTO pricing_data ("propertyId", date, price)
            SELECT 'p' || (g % 50), current_date - 400 + (g % 460), (g % 500) + 0.25
