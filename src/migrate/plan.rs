@@ -32,7 +32,7 @@ pub use blueprint::copies_without_row_locks;
 pub const MAX_PARTITIONS: usize = 2000;
 
 /// Copy throughput used for the time estimate, in bytes of table + indexes per second, measured
-/// by `tests/integration/migrate_bench.rs` (10 million rows, 1.6 GB, 2 cores): online 68–82 s
+/// by `tests/integration/benchmarks/migrate.rs` (10 million rows, 1.6 GB, 2 cores): online 68–82 s
 /// (row locks, sync triggers, indexes kept up during the copy, ANALYZE), offline 24–28 s
 /// (indexes built once after the load). Rounded down, so the estimate errs on the long side.
 pub const ONLINE_BYTES_PER_SEC: f64 = 20.0e6;

@@ -1,7 +1,7 @@
 //! Migration benchmark (ignored by default; it takes minutes):
 //!
 //! ```sh
-//! PARTKEEPER_BENCH_ROWS=10000000 cargo test --release --test integration migrate_bench -- --ignored --nocapture
+//! PARTKEEPER_BENCH_ROWS=10000000 cargo test --release --test integration benchmarks::migrate -- --ignored --nocapture
 //! ```
 //!
 //! The runbook's `pricing_data`, one row per property per day from three years back to two
