@@ -4,7 +4,7 @@
 //! `partkeeper drain` (reported with exit 1), which moves them with nothing lost; and an
 //! application writer during `maintain` neither fails nor waits past `lock_timeout` + 1 s.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::common::fixtures;
 use crate::common::{eventually, shared, Cli, Cluster, TestDb, Writer, PATIENCE};
@@ -418,17 +418,22 @@ async fn an_application_writer_during_maintain_next_to_a_big_default_never_fails
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
     let out = cli.run_async(["maintain", "--now", NOW]).await;
+    let ended = Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let written = writer.stop().await;
     out.assert_success();
+    // The phase this test is about: inserts that ran while maintain did.
+    let during = written.written_between(started, ended);
+    assert!(during > 0, "no insert ran during maintain ({out})");
     assert!(
         written.errors.is_empty(),
         "application errors: {:?}",
         written.first_errors(5)
     );
     let longest = written.longest();
-    println!("longest application INSERT during maintain: {longest:?}\n{out}");
+    println!("longest application INSERT during maintain: {longest:?} ({during} inserts during maintain)\n{out}");
     assert!(
         longest < lock_timeout + Duration::from_secs(1),
         "an INSERT waited {longest:?}"

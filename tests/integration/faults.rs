@@ -75,6 +75,18 @@ async fn partkeeper_session(db: &TestDb, state: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// Polls (every 2 ms, up to a minute) until `command` has a session on the server, or has
+/// ended: crashes timed from there land in its work, whatever the process took to start.
+async fn until_connected(db: &TestDb, command: &mut crate::common::Daemon) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while command.is_running()
+        && std::time::Instant::now() < deadline
+        && !partkeeper_session(db, "true").await
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// How long a `partkeeper` command may take to notice that the server is gone and exit.
 const NOTICE_CRASH: Duration = Duration::from_secs(20);
 

@@ -418,9 +418,19 @@ async fn concurrent_writers_see_no_errors_and_their_writes_survive_an_online_run
         "--batch-size",
         "1000",
     ]);
-    // Once the copy is under way, rows beyond every partition arrive: the temporary default
-    // partition takes them, and the swap gives them partitions of their own.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Once the copy is under way (the build has recorded the migration), rows beyond every
+    // partition arrive: the temporary default partition takes them, and the swap gives them
+    // partitions of their own.
+    crate::common::eventually(
+        Duration::from_secs(60),
+        "the migration to be recorded",
+        || async {
+            db.try_query_scalar::<i64>("SELECT count(*) FROM partkeeper.migrations")
+                .await
+                .is_ok_and(|n| n == 1)
+        },
+    )
+    .await;
     far.store(true, Ordering::Relaxed);
     let run = run.wait(Duration::from_secs(120)).await;
     // Writes after the swap go on (they reach the backup through the reverse trigger).
@@ -430,6 +440,29 @@ async fn concurrent_writers_see_no_errors_and_their_writes_survive_an_online_run
     let swapped_at: chrono::DateTime<chrono::Utc> = db
         .query_scalar("SELECT swapped_at FROM partkeeper.migrations")
         .await;
+    // Each phase this test means to write in was written in: rows beyond every partition
+    // between the build and the swap, and rows after the swap, in the table and the backup.
+    let (far_during_copy, after_swap, after_swap_in_backup): (i64, i64, i64) = {
+        let mut c = db.connect().await;
+        sqlx::query_as(
+            r#"SELECT (SELECT count(*) FROM pricing_data p WHERE p.date >= current_date + 500
+                         AND p."createdAt" > m.started_at AND p."createdAt" < m.swapped_at),
+                      (SELECT count(*) FROM pricing_data p WHERE p."createdAt" > m.swapped_at),
+                      (SELECT count(*) FROM pricing_data_backup b WHERE b."createdAt" > m.swapped_at)
+                 FROM partkeeper.migrations m"#,
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+    };
+    assert!(
+        far_during_copy > 0,
+        "no row beyond every partition was written during the copy\n{run}"
+    );
+    assert!(
+        after_swap > 0 && after_swap_in_backup > 0,
+        "no write after the swap ({after_swap} in the table, {after_swap_in_backup} in the backup)\n{run}"
+    );
     let mut statements = 0;
     for (w, report) in writers {
         // Lock timeouts are retried by applications. After the swap, a row beyond every
@@ -471,6 +504,52 @@ async fn concurrent_writers_see_no_errors_and_their_writes_survive_an_online_run
         .assert_success();
 }
 
+/// Where a killed `migrate run` left the migration, once its server session has ended (a killed
+/// client's backend goes on with the statement, or the COMMIT, it was sent and may commit after
+/// the client is gone): `nothing`, `built` (recorded, no row copied yet), `mid-copy`, `copied`
+/// (not swapped yet) or `swapped`.
+async fn phase_after_kill(db: &TestDb) -> String {
+    crate::common::eventually(
+        Duration::from_secs(60),
+        "the killed run's server session has ended",
+        || async {
+            db.query_scalar::<i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND application_name = 'partkeeper'",
+            )
+            .await
+                == 0
+        },
+    )
+    .await;
+    db.try_query_scalar::<String>(
+        "SELECT CASE WHEN phase = 'swapped' THEN 'swapped' WHEN copy_done THEN 'copied'
+                     WHEN rows_copied > 0 THEN 'mid-copy' ELSE 'built' END
+           FROM partkeeper.migrations",
+    )
+    .await
+    .unwrap_or_else(|_| "nothing".into())
+}
+
+/// Polls (every 5 ms, up to a minute) until the run of `child` has copied rows but not all of
+/// them; `false` when the run ended first.
+async fn until_mid_copy(db: &TestDb, child: &mut crate::common::Daemon) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.is_running() && Instant::now() < deadline {
+        let copying = db
+            .try_query_scalar::<bool>(
+                "SELECT rows_copied > 0 AND NOT copy_done FROM partkeeper.migrations",
+            )
+            .await
+            .unwrap_or(false);
+        if copying {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn killing_run_at_random_points_then_running_again_gives_identical_content() {
     let (db, cli) = pricing_data(20_000, 0, false).await;
@@ -494,7 +573,7 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
     };
     let mut rng = fastrand::Rng::with_seed(7);
     let mut kills = 0;
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = BTreeMap::<String, u32>::new();
     for round in 0..10 {
         let started = Instant::now();
         let mut child = cli.spawn(args);
@@ -513,21 +592,8 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
             kills += 1;
         }
         let out = child.wait(Duration::from_secs(60)).await;
-        // A killed client's server backend goes on with the statement (or the COMMIT) it was
-        // sent, and may commit after the client is gone: judge only once it has ended.
-        crate::common::eventually(
-            Duration::from_secs(60),
-            "the killed run's server session has ended",
-            || async {
-                db.query_scalar::<i64>(
-                    "SELECT count(*) FROM pg_stat_activity
-                      WHERE datname = current_database() AND application_name = 'partkeeper'",
-                )
-                .await
-                    == 0
-            },
-        )
-        .await;
+        // Judged only once the killed run's server session has ended.
+        let landed = phase_after_kill(&db).await;
         // Nothing half-built: either nothing at all, or a recorded migration with its table.
         let recorded: Option<String> = db
             .try_query_scalar("SELECT phase || CASE WHEN copy_done THEN '+copied' ELSE '' END FROM partkeeper.migrations")
@@ -547,11 +613,12 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
             Some("swapped+copied") => {}
             Some(other) => panic!("round {round}: unexpected phase {other}"),
         }
-        seen.insert(recorded.unwrap_or_else(|| "nothing".into()));
+        *seen.entry(landed).or_insert(0) += 1;
         if out.success() {
             break;
         }
     }
+    println!("rounds per phase a kill left: {seen:?}");
     assert!(
         kills >= 3,
         "only {kills} kills landed (phases seen: {seen:?})"
@@ -559,6 +626,11 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
     assert!(
         seen.len() >= 2,
         "every kill landed in the same phase: {seen:?}"
+    );
+    // The phase resuming is about: a kill in the middle of the copy.
+    assert!(
+        seen.contains_key("mid-copy"),
+        "no kill landed in the middle of the copy: {seen:?}"
     );
     let last = cli.run(args);
     last.assert_success();
@@ -829,20 +901,30 @@ async fn runs_killed_while_writers_write_resume_without_losing_a_write() {
     ];
     let mut rng = fastrand::Rng::with_seed(11);
     let mut kills = 0;
+    let mut seen = BTreeMap::<String, u32>::new();
     for round in 0..6 {
         let mut child = cli.spawn(args);
         // The first two kills come within 30 ms of the start, well before any run can finish
-        // (a whole run takes about a second here), so they always land; later ones go anywhere.
-        let reach = if round < 2 { 30 } else { 60 + round * 60 };
-        tokio::time::sleep(Duration::from_millis(rng.u64(0..=reach))).await;
+        // (a whole run takes about a second here), so they always land; the third waits until
+        // the copy is under way (the phase that matters: rows half copied while writers write);
+        // later ones go anywhere.
+        if round == 2 {
+            until_mid_copy(&db, &mut child).await;
+        } else {
+            let reach = if round < 2 { 30 } else { 60 + round * 60 };
+            tokio::time::sleep(Duration::from_millis(rng.u64(0..=reach))).await;
+        }
         if child.is_running() {
             child.kill();
             kills += 1;
         }
-        if child.wait(Duration::from_secs(60)).await.success() {
+        let out = child.wait(Duration::from_secs(60)).await;
+        *seen.entry(phase_after_kill(&db).await).or_insert(0) += 1;
+        if out.success() {
             break;
         }
     }
+    println!("rounds per phase a kill left: {seen:?}");
     let last = cli.run_async(args).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let writers = writers.stop_each().await;
@@ -856,7 +938,12 @@ async fn runs_killed_while_writers_write_resume_without_losing_a_write() {
         assert!(unexpected.is_empty(), "writer errors: {unexpected:#?}");
         apply(&mut state, w.expected);
     }
-    assert!(kills >= 2, "only {kills} kills landed");
+    assert!(kills >= 2, "only {kills} kills landed ({seen:?})");
+    // The phase this test is about: a kill in the middle of the copy while writers write.
+    assert!(
+        seen.contains_key("mid-copy"),
+        "no kill landed in the middle of the copy: {seen:?}"
+    );
     assert!(snapshot(&db, "pricing_data").await == state, "writes lost");
     assert!(
         snapshot(&db, "pricing_data_backup").await == state,
@@ -912,10 +999,38 @@ async fn a_rollback_while_writers_write_brings_back_every_write() {
         .await
         .assert_success();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let swapped_at: chrono::DateTime<chrono::Utc> = db
+        .query_scalar("SELECT swapped_at FROM partkeeper.migrations")
+        .await;
+    let rollback_at: chrono::DateTime<chrono::Utc> = db.query_scalar("SELECT now()").await;
     cli.run_async(["migrate", "rollback", "--table", "public.pricing_data"])
         .await
         .assert_success();
+    let rolled_back_at: chrono::DateTime<chrono::Utc> = db.query_scalar("SELECT now()").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // The writes this test is about landed: between the swap and the rollback (on the new table,
+    // mirrored into the backup) and after the rollback.
+    let written = |from: chrono::DateTime<chrono::Utc>,
+                   to: Option<chrono::DateTime<chrono::Utc>>| {
+        let db = &db;
+        async move {
+            let mut c = db.connect().await;
+            sqlx::query_scalar::<_, i64>(
+                r#"SELECT count(*) FROM pricing_data WHERE "createdAt" > $1 AND ($2::timestamptz IS NULL OR "createdAt" < $2)"#,
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+        }
+    };
+    let between = written(swapped_at, Some(rollback_at)).await;
+    let after = written(rolled_back_at, None).await;
+    assert!(
+        between > 0 && after > 0,
+        "inserts between the swap and the rollback: {between}, after the rollback: {after}"
+    );
     for (w, report) in writers.stop_each().await {
         let unexpected: Vec<&Failure> = report
             .errors

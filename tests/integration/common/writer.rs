@@ -32,12 +32,23 @@ pub struct Report {
     pub errors: Vec<Failure>,
     /// How long each statement took, task after task, in the order each task ran them.
     pub latencies: Vec<Duration>,
+    /// When each successful statement ended: shows which phase of the command under test the
+    /// writes reached ([`Report::written_between`]).
+    pub written_at: Vec<Instant>,
 }
 
 impl Report {
     /// The longest a statement waited.
     pub fn longest(&self) -> Duration {
         self.latencies.iter().copied().max().unwrap_or_default()
+    }
+
+    /// Successful statements that ended between `from` and `to`.
+    pub fn written_between(&self, from: Instant, to: Instant) -> usize {
+        self.written_at
+            .iter()
+            .filter(|&&t| t >= from && t < to)
+            .count()
     }
 
     /// The first `n` error messages, for an assertion's text.
@@ -54,6 +65,7 @@ impl Report {
         self.written += other.written;
         self.errors.extend(other.errors);
         self.latencies.extend(other.latencies);
+        self.written_at.extend(other.written_at);
         self
     }
 }
@@ -231,7 +243,10 @@ async fn run<W: Write>(
         };
         report.latencies.push(started.elapsed());
         match result {
-            Ok(()) => report.written += 1,
+            Ok(()) => {
+                report.written += 1;
+                report.written_at.push(Instant::now());
+            }
             Err(e) => report.errors.push(Failure {
                 at: chrono::Utc::now(),
                 sqlstate: e
