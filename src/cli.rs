@@ -79,6 +79,9 @@ pub struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub struct MaintainArgs {
+    /// The database (its `name` in the configuration); required when several are configured and --table is given; default: all
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
     /// Print the exact SQL that would run, change nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -104,6 +107,9 @@ pub enum StatusFormat {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// Only this database (its `name` in the configuration); default: all
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
     /// Only this table
     #[arg(long, value_name = "T")]
     pub table: Option<String>,
@@ -116,6 +122,9 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Only this database (its `name` in the configuration); default: all
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
     /// Only this table
     #[arg(long, value_name = "T")]
     pub table: Option<String>,
@@ -134,6 +143,9 @@ pub enum MigrateStep {
 
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
+    /// The database (its `name` in the configuration); required when several are configured
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
     /// plan | run | verify | rollback | finalize
     #[arg(value_enum)]
     pub step: MigrateStep,
@@ -153,6 +165,9 @@ pub struct MigrateArgs {
 
 #[derive(Debug, Args)]
 pub struct DrainArgs {
+    /// The database (its `name` in the configuration); required when several are configured
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
     /// The table (as written in the configuration)
     #[arg(long, value_name = "T")]
     pub table: String,
@@ -173,6 +188,9 @@ pub struct DrainArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
+    /// The database (its `name` in the configuration); required when several are configured
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
     /// The table to benchmark
     #[arg(long, value_name = "T")]
     pub table: String,

@@ -36,6 +36,9 @@ pub enum Error {
     Migrate(Box<crate::migrate::error::MigrateError>),
     #[error(transparent)]
     Bench(crate::bench::error::BenchError),
+    /// A command over several databases: those that failed, each named with its own error.
+    #[error("{} database(s) not OK: {}", .0.len(), .0.iter().map(|(db, e)| format!("{db} ({e})")).collect::<Vec<_>>().join("; "))]
+    Databases(Vec<(String, Error)>),
 }
 
 impl Error {
@@ -50,6 +53,10 @@ impl Error {
             | Error::Step(_)
             | Error::Migrate(_)
             | Error::Bench(_) => 1,
+            // The worst: a database that could not be reached outranks one with problems.
+            Error::Databases(failed) => {
+                failed.iter().map(|(_, e)| e.exit_code()).max().unwrap_or(1)
+            }
         }
     }
 }

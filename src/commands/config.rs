@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::bounds::KeyType;
-use crate::config::{Config, TablePolicy};
+use crate::config::{Config, Fleet, TablePolicy};
 use crate::ident::derived_name;
 use crate::keys::{self, IntWidth, Width};
 use crate::plan::Clock;
@@ -15,20 +15,34 @@ use crate::error::Result;
 /// How many upcoming run times `config validate` shows.
 pub const UPCOMING_RUNS: usize = 5;
 
-pub fn validate(cfg: Config) -> Result<i32> {
+pub fn validate(fleet: Fleet) -> Result<i32> {
     // The web configuration file is checked as `run` would read it (exit 2 when it is bad).
-    let web = super::run::load_web_config(&cfg, &crate::cli::RunArgs::default())?;
-    print!("{}", cfg.to_redacted_toml());
-    print!("{}", upcoming_runs(&cfg, Utc::now()));
-    for policy in &cfg.tables {
-        for line in preview(policy, Utc::now()) {
-            println!("# {line}");
+    let web = super::run::load_web_config(&fleet.server, &crate::cli::RunArgs::default())?;
+    print!("{}", fleet.to_redacted_toml());
+    for cfg in &fleet.databases {
+        if fleet.listed {
+            print!("\n# database {:?}", cfg.database.name);
+        }
+        print!("{}", upcoming_runs(cfg, Utc::now()));
+        for policy in &cfg.tables {
+            for line in preview(policy, Utc::now()) {
+                println!("# {line}");
+            }
         }
     }
-    if cfg.server.web_config_file.is_some() {
+    if fleet.server.web_config_file.is_some() {
         eprintln!("web configuration: {}", web.summary);
     }
-    eprintln!("configuration is valid ({} table(s))", cfg.tables.len());
+    let tables: usize = fleet.databases.iter().map(|d| d.tables.len()).sum();
+    if fleet.listed {
+        eprintln!(
+            "configuration is valid ({} database(s): {}; {tables} table(s))",
+            fleet.databases.len(),
+            fleet.names().join(", ")
+        );
+    } else {
+        eprintln!("configuration is valid ({tables} table(s))");
+    }
     Ok(0)
 }
 

@@ -1,14 +1,22 @@
 //! `partkeeper maintain`: one pass now, each action printed; `--dry-run` prints the SQL instead.
 
 use crate::cli::MaintainArgs;
-use crate::config::Config;
+use crate::config::{Config, Fleet};
 use crate::error::{Error, Result};
 use crate::maintain::{self, Options, PassReport};
 
-pub async fn run(cfg: Config, args: MaintainArgs) -> Result<i32> {
+pub async fn run(fleet: Fleet, args: MaintainArgs) -> Result<i32> {
+    if args.table.is_some() {
+        // About one table: its database must be named when there are several.
+        return database(fleet.one(args.database.as_deref())?, &args).await;
+    }
+    super::each_database(&fleet, args.database.as_deref(), |cfg| database(cfg, &args)).await
+}
+
+async fn database(cfg: &Config, args: &MaintainArgs) -> Result<i32> {
     let policies = cfg.select_tables(args.table.as_deref())?;
     let now = super::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
-    let mut conn = super::connect(&cfg).await?;
+    let mut conn = super::connect(cfg).await?;
     let report = maintain::run_pass(
         &mut conn,
         &cfg.database,

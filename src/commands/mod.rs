@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 
 use crate::cli::{Cli, Command, ConfigCommand};
-use crate::config::Config;
+use crate::config::{Config, Fleet};
 use crate::error::{Error, Result};
 
 pub async fn dispatch(cli: Cli) -> Result<i32> {
@@ -25,9 +25,18 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Maintain(args) => maintain::run(load()?, args).await,
         Command::Check(args) => check::run(load()?, args).await,
         Command::Status(args) => status::run(load()?, args).await,
-        Command::Migrate(args) => migrate::run(load()?, args).await,
-        Command::Bench(args) => bench::run(load()?, args).await,
-        Command::Drain(args) => drain::run(load()?, args).await,
+        Command::Migrate(args) => {
+            let fleet = load()?;
+            migrate::run(fleet.one(args.database.as_deref())?.clone(), args).await
+        }
+        Command::Bench(args) => {
+            let fleet = load()?;
+            bench::run(fleet.one(args.database.as_deref())?.clone(), args).await
+        }
+        Command::Drain(args) => {
+            let fleet = load()?;
+            drain::run(fleet.one(args.database.as_deref())?.clone(), args).await
+        }
         Command::Run(args) => run::run(load()?, args).await,
         Command::Demo(args) => {
             let duration = match args.duration.as_deref() {
@@ -43,6 +52,42 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
             })
             .await
         }
+    }
+}
+
+/// Runs `one` on each database `--database` selects (all by default). With several, a header
+/// names each before its output and every one is done even when another fails; the error then
+/// names those that failed, and the exit code is the worst of theirs.
+pub async fn each_database<'a, F, Fut>(
+    fleet: &'a Fleet,
+    wanted: Option<&str>,
+    mut one: F,
+) -> Result<i32>
+where
+    F: FnMut(&'a Config) -> Fut,
+    Fut: std::future::Future<Output = Result<i32>>,
+{
+    let selected = fleet.select(wanted)?;
+    if let [only] = selected.as_slice() {
+        if !fleet.listed || wanted.is_some() {
+            return one(only).await;
+        }
+    }
+    let mut failed = Vec::new();
+    for (i, cfg) in selected.into_iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        println!("== database {} ==", cfg.database.name);
+        if let Err(e) = one(cfg).await {
+            eprintln!("database {}: {e}", cfg.database.name);
+            failed.push((cfg.database.name.clone(), e));
+        }
+    }
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        Err(Error::Databases(failed))
     }
 }
 

@@ -6,13 +6,13 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::RunArgs;
-use crate::config::{Config, ConfigError};
+use crate::config::{ConfigError, Fleet, ServerConfig};
 use crate::daemon::web_config::{self, WebSecurity};
 use crate::error::{Error, Result};
 
-pub async fn run(cfg: Config, args: RunArgs) -> Result<i32> {
-    let web = load_web_config(&cfg, &args)?;
-    let addr = cfg.server.listen;
+pub async fn run(fleet: Fleet, args: RunArgs) -> Result<i32> {
+    let web = load_web_config(&fleet.server, &args)?;
+    let addr = fleet.server.listen;
     let listener = TcpListener::bind(addr).await.map_err(|e| {
         Error::Config(ConfigError::Invalid(vec![format!(
             "server.listen = \"{addr}\": cannot listen there ({e}); choose a free address \
@@ -34,9 +34,9 @@ pub async fn run(cfg: Config, args: RunArgs) -> Result<i32> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listen = %local,
-        database = %cfg.database.url.host_label(),
-        tables = cfg.tables.len(),
-        replicas = cfg.replicas.len(),
+        databases = %fleet.names().join(","),
+        tables = fleet.databases.iter().map(|d| d.tables.len()).sum::<usize>(),
+        replicas = fleet.databases.iter().map(|d| d.replicas.len()).sum::<usize>(),
         "partkeeper daemon listening"
     );
     tracing::info!(http = %web.summary, "web configuration");
@@ -46,13 +46,14 @@ pub async fn run(cfg: Config, args: RunArgs) -> Result<i32> {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     };
-    crate::daemon::run_secured(cfg, listener, web, stop).await?;
+    // Several databases need the fleet daemon (issue 13); until then, one.
+    crate::daemon::run_secured(fleet.into_single()?, listener, web, stop).await?;
     Ok(0)
 }
 
 /// The web configuration named by `--web.config.file` or `server.web_config_file`, if any.
-pub fn load_web_config(cfg: &Config, args: &RunArgs) -> Result<WebSecurity> {
-    let (key, path) = match (&args.web_config_file, &cfg.server.web_config_file) {
+pub fn load_web_config(server: &ServerConfig, args: &RunArgs) -> Result<WebSecurity> {
+    let (key, path) = match (&args.web_config_file, &server.web_config_file) {
         (Some(p), _) => ("--web.config.file", p),
         (None, Some(p)) => ("server.web_config_file", p),
         (None, None) => return Ok(WebSecurity::none()),

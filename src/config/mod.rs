@@ -1,20 +1,26 @@
 //! Configuration: the TOML file, `PARTKEEPER__SECTION__KEY` environment overrides and
-//! `DATABASE_URL`, parsed into [`RawConfig`] (unknown keys denied) and validated into [`Config`],
-//! whose types make an unchecked value impossible to use. `parse_str` is pure; `load` adds I/O.
+//! `DATABASE_URL`, parsed into [`RawConfig`] (unknown keys denied) and validated
+//! ([`validate`]) into a [`Fleet`] of one [`Config`] per database, whose types make an unchecked
+//! value impossible to use. `parse_fleet` and `parse_str` are pure; `load` adds I/O.
 
-use std::collections::{BTreeSet, HashMap};
+mod fleet;
+mod validate;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::calendar::{Interval, Retention};
+use crate::calendar::Retention;
 use crate::ident::{self, QualifiedName};
 use crate::keys::{EpochUnit, Width};
 use crate::secret::SecretUrl;
+
+pub use fleet::Fleet;
+pub use validate::validate;
 
 /// Where the configuration is read from when neither `--config` nor `PARTKEEPER_CONFIG` is given.
 pub const DEFAULT_PATH: &str = "config/partkeeper.toml";
@@ -67,11 +73,16 @@ pub struct RawConfig {
     pub tables: Vec<RawTable>,
     #[serde(default)]
     pub bench: Vec<RawBenchQuery>,
+    /// The fleet form: one entry per database (then `[database]` holds only defaults).
+    #[serde(default)]
+    pub databases: Vec<RawFleetDatabase>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDatabase {
+    /// The `database` label (default: the database name in the URL).
+    pub name: Option<String>,
     pub url: Option<String>,
     pub lock_timeout: Option<String>,
     pub statement_timeout: Option<String>,
@@ -84,7 +95,32 @@ pub struct RawDatabase {
 #[serde(deny_unknown_fields)]
 pub struct RawReplica {
     pub name: String,
-    pub url: String,
+    pub url: Option<String>,
+    /// The name of an environment variable holding the URL (instead of `url`).
+    pub url_env: Option<String>,
+}
+
+/// One `[[databases]]` entry: a database with its own connection, replicas and tables; the
+/// connection keys and `schedule` override the top-level `[database]` and `[schedule]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetDatabase {
+    pub name: String,
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub lock_timeout: Option<String>,
+    pub statement_timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub lock_retries: Option<i64>,
+    pub pooler: Option<String>,
+    #[serde(default)]
+    pub schedule: RawSchedule,
+    #[serde(default)]
+    pub replicas: Vec<RawReplica>,
+    #[serde(default)]
+    pub tables: Vec<RawTable>,
+    #[serde(default)]
+    pub bench: Vec<RawBenchQuery>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +178,8 @@ pub struct RawBenchQuery {
 // ---------------------------------------------------------------------------------------------
 // Validated layer.
 
+/// One database and everything partkeeper does in it. A [`Fleet`] holds one per database; the
+/// part 1 form is a fleet of one.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -156,6 +194,8 @@ pub struct Config {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DatabaseConfig {
+    /// The `database` label, `--database` value and `PARTKEEPER_DATABASE` of hooks.
+    pub name: String,
     pub url: SecretUrl,
     #[serde(serialize_with = "ser_duration")]
     pub lock_timeout: Duration,
@@ -314,16 +354,29 @@ impl Config {
     }
 }
 
-/// Parses configuration text with the given environment (pure: tests pass a map).
+/// Parses configuration text of one database (the part 1 form, or a fleet of one) with the
+/// given environment (pure: tests pass a map).
 pub fn parse_str(text: &str, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+    parse_fleet(text, env)?.into_single()
+}
+
+/// Parses configuration text, either form, with the given environment (pure: tests pass a map).
+pub fn parse_fleet(text: &str, env: &HashMap<String, String>) -> Result<Fleet, ConfigError> {
     // The file alone, strictly typed first: the config crate below converts loosely
     // (`premake = 3.5` became 3, `run_on_start = 7` true) and loses positions; the toml crate
     // refuses wrong types and names the line. A quoted line may hold a connection string.
-    if let Err(e) = toml::from_str::<RawConfig>(text) {
-        return Err(ConfigError::Parse(crate::secret::mask_passwords(
+    let strict = toml::from_str::<RawConfig>(text).map_err(|e| {
+        ConfigError::Parse(crate::secret::mask_passwords(
             explain_parse_error(e.to_string().trim_end()).as_str(),
-        )));
-    }
+        ))
+    })?;
+    // DATABASE_URL is part 1's `database.url`; a fleet names each database's URL itself, so an
+    // environment left over from a single-database deployment changes nothing there.
+    let database_url = if strict.databases.is_empty() {
+        env.get("DATABASE_URL").filter(|v| !v.is_empty()).cloned()
+    } else {
+        None
+    };
     let overrides: HashMap<String, String> = env
         .iter()
         .filter(|(k, _)| k.starts_with("PARTKEEPER__"))
@@ -338,10 +391,7 @@ pub fn parse_str(text: &str, env: &HashMap<String, String>) -> Result<Config, Co
                 .try_parsing(true)
                 .source(Some(overrides)),
         )
-        .set_override_option(
-            "database.url",
-            env.get("DATABASE_URL").filter(|v| !v.is_empty()).cloned(),
-        )
+        .set_override_option("database.url", database_url)
         .map_err(|e| ConfigError::Parse(e.to_string()))?;
     let raw: RawConfig = builder
         .build()
@@ -356,19 +406,19 @@ pub fn parse_str(text: &str, env: &HashMap<String, String>) -> Result<Config, Co
             // A line quoted back may hold a connection string that did not parse as a URL.
             ConfigError::Parse(crate::secret::mask_passwords(msg.trim_end()))
         })?;
-    validate(raw)
+    validate(raw, env)
 }
 
 /// Reads the file (`--config`, else `PARTKEEPER_CONFIG`, else the default path) and the process
 /// environment.
-pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+pub fn load(path: Option<&Path>) -> Result<Fleet, ConfigError> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let path = resolve_path(path, &env);
     let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
         path: path.clone(),
         source,
     })?;
-    parse_str(&text, &env)
+    parse_fleet(&text, &env)
 }
 
 pub fn resolve_path(path: Option<&Path>, env: &HashMap<String, String>) -> PathBuf {
@@ -406,396 +456,6 @@ fn explain_parse_error(msg: &str) -> String {
     }
 }
 
-/// Checks every value, collecting all problems so the user can fix them in one go.
-pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
-    let mut problems = Vec::new();
-    let mut p = |s: String| problems.push(s);
-
-    let url = match raw.database.url {
-        Some(u) if !u.trim().is_empty() => match SecretUrl::parse(&u) {
-            Ok(url) => Some(url),
-            Err(e) => {
-                p(format!("database.url: {e}"));
-                None
-            }
-        },
-        _ => {
-            p("database.url is not set: set it in the file or the DATABASE_URL environment variable \
-               (postgres://user:password@host:5432/dbname)"
-                .into());
-            None
-        }
-    };
-    let mut duration = |key: &str, v: Option<String>, default: &str| -> Duration {
-        let text = v.unwrap_or_else(|| default.to_string());
-        match humantime::parse_duration(text.trim()) {
-            Ok(d) if d.is_zero() => {
-                p(format!("{key} = {text:?} must be longer than zero"));
-                Duration::from_secs(1)
-            }
-            Ok(d) => d,
-            Err(e) => {
-                p(format!(
-                    "{key} = {text:?} is not a duration ({e}); write e.g. \"3s\", \"500ms\", \"5min\""
-                ));
-                Duration::from_secs(1)
-            }
-        }
-    };
-    let lock_timeout = duration(
-        "database.lock_timeout",
-        raw.database.lock_timeout,
-        DEFAULT_LOCK_TIMEOUT,
-    );
-    let statement_timeout = duration(
-        "database.statement_timeout",
-        raw.database.statement_timeout,
-        DEFAULT_STATEMENT_TIMEOUT,
-    );
-    let connect_timeout = duration(
-        "database.connect_timeout",
-        raw.database.connect_timeout,
-        DEFAULT_CONNECT_TIMEOUT,
-    );
-    let metrics_refresh = duration(
-        "schedule.metrics_refresh",
-        raw.schedule.metrics_refresh,
-        DEFAULT_METRICS_REFRESH,
-    );
-    let lock_retries = match raw.database.lock_retries {
-        None => DEFAULT_LOCK_RETRIES,
-        Some(n) if (1..=100).contains(&n) => n as u32,
-        Some(n) => {
-            p(format!(
-                "database.lock_retries = {n} must be between 1 and 100"
-            ));
-            DEFAULT_LOCK_RETRIES
-        }
-    };
-    let pooler = match raw.database.pooler.as_deref() {
-        None => Pooler::None,
-        Some(v) => Pooler::parse(v).unwrap_or_else(|| {
-            p(format!(
-                "database.pooler = {v:?} is not one of \"none\" (a direct connection), \"session\" or \"transaction\" (the pool_mode of the PgBouncer in between)"
-            ));
-            Pooler::None
-        }),
-    };
-
-    let mut replica_names = BTreeSet::new();
-    let mut replicas = Vec::new();
-    for (i, r) in raw.replicas.into_iter().enumerate() {
-        if r.name.trim().is_empty() {
-            p(format!(
-                "replicas[{i}].name is empty; give each replica a name for its metric label"
-            ));
-        } else if !replica_names.insert(r.name.clone()) {
-            p(format!(
-                "replicas[{i}].name {:?} is used twice; names must be unique",
-                r.name
-            ));
-        }
-        match SecretUrl::parse(&r.url) {
-            Ok(url) => replicas.push(ReplicaConfig { name: r.name, url }),
-            Err(e) => p(format!("replicas[{i}].url: {e}")),
-        }
-    }
-
-    let listen_text = raw.server.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
-    let listen = match SocketAddr::from_str(listen_text.trim()) {
-        Ok(a) => a,
-        Err(_) => {
-            p(format!(
-                "server.listen = {listen_text:?} is not an address; write host:port, e.g. \"0.0.0.0:9790\" or \"127.0.0.1:9790\""
-            ));
-            SocketAddr::from(([0, 0, 0, 0], 9790))
-        }
-    };
-
-    let maintenance = raw
-        .schedule
-        .maintenance
-        .unwrap_or_else(|| DEFAULT_SCHEDULE.into())
-        .trim()
-        .to_string();
-    if let Err(e) = check_cron(&maintenance) {
-        p(format!("schedule.maintenance = {maintenance:?}: {e}"));
-    }
-    let timezone = parse_tz(
-        "schedule.timezone",
-        raw.schedule.timezone.as_deref().unwrap_or("UTC"),
-        &mut p,
-    );
-
-    let mut seen = BTreeSet::new();
-    let mut tables = Vec::new();
-    for (i, t) in raw.tables.into_iter().enumerate() {
-        let key = |k: &str| format!("tables[{i}].{k}");
-        let name = match ident::parse_qualified(&t.name) {
-            Ok(n) => {
-                if !seen.insert(n.clone()) {
-                    p(format!(
-                        "{} = {:?} is configured twice",
-                        key("name"),
-                        t.name
-                    ));
-                }
-                Some(n)
-            }
-            Err(e) => {
-                p(format!("{}: {e}", key("name")));
-                None
-            }
-        };
-        let column = match ident::parse_ident(&t.column) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                p(format!("{}: {e}", key("column")));
-                None
-            }
-        };
-        let interval = match &t.interval {
-            RawScalar::Text(text) => match Interval::parse(text) {
-                Ok(iv) => Some(Width::Calendar(iv)),
-                Err(_) if text.trim().parse::<i64>().is_ok() => {
-                    p(format!(
-                        "{} = {text:?}: an integer interval is written without quotes, interval = {}",
-                        key("interval"),
-                        text.trim()
-                    ));
-                    None
-                }
-                Err(e) => {
-                    p(format!("{}: {e}", key("interval")));
-                    None
-                }
-            },
-            RawScalar::Int(n) if *n > 0 => Some(Width::Values(*n)),
-            RawScalar::Int(n) => {
-                p(format!(
-                    "{} = {n}: an integer interval is how many key values one partition holds; use a positive integer such as 1000000 (or a calendar interval such as \"1 day\" for time keys)",
-                    key("interval")
-                ));
-                None
-            }
-        };
-        let epoch = match t.epoch.as_deref() {
-            None => None,
-            Some(e) => match EpochUnit::parse(e) {
-                Some(u) => Some(u),
-                None => {
-                    p(format!(
-                        "{} = {e:?}: write \"seconds\", \"milliseconds\", \"microseconds\" or \"nanoseconds\" (the Unix-time unit the integer column holds)",
-                        key("epoch")
-                    ));
-                    None
-                }
-            },
-        };
-        let integer = matches!(interval, Some(Width::Values(_)));
-        if integer && t.epoch.is_some() {
-            p(format!(
-                "{}: a column holding Unix time ({}) is partitioned by the calendar; write a calendar interval such as interval = \"1 day\", or remove epoch to partition by {} values",
-                key("epoch"),
-                key("epoch"),
-                match interval { Some(Width::Values(n)) => n, _ => 0 },
-            ));
-        }
-        if t.start.is_some() && matches!(interval, Some(Width::Calendar(_))) {
-            p(format!(
-                "{}: start sets where integer intervals begin; calendar intervals are aligned by the calendar, so remove it",
-                key("start")
-            ));
-        }
-        let retention_values = match &t.retention {
-            Some(RawScalar::Int(n)) if integer && *n > 0 => Some(*n),
-            Some(RawScalar::Int(n)) if integer => {
-                p(format!(
-                    "{} = {n}: use a positive number of key values (partitions whose upper bound is at or below max(key) minus it expire)",
-                    key("retention")
-                ));
-                None
-            }
-            Some(RawScalar::Int(n)) => {
-                p(format!(
-                    "{} = {n}: an integer retention goes with an integer interval; for a calendar interval write e.g. retention = \"36 months\"",
-                    key("retention")
-                ));
-                None
-            }
-            Some(RawScalar::Text(r)) if integer => {
-                p(format!(
-                    "{} = {r:?}: with an integer interval, retention is a number of key values, e.g. retention = 100000000",
-                    key("retention")
-                ));
-                None
-            }
-            _ => None,
-        };
-        let premake = match t.premake.unwrap_or(DEFAULT_PREMAKE) {
-            n if (0..=MAX_PREMAKE).contains(&n) => n as u32,
-            n => {
-                p(format!(
-                    "{} = {n}: premake counts periods to create ahead of the current one; use 0 to {MAX_PREMAKE}",
-                    key("premake")
-                ));
-                0
-            }
-        };
-        let retention = match &t.retention {
-            None | Some(RawScalar::Int(_)) => None,
-            Some(RawScalar::Text(_)) if integer => None,
-            Some(RawScalar::Text(r)) => match Retention::parse(r) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    p(format!("{}: {e}", key("retention")));
-                    None
-                }
-            },
-        };
-        let retention_mode = match t.retention_mode.as_deref().map(str::trim) {
-            None | Some("detach") => RetentionMode::Detach,
-            Some("drop") => RetentionMode::Drop,
-            Some("archive") => RetentionMode::Archive,
-            Some(other) => {
-                p(format!(
-                    "{} = {other:?}: write \"drop\" (delete expired partitions), \"detach\" (keep them as plain tables) or \"archive\" (detach and move them to archive_schema)",
-                    key("retention_mode")
-                ));
-                RetentionMode::Detach
-            }
-        };
-        let tz = match t.timezone.as_deref() {
-            Some(z) => parse_tz(&key("timezone"), z, &mut p),
-            None => timezone,
-        };
-        let default_move_limit = match t.default_move_limit.unwrap_or(DEFAULT_MOVE_LIMIT) {
-            n if n >= 0 => n as u64,
-            n => {
-                p(format!(
-                    "{} = {n}: the rows of a new period moved out of the default partition inline; use 0 (always leave them to `partkeeper drain`) or more",
-                    key("default_move_limit")
-                ));
-                0
-            }
-        };
-        let lifecycle = crate::lifecycle::validate(
-            &key,
-            t.archive_schema.as_deref(),
-            t.template.as_deref(),
-            t.hooks,
-            t.hook_timeout.as_deref(),
-            &mut p,
-        );
-        if let (Some(name), Some(column), Some(interval)) = (name, column, interval) {
-            tables.push(TablePolicy {
-                name,
-                column,
-                interval,
-                premake,
-                retention,
-                retention_values,
-                epoch,
-                start: t.start.unwrap_or(0),
-                retention_mode,
-                default_partition: t.default_partition.unwrap_or(true),
-                timezone: tz,
-                default_move_limit,
-                lifecycle,
-            });
-        }
-    }
-
-    let mut bench = Vec::new();
-    let mut bench_names = BTreeSet::new();
-    for (i, b) in raw.bench.into_iter().enumerate() {
-        let key = |k: &str| format!("bench[{i}].{k}");
-        let table = match ident::parse_qualified(&b.table) {
-            Ok(t) if seen.contains(&t) => Some(t),
-            Ok(_) => {
-                p(format!(
-                    "{} = {:?} is not one of the configured tables; add it under [[tables]] or fix the name",
-                    key("table"),
-                    b.table
-                ));
-                None
-            }
-            Err(e) => {
-                p(format!("{}: {e}", key("table")));
-                None
-            }
-        };
-        let name = b.name.trim().to_string();
-        if name.is_empty() {
-            p(format!(
-                "{} is empty; give the query a label for bench's output",
-                key("name")
-            ));
-        } else if let Some(t) = &table {
-            if !bench_names.insert((t.clone(), name.clone())) {
-                p(format!(
-                    "{} = {name:?} is used twice for {t}; names must be unique per table",
-                    key("name")
-                ));
-            }
-        }
-        if let Err(e) = crate::bench::queries::check_template(&b.sql) {
-            p(format!("{} {e}", key("sql")));
-        }
-        if let Some(table) = table {
-            bench.push(BenchQuery {
-                table,
-                name,
-                sql: b.sql.trim().to_string(),
-            });
-        }
-    }
-
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid(problems));
-    }
-    Ok(Config {
-        database: DatabaseConfig {
-            url: url.expect("checked above"),
-            lock_timeout,
-            statement_timeout,
-            connect_timeout,
-            lock_retries,
-            pooler,
-        },
-        replicas,
-        server: ServerConfig {
-            listen,
-            web_config_file: raw
-                .server
-                .web_config_file
-                .map(|p| p.trim().to_string())
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from),
-        },
-        schedule: ScheduleConfig {
-            maintenance,
-            timezone,
-            run_on_start: raw.schedule.run_on_start.unwrap_or(true),
-            metrics_refresh,
-        },
-        tables,
-        bench,
-    })
-}
-
-fn parse_tz(key: &str, text: &str, p: &mut impl FnMut(String)) -> Tz {
-    match text.trim().parse::<Tz>() {
-        Ok(tz) => tz,
-        Err(_) => {
-            p(format!(
-                "{key} = {text:?} is not a time zone; write an IANA name such as \"UTC\" or \"Europe/Paris\""
-            ));
-            Tz::UTC
-        }
-    }
-}
-
 fn with_seconds(expr: &str) -> Option<String> {
     crate::cron::with_seconds(expr)
 }
@@ -830,6 +490,7 @@ fn ser_qualified<S: Serializer>(q: &QualifiedName, s: S) -> Result<S::Ok, S::Err
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calendar::Interval;
 
     const GOOD: &str = r#"
 [database]
