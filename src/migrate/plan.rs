@@ -2,13 +2,12 @@
 //! Pure — the catalog was read beforehand — so every blocker and every carried-over object is
 //! unit-tested without a database. The outcome is blockers (with what to do), warnings (what
 //! will change), the partitions to create, and the [`Blueprint`] the later steps act on.
-
 //!
-//! [`judge`] runs one judgement per concern, in the order their lines are shown: [`key`] (the
-//! relation and its partition key), [`constraints`] (keys, constraints, columns, indexes,
-//! inbound foreign keys), [`dependents`] (triggers, views, rules, sequences, grants, row-level
-//! security, publications, storage), [`partitions`] (rows, partitions, taken names) and
-//! [`blueprint`].
+//! [`judge`] runs one judgement per concern, in the order their lines are shown, each in a file
+//! of `plan/`: `key` (the relation and its partition key), `constraints` (keys, constraints,
+//! columns, indexes, inbound foreign keys), `dependents` (triggers, views, rules, sequences,
+//! grants, row-level security, publications, storage), `partitions` (rows, partitions, taken
+//! names) and `blueprint`.
 
 mod blueprint;
 mod constraints;
