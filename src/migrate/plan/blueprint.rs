@@ -2,7 +2,7 @@
 //! and stored in the state row.
 
 use super::key::Key;
-use super::Options;
+use super::preflight::Options;
 use crate::config::TablePolicy;
 use crate::ident::{derived_name, QualifiedName};
 use crate::migrate::inventory::Inventory;

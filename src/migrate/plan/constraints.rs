@@ -1,7 +1,7 @@
 //! Keys, constraints, columns and indexes: what the new table must hold so that it enforces what
 //! the original enforced, and what cannot be carried to a partitioned table.
 
-use super::Preflight;
+use super::preflight::Preflight;
 use crate::migrate::definition;
 use crate::migrate::inventory::Inventory;
 

@@ -2,7 +2,7 @@
 //! (owner, grants, row-level security) and its replication and storage settings: carried over,
 //! warned about, or blocking. Also the kinds looked for and not found, so the preflight can say so.
 
-use super::Preflight;
+use super::preflight::Preflight;
 use crate::ident::QualifiedName;
 use crate::migrate::definition;
 use crate::migrate::inventory::Inventory;

@@ -1,7 +1,7 @@
 //! The table itself and its partition key: what kind of relation it is, whether the key column
 //! exists and has a type partkeeper partitions by, and how maintain will read it.
 
-use super::Preflight;
+use super::preflight::Preflight;
 use crate::bounds::KeyType;
 use crate::config::TablePolicy;
 use crate::keys::Width;

@@ -4,7 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 
 use super::key::Key;
-use super::{names_to_create, Options, PlannedPartition, Preflight, MAX_PARTITIONS};
+use super::preflight::{names_to_create, Options, PlannedPartition, Preflight, MAX_PARTITIONS};
 use crate::config::TablePolicy;
 use crate::coverage::{self, TooMany};
 use crate::ident::{derived_name, QualifiedName};
