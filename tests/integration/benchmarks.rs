@@ -8,6 +8,7 @@
 //! The tests of the `partkeeper bench` command itself are in `bench_command`.
 
 mod daemon;
+mod fleet_scale;
 mod keys;
 mod maintain;
 mod migrate;

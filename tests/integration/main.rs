@@ -12,7 +12,6 @@ mod default_partition;
 mod demo;
 mod deploy;
 mod faults;
-mod fleet_bench;
 mod fleet_cli;
 mod harness;
 mod identifiers;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
-use crate::bench_maintain::{table_with_partitions_sql, PAST, PREMAKE};
+use super::maintain::{table_with_partitions_sql, PAST, PREMAKE};
 use crate::common::http::{http_ok_body, listen_port};
 use crate::common::{pg_major, Cli, Cluster, Daemon};
 
