@@ -2,17 +2,17 @@
 //! monthly tables × 44 partitions (+ default) each, all copied from one template database.
 //!
 //! ```text
-//! cargo test --release --test integration fleet_bench -- --ignored --nocapture --test-threads 1
+//! cargo test --release --test integration benchmarks::fleet_scale -- --ignored --nocapture --test-threads 1
 //! FLEET_SIZES=1,10 cargo test --release ...   # other sizes (default 1,10,25,50)
 //! ```
 //!
 //! * `fleet_bench_maintain_*`: a whole-process no-op `partkeeper maintain` over all N databases
 //!   (median of [`CLI_RUNS`]).
 //! * `fleet_bench_daemon_*`: one fresh `partkeeper run` per N: how long from the process start
-//!   until `/metrics` (polled every 250 ms) shows every database refreshed, each database's
-//!   refresh and no-op start-up pass durations (from its metrics), the
-//!   daemon's server connections (`pg_stat_activity`, sampled through a whole refresh cycle), its
-//!   RSS once every database has refreshed twice, and the cost of one scrape.
+//!   until `/metrics` (polled every 250 ms) shows every database refreshed and through its
+//!   start-up pass; each database's refresh and no-op pass durations (its own metrics); the
+//!   daemon's server connections (`pg_stat_activity`, sampled through a whole refresh cycle); its
+//!   RSS once every database has refreshed twice; one scrape's cost.
 //!
 //! Printed per N and per added database, so that linear growth (or worse) shows. Only structural
 //! facts are asserted: every database reached, and no more connections per database than the
@@ -273,7 +273,7 @@ fn print_growth(what: &str, unit: &str, rows: &[(usize, f64)]) {
 }
 
 #[tokio::test]
-#[ignore = "benchmark: cargo test --release --test integration fleet_bench -- --ignored --nocapture --test-threads 1"]
+#[ignore = "benchmark: cargo test --release --test integration benchmarks::fleet_scale -- --ignored --nocapture --test-threads 1"]
 async fn fleet_bench_maintain_over_many_databases() {
     let sizes = sizes();
     let fleet = Fleet::create(*sizes.iter().max().expect("a size")).await;
@@ -501,7 +501,7 @@ async fn measure_daemon(fleet: &Fleet, n: usize) -> DaemonRun {
 }
 
 #[tokio::test]
-#[ignore = "benchmark: cargo test --release --test integration fleet_bench -- --ignored --nocapture --test-threads 1"]
+#[ignore = "benchmark: cargo test --release --test integration benchmarks::fleet_scale -- --ignored --nocapture --test-threads 1"]
 async fn fleet_bench_daemon_over_many_databases() {
     let sizes = sizes();
     let fleet = Fleet::create(*sizes.iter().max().expect("a size")).await;
