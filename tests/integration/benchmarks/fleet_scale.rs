@@ -408,9 +408,10 @@ async fn measure_daemon(fleet: &Fleet, n: usize) -> DaemonRun {
     let all_refreshed_s = all_refreshed_s.expect("seen when the loop ended");
     let ups = by_database(&first, "partkeeper_up", only);
     for d in names {
-        assert!(
-            ups.get(d.as_str()).is_some(),
-            "no partkeeper_up for database {d}"
+        assert_eq!(
+            ups.get(d.as_str()),
+            Some(&1.0),
+            "partkeeper_up of database {d}"
         );
     }
     let pass_sum = by_database(&first, "partkeeper_maintenance_duration_seconds_sum", only);
