@@ -36,12 +36,14 @@ const CONNECTIONS_PER_DATABASE: i64 = 3;
 /// Server connections beyond the daemon's: the harness's own and slack.
 const CONNECTION_SLACK: usize = 30;
 const CLI_RUNS: usize = 5;
-/// Long enough that a refresh of every database fits in one cycle on a loaded 2-core machine.
+/// `metrics_refresh`: long enough that a refresh of every database fits in one cycle on a
+/// loaded 2-core machine.
 const REFRESH: &str = "20s";
+const REFRESH_EVERY: Duration = Duration::from_secs(20);
 /// Everything a daemon is waited for (first refreshes, a second cycle, shutdown).
 const DAEMON_DEADLINE: Duration = Duration::from_secs(300);
 const POLL: Duration = Duration::from_millis(250);
-/// How often the benchmark scrapes while it measures the daemon's CPU time over a cycle.
+/// How often the benchmark scrapes, once a cycle is over, until every database has refreshed.
 const SCRAPE_EVERY: Duration = Duration::from_secs(2);
 const TEMPLATE: &str = "fleet_template";
 
@@ -426,22 +428,21 @@ async fn measure_daemon(fleet: &Fleet, n: usize) -> DaemonRun {
         .collect();
 
     // Then a whole second refresh cycle: connections sampled throughout, RSS at its end.
+    // The daemon's CPU time is read before each scrape, and scrapes wait for the cycle's end:
+    // what is measured is the refresh cycle, not the benchmark's scrapes of it.
     let cpu_before = proc_cpu_seconds(pid);
     let cycle_started = Instant::now();
     let mut scraped = Instant::now();
-    let second = loop {
+    let (second, cpu_percent) = loop {
         sample_connections(&fleet.daemon_connections().await);
-        // Scrapes are rare here: they would count in the daemon's CPU time.
-        let body = if scraped.elapsed() >= SCRAPE_EVERY {
+        if cycle_started.elapsed() >= REFRESH_EVERY && scraped.elapsed() >= SCRAPE_EVERY {
+            let cpu = (proc_cpu_seconds(pid) - cpu_before) / cycle_started.elapsed().as_secs_f64();
             scraped = Instant::now();
-            scrape().await
-        } else {
-            None
-        };
-        if let Some(body) = body {
-            let now = by_database(&body, "partkeeper_refresh_success_timestamp_seconds", only);
-            if names.iter().all(|d| now.get(d) > first_refresh.get(d)) {
-                break body;
+            if let Some(body) = scrape().await {
+                let now = by_database(&body, "partkeeper_refresh_success_timestamp_seconds", only);
+                if names.iter().all(|d| now.get(d) > first_refresh.get(d)) {
+                    break (body, cpu * 100.0);
+                }
             }
         }
         assert!(
@@ -455,8 +456,6 @@ async fn measure_daemon(fleet: &Fleet, n: usize) -> DaemonRun {
         );
         tokio::time::sleep(POLL).await;
     };
-    let cpu_percent =
-        (proc_cpu_seconds(pid) - cpu_before) / cycle_started.elapsed().as_secs_f64() * 100.0;
     let rss_mib = proc_status_kib(pid, "VmRSS:") as f64 / 1024.0;
     let steady = fleet.daemon_connections().await;
     sample_connections(&steady);
