@@ -194,7 +194,8 @@ fn show_bound(b: &BoundValue, key: KeyType) -> String {
     }
 }
 
-/// The database name a hook is told about: the URL's path (or its `dbname` parameter).
+/// The name of the database a URL points at: its path (or its `dbname` parameter). The part 1
+/// form's default `database.name`, which hooks see as `PARTKEEPER_DATABASE`.
 pub fn database_name(url: &SecretUrl) -> String {
     url::Url::parse(url.expose())
         .ok()

@@ -29,7 +29,7 @@ use crate::execute::LEADER_LOCK;
 use crate::lease;
 use crate::pg::{self, Failure};
 
-use super::Shared;
+use super::state::DbState;
 
 /// How often the session checks or tries the lock. It bounds how long a follower takes to
 /// notice that the leader is gone, and how stale `/readyz` can be.
@@ -47,7 +47,7 @@ SELECT EXISTS (
      AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = $1)";
 
 /// Runs until `release` fires, then gives the lock back and closes the session.
-pub async fn run(shared: Arc<Shared>, mut release: oneshot::Receiver<()>) {
+pub async fn run(shared: Arc<DbState>, mut release: oneshot::Receiver<()>) {
     let db = shared.config.database.clone();
     let holder = lease::new_holder();
     let mut conn: Option<PgConnection> = None;
@@ -113,7 +113,7 @@ pub async fn run(shared: Arc<Shared>, mut release: oneshot::Receiver<()>) {
 
 /// Connects if needed, then tries the lock (follower) or checks that it is still held (leader).
 async fn heartbeat(
-    shared: &Shared,
+    shared: &DbState,
     db: &crate::config::DatabaseConfig,
     conn: &mut Option<PgConnection>,
 ) -> Result<(), Failure> {
@@ -169,7 +169,7 @@ async fn heartbeat(
 
 /// [`heartbeat`] behind a transaction pooler: takes the lease (follower) or renews it (leader).
 async fn lease_heartbeat(
-    shared: &Shared,
+    shared: &DbState,
     db: &crate::config::DatabaseConfig,
     holder: &str,
     conn: &mut Option<PgConnection>,

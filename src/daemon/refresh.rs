@@ -17,7 +17,7 @@ use crate::pg::{self, Failure};
 use crate::pooler;
 use crate::replication::{self, ReplicaProbe, StandbyView};
 
-use super::Shared;
+use super::state::DbState;
 
 /// Bound on the primary's part of one refresh (catalog, sizes, default-row counts, standbys).
 /// Thousands of partitions take well under a second; a hung network must not freeze the facts
@@ -238,7 +238,7 @@ async fn read_tables(
 
 /// Refreshes every `metrics_refresh` until shutdown; the first one right away.
 pub async fn run(
-    shared: Arc<Shared>,
+    shared: Arc<DbState>,
     mut refresher: Refresher,
     mut shutdown: watch::Receiver<bool>,
 ) {

@@ -23,7 +23,8 @@ use crate::cron::Schedule;
 use crate::maintain::{self, Options, PassReport};
 use crate::pg;
 
-use super::{PassSummary, Shared};
+use super::state::DbState;
+use super::summary::PassSummary;
 
 /// How often the supervisor checks in (for `/status` and `/healthz`) when no run is due sooner.
 pub const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
@@ -39,7 +40,7 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Computes the first run time and reports the scheduler as ticking.
-    pub fn start(shared: &Shared) -> Result<Scheduler, String> {
+    pub fn start(shared: &DbState) -> Result<Scheduler, String> {
         let cron = Schedule::parse(&shared.config.schedule.maintenance)?;
         let tz = shared.config.schedule.timezone;
         let now = Utc::now();
@@ -57,7 +58,7 @@ impl Scheduler {
 
     /// Starts a pass at each run time and keeps `/status` and `/healthz` informed until
     /// shutdown.
-    pub async fn supervise(mut self, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn supervise(mut self, shared: Arc<DbState>, mut shutdown: watch::Receiver<bool>) {
         loop {
             let now = Utc::now();
             if self.next.is_some_and(|due| now >= due) {
@@ -86,7 +87,7 @@ fn next_run(cron: &Schedule, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Ut
 }
 
 /// Runs a pass when this instance leads, is not stopping and has no pass running.
-pub async fn maintain_now(shared: Arc<Shared>, trigger: &'static str) {
+pub async fn maintain_now(shared: Arc<DbState>, trigger: &'static str) {
     if shared.is_shutting_down() {
         return;
     }
@@ -113,12 +114,6 @@ pub async fn maintain_now(shared: Arc<Shared>, trigger: &'static str) {
     shared.set_pass_backend(None);
     let seconds = clock.elapsed().as_secs_f64();
     let finished_at = Utc::now();
-    let tables: Vec<String> = shared
-        .config
-        .tables
-        .iter()
-        .map(|t| t.name.to_string())
-        .collect();
     let summary = match outcome {
         Ok(Ok(report)) => {
             shared.metrics.record_pass(&report, finished_at);
@@ -126,12 +121,12 @@ pub async fn maintain_now(shared: Arc<Shared>, trigger: &'static str) {
             PassSummary::from_report(started_at, finished_at, &report)
         }
         Ok(Err(error)) => {
-            shared.metrics.record_failed_pass(&tables, seconds);
+            shared.metrics.record_failed_pass(seconds);
             tracing::warn!(trigger, error = %error, duration_ms = (seconds * 1000.0) as u64, "maintenance pass failed; the next one will try again");
             PassSummary::failed(started_at, finished_at, error)
         }
         Err(join) if join.is_cancelled() => {
-            shared.metrics.record_failed_pass(&tables, seconds);
+            shared.metrics.record_failed_pass(seconds);
             tracing::warn!(
                 trigger,
                 "maintenance pass stopped by the shutdown; its open transaction rolls back"
@@ -139,7 +134,7 @@ pub async fn maintain_now(shared: Arc<Shared>, trigger: &'static str) {
             PassSummary::failed(started_at, finished_at, "stopped by the shutdown".into())
         }
         Err(join) => {
-            shared.metrics.record_failed_pass(&tables, seconds);
+            shared.metrics.record_failed_pass(seconds);
             tracing::error!(trigger, error = %join, "maintenance pass panicked; the next one will try again");
             PassSummary::failed(started_at, finished_at, "internal error (panic)".into())
         }
@@ -149,7 +144,7 @@ pub async fn maintain_now(shared: Arc<Shared>, trigger: &'static str) {
 
 /// One pass on a connection of its own; its server pid is published so that a shutdown can
 /// cancel a statement that runs too long.
-async fn run_pass(shared: Arc<Shared>) -> Result<PassReport, String> {
+async fn run_pass(shared: Arc<DbState>) -> Result<PassReport, String> {
     let db = &shared.config.database;
     // Named as `partkeeper maintain` is: the session that runs DDL.
     let mut conn = pg::try_connect(
