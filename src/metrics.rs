@@ -384,6 +384,17 @@ impl DbMetrics {
         }
     }
 
+    /// Counts a scheduled pass that could not start (the primary does not answer): a failure
+    /// for every configured table, no duration.
+    pub fn record_missed_pass(&self) {
+        let i = &self.metrics.inner;
+        for t in &self.tables {
+            i.runs
+                .with_label_values(&[self.name(), t.as_str(), RunResult::Failure.as_str()])
+                .inc();
+        }
+    }
+
     /// `maintenance_runs_total{database,table,result}` (for tests).
     pub fn runs(&self, table: &str, result: RunResult) -> u64 {
         self.metrics

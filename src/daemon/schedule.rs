@@ -92,7 +92,17 @@ pub async fn maintain_now(shared: Arc<DbState>, trigger: &'static str) {
         return;
     }
     if !shared.is_leader() {
-        tracing::debug!(trigger, "not the leader; no maintenance here");
+        // The leader that lost the primary counts the passes the outage prevents, so that
+        // failures show in `maintenance_runs_total` as they would for a pass that began.
+        match shared.missed_pass() {
+            Some(why) if trigger == "schedule" => {
+                let now = Utc::now();
+                shared.metrics.record_missed_pass();
+                tracing::warn!(trigger, error = %why, "maintenance pass failed; the next one will try again");
+                shared.pass_finished(PassSummary::failed(now, now, why));
+            }
+            _ => tracing::debug!(trigger, "not the leader; no maintenance here"),
+        }
         return;
     }
     let Ok(_one_at_a_time) = shared.pass_lock.try_lock() else {

@@ -3,6 +3,7 @@
 //! one metrics registry and shutdown signal. Tasks of one database touch only its `DbState`;
 //! no lock is ever held across databases.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -22,6 +23,10 @@ pub struct DbState {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
     leader: watch::Sender<bool>,
     pub(super) primary: Mutex<PrimaryProbe>,
+    /// While the primary does not answer: whether this instance stands for the leader, whose
+    /// scheduled passes then count as failed (it led when the primary stopped answering, or
+    /// never reached it). A follower does not, so one outage is counted once, not per instance.
+    stands_in: AtomicBool,
     pub(super) maintenance: Mutex<MaintenanceState>,
     pub(super) scheduler: Mutex<SchedulerState>,
     /// Held for the length of a maintenance pass: one at a time.
@@ -74,6 +79,7 @@ impl DbState {
             snapshot,
             leader,
             primary: Mutex::default(),
+            stands_in: AtomicBool::new(false),
             maintenance: Mutex::default(),
             scheduler: Mutex::default(),
             pass_lock: tokio::sync::Mutex::new(()),
@@ -116,6 +122,7 @@ impl DbState {
             tracing::info!("the primary answers again");
         }
         self.metrics.heartbeat(true);
+        self.stands_in.store(false, Ordering::Relaxed);
         *p = PrimaryProbe {
             up: true,
             checked_at: Some(at),
@@ -124,12 +131,29 @@ impl DbState {
         };
     }
 
+    /// Called before leadership is given up, so that a leader that loses the primary keeps
+    /// standing in for the leader (see [`DbState::missed_pass`]).
     pub fn primary_failed(&self, at: DateTime<Utc>, reason: String) {
         let mut p = lock(&self.primary);
         self.metrics.heartbeat(false);
+        if self.is_leader() || p.last_answer.is_none() {
+            self.stands_in.store(true, Ordering::Relaxed);
+        }
         p.up = false;
         p.checked_at = Some(at);
         p.error = Some(reason);
+    }
+
+    /// Why a scheduled pass cannot run and counts as failed: the primary does not answer and
+    /// this instance stands for the leader. `None` when it runs, or is another instance's.
+    pub fn missed_pass(&self) -> Option<String> {
+        let p = lock(&self.primary);
+        (!p.up && p.checked_at.is_some() && self.stands_in.load(Ordering::Relaxed)).then(|| {
+            format!(
+                "the primary database does not answer: {}",
+                p.error.as_deref().unwrap_or("no connection yet")
+            )
+        })
     }
 
     pub fn scheduler_ticking(&self, ticking: bool) {

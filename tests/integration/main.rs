@@ -14,6 +14,7 @@ mod default_partition;
 mod demo;
 mod deploy;
 mod faults;
+mod fleet;
 mod harness;
 mod identifiers;
 mod keys;
