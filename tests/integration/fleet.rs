@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::common::http::RunningDaemon as Running;
-use crate::common::{eventually, shared, Cluster, TestDb, PATIENCE};
+use crate::common::{eventually, shared, Cluster, Proxy, TestDb, PATIENCE};
 use crate::daemon::{promtool_check, Metrics, OFTEN, TABLE_SQL};
 
 /// How long a follower may take to lead the databases of a leader killed with SIGKILL: the
@@ -43,11 +43,16 @@ metrics_refresh = "1s"
 
 /// A `[[databases]]` configuration of `(name, database)` pairs.
 fn fleet_config(databases: &[(&str, &TestDb)]) -> String {
+    let urls: Vec<(&str, String)> = databases.iter().map(|(n, db)| (*n, db.url())).collect();
+    fleet_config_urls(&urls)
+}
+
+/// A `[[databases]]` configuration of `(name, URL)` pairs.
+fn fleet_config_urls(databases: &[(&str, String)]) -> String {
     let mut toml = DEFAULTS.replace("*/2 * * * * *", OFTEN);
-    for (name, db) in databases {
+    for (name, url) in databases {
         toml.push_str(&format!(
-            "\n[[databases]]\nname = \"{name}\"\nurl = \"{}\"\n[[databases.tables]]\n{TABLE}",
-            db.url()
+            "\n[[databases]]\nname = \"{name}\"\nurl = \"{url}\"\n[[databases.tables]]\n{TABLE}"
         ));
     }
     toml
@@ -191,17 +196,7 @@ async fn a_dead_cluster_never_holds_back_another_s_database_and_its_own_recover_
     assert_eq!(value(&down, "partkeeper_up", "healthy"), Some(1.0));
     let during = watch(&daemon, "healthy").await;
     println!("healthy database before the outage: {before:?}; during it: {during:?}");
-    // The same cadence, give or take: a database that waited on the dead one would refresh and
-    // pass less often, or with a longer gap. Intervals are compared, not absolute times.
-    assert!(
-        during.passes >= 1.0 && during.passes * 2.0 >= before.passes,
-        "passes of the healthy database stalled: before {before:?}, during {during:?}"
-    );
-    assert!(
-        during.refreshes * 2 >= before.refreshes
-            && during.longest_gap <= (2.0 * before.longest_gap).max(3.0),
-        "refreshes of the healthy database stalled: before {before:?}, during {during:?}"
-    );
+    assert_same_cadence(&before, &during);
     let failed = daemon
         .metrics_until(
             "failed passes counted for the dead cluster's databases",
@@ -249,6 +244,71 @@ async fn a_dead_cluster_never_holds_back_another_s_database_and_its_own_recover_
         partition_names(db).await.iter().any(|p| p == next)
     })
     .await;
+}
+
+/// Asserts that `during` kept the cadence of `before`, give or take: a database that waited on
+/// another would refresh and pass less often, or with a longer gap. Intervals are compared, not
+/// absolute times.
+fn assert_same_cadence(before: &Cadence, during: &Cadence) {
+    assert!(
+        during.passes >= 1.0 && during.passes * 2.0 >= before.passes,
+        "passes of the healthy database stalled: before {before:?}, during {during:?}"
+    );
+    assert!(
+        during.refreshes * 2 >= before.refreshes
+            && during.longest_gap <= (2.0 * before.longest_gap).max(3.0),
+        "refreshes of the healthy database stalled: before {before:?}, during {during:?}"
+    );
+}
+
+/// A database whose network swallows every packet (its heartbeat, refresh and pass wait on
+/// their deadlines, 3 s to 30 s) is the harder case: nothing fails fast. The other database's
+/// passes and refreshes keep their cadence all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_database_never_delays_another_s_passes_or_refreshes() {
+    let (stalled, healthy) = (pricing_db(shared()).await, pricing_db(shared()).await);
+    let proxy = Proxy::start(
+        url::Url::parse(&stalled.url())
+            .ok()
+            .and_then(|u| u.port())
+            .expect("a port"),
+    );
+    let daemon = Running::start(&fleet_config_urls(&[
+        ("stalled", proxy.route(&stalled.url())),
+        ("healthy", healthy.url()),
+    ]))
+    .await;
+    daemon
+        .metrics_until("both databases maintained and up", |m| {
+            ["stalled", "healthy"]
+                .iter()
+                .all(|n| runs(m, n, "success") >= 1.0 && value(m, "partkeeper_up", n) == Some(1.0))
+        })
+        .await;
+    let before = watch(&daemon, "healthy").await;
+    proxy.stall();
+    daemon
+        .metrics_until("the stalled database to report up 0", |m| {
+            value(m, "partkeeper_up", "stalled") == Some(0.0)
+        })
+        .await;
+    let during = watch(&daemon, "healthy").await;
+    println!("healthy database before the stall: {before:?}; during it: {during:?}");
+    assert_same_cadence(&before, &during);
+    let (code, body) = daemon.get("/readyz").await.expect("/readyz answers");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        daemon.get("/readyz?database=stalled").await.map(|(c, _)| c),
+        Some(503)
+    );
+
+    proxy.resume();
+    daemon
+        .metrics_until("the stalled database back", |m| {
+            value(m, "partkeeper_up", "stalled") == Some(1.0)
+                && value(m, "partkeeper_leader", "stalled") == Some(1.0)
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
