@@ -478,3 +478,79 @@ async fn status(d: &Running) -> serde_json::Value {
     let (_, body) = d.get("/status").await.expect("/status answers");
     serde_json::from_str(&body).expect("JSON")
 }
+
+/// Shutdown with a pass blocked on a lock in each of three databases: the passes are stopped in
+/// parallel, so the process still exits 0 within its 10 s (one after the other, each pass's 4 s
+/// of grace and its cancellation would take longer), and every half-done repair rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_pass_blocked_in_every_database_still_exits_0_within_10_seconds() {
+    let dbs = [
+        pricing_db(shared()).await,
+        pricing_db(shared()).await,
+        pricing_db(shared()).await,
+    ];
+    let names = ["first", "second", "third"];
+    // A lock_timeout longer than the shutdown's grace period, so each pass must be cancelled.
+    let toml = fleet_config(&[
+        (names[0], &dbs[0]),
+        (names[1], &dbs[1]),
+        (names[2], &dbs[2]),
+    ])
+    .replace(
+        "connect_timeout = \"2s\"",
+        "connect_timeout = \"2s\"\nlock_timeout = \"30s\"",
+    );
+    let daemon = Running::start(&toml).await;
+    daemon
+        .metrics_until("a first pass of every database", |m| {
+            names.iter().all(|n| runs(m, n, "success") >= 1.0)
+        })
+        .await;
+    let mut apps = Vec::new();
+    let mut dropped = Vec::new();
+    for db in &dbs {
+        let next = month_partition(db, 1).await;
+        db.exec(&format!("DROP TABLE {next}")).await;
+        dropped.push(next);
+        // An application transaction holding the table: the repair waits behind it.
+        let mut app = db.connect().await;
+        sqlx::raw_sql("BEGIN; LOCK TABLE pricing_data IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut app)
+            .await
+            .expect("lock the table");
+        apps.push(app);
+    }
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database()
+                      AND application_name = 'partkeeper' AND wait_event_type = 'Lock'";
+    for db in &dbs {
+        eventually(PATIENCE, "the pass to wait for the lock", || async move {
+            db.try_query_scalar::<i64>(waiting)
+                .await
+                .is_ok_and(|n| n > 0)
+        })
+        .await;
+    }
+
+    let started = Instant::now();
+    daemon.daemon.terminate();
+    let out = daemon.daemon.wait(Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    out.assert_success();
+    println!("stopped with three blocked passes in {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(out.stderr.matches("cancelling it").count(), 3, "{out}");
+    for mut app in apps {
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut app)
+            .await
+            .expect("rollback");
+    }
+    for (db, next) in dbs.iter().zip(&dropped) {
+        assert!(
+            !partition_names(db).await.contains(next),
+            "the half-done repair of {next} in {} was rolled back",
+            db.name()
+        );
+    }
+}
