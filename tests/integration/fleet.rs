@@ -72,7 +72,7 @@ async fn pricing_db(cluster: &Cluster) -> TestDb {
     db
 }
 
-fn on<'a>(database: &'a str) -> (&'static str, &'a str) {
+fn on(database: &str) -> (&'static str, &str) {
     ("database", database)
 }
 
