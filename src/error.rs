@@ -37,7 +37,7 @@ pub enum Error {
     #[error(transparent)]
     Bench(crate::bench::error::BenchError),
     /// A command over several databases: those that failed, each named with its own error.
-    #[error("{} of the databases failed: {}", .0.len(), .0.iter().map(|(db, e)| format!("{db} ({e})")).collect::<Vec<_>>().join("; "))]
+    #[error("{} database(s) not OK: {}", .0.len(), .0.iter().map(|(db, e)| format!("{db} ({e})")).collect::<Vec<_>>().join("; "))]
     Databases(Vec<(String, Error)>),
 }
 

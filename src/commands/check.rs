@@ -7,14 +7,69 @@ use crate::config::{Config, Fleet};
 use crate::error::{Error, Result};
 
 pub async fn run(fleet: Fleet, args: CheckArgs) -> Result<i32> {
-    if args.table.is_some() {
+    let selected = if args.table.is_some() {
         // About one table: its database must be named when there are several.
-        return database(fleet.one(args.database.as_deref())?, &args).await;
+        vec![fleet.one(args.database.as_deref())?]
+    } else {
+        fleet.select(args.database.as_deref())?
+    };
+    // The part 1 form reads exactly as before; a fleet names each database, checks every one
+    // even when another cannot be reached, and names those that are not OK.
+    let named = fleet.listed;
+    let mut failed = Vec::new();
+    let mut json = Vec::new();
+    for (i, cfg) in selected.into_iter().enumerate() {
+        let name = cfg.database.name.clone();
+        if named && args.format == OutputFormat::Text {
+            if i > 0 {
+                println!();
+            }
+            println!("== database {name} ==");
+        }
+        let health = match assess(cfg, &args).await {
+            Ok(h) => h,
+            Err(e) if !named => return Err(e),
+            Err(e) => {
+                eprintln!("database {name}: {e}");
+                failed.push((name, e));
+                continue;
+            }
+        };
+        match args.format {
+            OutputFormat::Text => print_text(&health),
+            OutputFormat::Json => json.extend(health.iter().map(|h| {
+                let mut v = serde_json::to_value(h).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("database".into(), name.clone().into());
+                }
+                v
+            })),
+        }
+        let bad = health.iter().filter(|h| !h.healthy()).count();
+        if bad > 0 {
+            failed.push((
+                name,
+                Error::ProblemsFound(format!(
+                    "{bad} table(s) need attention; `partkeeper maintain --dry-run` shows what maintain would do"
+                )),
+            ));
+        }
     }
-    super::each_database(&fleet, args.database.as_deref(), |cfg| database(cfg, &args)).await
+    if args.format == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or_default()
+        );
+    }
+    match failed.len() {
+        0 => Ok(0),
+        1 if !named => Err(failed.remove(0).1),
+        _ => Err(Error::Databases(failed)),
+    }
 }
 
-async fn database(cfg: &Config, args: &CheckArgs) -> Result<i32> {
+/// The verdict on every selected table of one database (read-only).
+async fn assess(cfg: &Config, args: &CheckArgs) -> Result<Vec<TableHealth>> {
     let policies = cfg.select_tables(args.table.as_deref())?;
     let now = super::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
     let mut conn = super::connect(cfg).await?;
@@ -62,42 +117,30 @@ async fn database(cfg: &Config, args: &CheckArgs) -> Result<i32> {
         .await?;
     }
     crate::pg::answered(deadline, conn.done()).await?;
-    match args.format {
-        OutputFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&health).unwrap_or_default()
-        ),
-        OutputFormat::Text => {
-            for h in &health {
-                if h.healthy() {
-                    println!(
-                        "{}: OK ({} partitions, {} ahead)",
-                        h.table, h.partitions, h.future_partitions
-                    );
-                } else {
-                    println!("{}: {} problem(s)", h.table, h.problems.len());
-                    for p in &h.problems {
-                        println!("  - {p}");
-                    }
-                }
-                for n in &h.notes {
-                    println!("  note: {n}");
-                }
-                if !h.archived.is_empty() {
-                    println!("  archived ({}, not part of the table):", h.archived.len());
-                    for a in &h.archived {
-                        println!("    {}", a.name);
-                    }
-                }
+    Ok(health)
+}
+
+fn print_text(health: &[TableHealth]) {
+    for h in health {
+        if h.healthy() {
+            println!(
+                "{}: OK ({} partitions, {} ahead)",
+                h.table, h.partitions, h.future_partitions
+            );
+        } else {
+            println!("{}: {} problem(s)", h.table, h.problems.len());
+            for p in &h.problems {
+                println!("  - {p}");
             }
         }
-    }
-    let bad = health.iter().filter(|h| !h.healthy()).count();
-    if bad == 0 {
-        Ok(0)
-    } else {
-        Err(Error::ProblemsFound(format!(
-            "{bad} table(s) need attention; `partkeeper maintain --dry-run` shows what maintain would do"
-        )))
+        for n in &h.notes {
+            println!("  note: {n}");
+        }
+        if !h.archived.is_empty() {
+            println!("  archived ({}, not part of the table):", h.archived.len());
+            for a in &h.archived {
+                println!("    {}", a.name);
+            }
+        }
     }
 }

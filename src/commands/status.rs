@@ -30,14 +30,67 @@ struct PartitionStatus<'a> {
 }
 
 pub async fn run(fleet: Fleet, args: StatusArgs) -> Result<i32> {
-    if args.table.is_some() {
+    let selected = if args.table.is_some() {
         // About one table: its database must be named when there are several.
-        return database(fleet.one(args.database.as_deref())?, &args).await;
+        vec![fleet.one(args.database.as_deref())?]
+    } else {
+        fleet.select(args.database.as_deref())?
+    };
+    if !fleet.listed {
+        // The part 1 form: one database, printed exactly as before.
+        let mut json = None;
+        for cfg in selected {
+            database(cfg, &args, &mut json).await?;
+        }
+        if let Some(v) = json {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        return Ok(0);
     }
-    super::each_database(&fleet, args.database.as_deref(), |cfg| database(cfg, &args)).await
+    // A fleet: a header per database (text) or one document listing them (JSON); every
+    // database is shown even when another cannot be reached.
+    let mut failed = Vec::new();
+    let mut databases = Vec::new();
+    for (i, cfg) in selected.into_iter().enumerate() {
+        let name = cfg.database.name.clone();
+        if args.format == StatusFormat::Table {
+            if i > 0 {
+                println!();
+            }
+            println!("== database {name} ==");
+        }
+        let mut json = None;
+        match database(cfg, &args, &mut json).await {
+            Ok(()) => databases.extend(json.map(|mut v| {
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("database".into(), name.clone().into());
+                }
+                v
+            })),
+            Err(e) => {
+                eprintln!("database {name}: {e}");
+                databases.push(serde_json::json!({"database": name, "error": e.to_string()}));
+                failed.push((name, e));
+            }
+        }
+    }
+    if args.format == StatusFormat::Json {
+        let doc = serde_json::json!({ "databases": databases });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        Err(Error::Databases(failed))
+    }
 }
 
-async fn database(cfg: &Config, args: &StatusArgs) -> Result<i32> {
+/// One database: printed as a table, or its JSON document put in `json`.
+async fn database(
+    cfg: &Config,
+    args: &StatusArgs,
+    json: &mut Option<serde_json::Value>,
+) -> Result<()> {
     let policies = cfg.select_tables(args.table.as_deref())?;
     let mut conn = super::connect(cfg).await?;
     // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
@@ -86,15 +139,13 @@ async fn database(cfg: &Config, args: &StatusArgs) -> Result<i32> {
     )
     .await;
     match args.format {
-        StatusFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
+        StatusFormat::Json => {
+            *json = Some(serde_json::json!({
                 "tables": out,
                 "replicas": replicas,
                 "standbys": standbys,
             }))
-            .unwrap_or_default()
-        ),
+        }
         StatusFormat::Table => {
             for t in &out {
                 println!(
@@ -131,7 +182,7 @@ async fn database(cfg: &Config, args: &StatusArgs) -> Result<i32> {
             print_replication(&replicas, &standbys);
         }
     }
-    Ok(0)
+    Ok(())
 }
 
 fn print_replication(replicas: &[ReplicaView], standbys: &[StandbyView]) {

@@ -404,6 +404,56 @@ fn every_alert_has_a_severity_a_summary_a_description_and_its_readme_runbook() {
 }
 
 #[test]
+fn every_alert_is_per_database_and_its_commands_name_the_database() {
+    // The rules keep `database` (one daemon maintains many databases): they aggregate only
+    // `without` labels other than it, and group or match `by`/`on` lists only with it.
+    for (name, rule) in alert_rules() {
+        let expr = str_at(&rule, &["expr"]).expect("expr");
+        for (keyword, must_hold) in [("without (", false), ("by (", true), ("on (", true)] {
+            for list in expr
+                .split(keyword)
+                .skip(1)
+                .filter_map(|s| s.split(')').next())
+            {
+                let holds = list.split(',').any(|l| l.trim() == "database");
+                assert_eq!(
+                    holds, must_hold,
+                    "{name}: `{keyword}{list})` would add up or match several databases"
+                );
+            }
+        }
+        let summary = str_at(&rule, &["annotations", "summary"]).unwrap_or_default();
+        assert!(
+            summary.contains("$labels.database"),
+            "{name}: the summary should name the database"
+        );
+        // Every command to run about a database carries its --database (`{{ $db }}`, set at
+        // the start of the description, empty without the label).
+        let description = str_at(&rule, &["annotations", "description"]).unwrap_or_default();
+        assert!(
+            description.starts_with(
+                "{{ $db := \"\" }}{{ with $labels.database }}{{ $db = printf \" --database %s\" . }}{{ end -}}"
+            ),
+            "{name}: the description should start by setting $db"
+        );
+        let commands: Vec<&str> = description
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|c| c.starts_with("partkeeper "))
+            .filter(|c| !c.starts_with("partkeeper config") && !c.starts_with("partkeeper migrate"))
+            .collect();
+        assert!(!commands.is_empty(), "{name}: no command in {description}");
+        for command in commands {
+            assert!(
+                command.contains("{{ $db }}"),
+                "{name}: `{command}` does not pass --database"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_alerts_cover_what_the_runbook_asks_to_alert_on() {
     let names: BTreeSet<String> = alert_rules().into_iter().map(|(n, _)| n).collect();
     for (name, severity) in [
@@ -514,7 +564,7 @@ fn the_dashboard_shows_every_metric_in_the_spec() {
 }
 
 #[test]
-fn the_dashboard_has_the_datasource_and_table_variables_and_unique_panels() {
+fn the_dashboard_has_the_datasource_database_and_table_variables_and_unique_panels() {
     let dash = dashboard();
     assert!(
         dash["schemaVersion"].as_u64().unwrap_or(0) >= 36,
@@ -531,14 +581,31 @@ fn the_dashboard_has_the_datasource_and_table_variables_and_unique_panels() {
     };
     assert_eq!(var("datasource")["type"], "datasource");
     assert_eq!(var("datasource")["query"], "prometheus");
+    // One daemon maintains many databases: pick one or more, then tables of those.
+    let database = var("database");
+    assert_eq!(
+        database["definition"],
+        "label_values(partkeeper_up, database)"
+    );
     let table = var("table");
     assert_eq!(
         table["definition"],
-        "label_values(partkeeper_partitions, table)"
+        "label_values(partkeeper_partitions{database=~\"$database\"}, table)"
     );
-    assert_eq!(table["multi"], true);
-    assert_eq!(table["includeAll"], true);
-    assert_eq!(table["datasource"]["uid"], "${datasource}");
+    for v in [database, table] {
+        assert_eq!(v["multi"], true, "{}", v["name"]);
+        assert_eq!(v["includeAll"], true, "{}", v["name"]);
+        // ".*" also matches series without the label (a daemon of the previous release).
+        assert_eq!(v["allValue"], ".*", "{}", v["name"]);
+        assert_eq!(v["datasource"]["uid"], "${datasource}", "{}", v["name"]);
+        assert_eq!(v["query"]["query"], v["definition"], "{}", v["name"]);
+    }
+    let names: Vec<&str> = vars.iter().filter_map(|v| v["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["datasource", "database", "table"],
+        "a variable comes after those it depends on"
+    );
 
     let mut ids = BTreeSet::new();
     let panels = dash["panels"].as_array().expect("panels");
@@ -553,8 +620,40 @@ fn the_dashboard_has_the_datasource_and_table_variables_and_unique_panels() {
         assert!(!targets.is_empty(), "panel {id} has no query");
         for t in targets {
             assert_eq!(t["datasource"]["uid"], "${datasource}", "panel {id}");
+            assert_database_filtered_and_named(id, t);
         }
     }
+}
+
+/// A dashboard query shows the selected databases only, never adds up several databases, and
+/// its legend names the database (except the two instance-level series, which have none).
+fn assert_database_filtered_and_named(panel: u64, target: &serde_json::Value) {
+    let expr = target["expr"].as_str().expect("expr");
+    let legend = target["legendFormat"].as_str().unwrap_or_default();
+    assert!(
+        expr.contains("database=~\"$database\""),
+        "panel {panel}: {expr} is not filtered by the database variable"
+    );
+    // Every `by (...)` that keeps a per-database label keeps `database` as well.
+    for list in expr
+        .split("by (")
+        .skip(1)
+        .filter_map(|s| s.split(')').next())
+    {
+        let labels: Vec<&str> = list.split(',').map(str::trim).collect();
+        let per_database = ["table", "partition", "replica", "result", "le"];
+        if labels.iter().any(|l| per_database.contains(l)) {
+            assert!(
+                labels.contains(&"database"),
+                "panel {panel}: `by ({list})` adds up several databases in {expr}"
+            );
+        }
+    }
+    let instance_level = expr.starts_with("up{") || expr.starts_with("partkeeper_build_info");
+    assert!(
+        instance_level || legend.contains("{{database}}"),
+        "panel {panel}: legend {legend:?} of {expr} does not name the database"
+    );
 }
 
 #[test]
@@ -566,6 +665,7 @@ fn every_dashboard_query_is_valid_promql() {
         let expr = expr
             .replace("$__rate_interval", "2m")
             .replace("$__interval", "1h")
+            .replace("$database", ".*")
             .replace("$table", ".*");
         let n = rules.matches("record:").count();
         rules.push_str(&format!(

@@ -15,6 +15,7 @@ mod demo;
 mod deploy;
 mod faults;
 mod fleet;
+mod fleet_cli;
 mod harness;
 mod identifiers;
 mod keys;
