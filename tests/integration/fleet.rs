@@ -554,3 +554,30 @@ async fn sigterm_with_a_pass_blocked_in_every_database_still_exits_0_within_10_s
         );
     }
 }
+
+/// Hooks are told the database's configured name (`[[databases]].name`) in
+/// `PARTKEEPER_DATABASE`, not the database name in its URL.
+#[tokio::test]
+async fn a_hook_sees_the_configured_database_name() {
+    let db = pricing_db(shared()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("created.log");
+    let toml = fleet_config(&[("billing", &db)]).replace(
+        "default_partition = true\n",
+        &format!(
+            "default_partition = true\n[databases.tables.hooks]\nafter_create = [\"/bin/sh\", \"-c\", \"echo \\\"$PARTKEEPER_PARTITION|$PARTKEEPER_DATABASE\\\" >> {}\"]\n",
+            log.display()
+        ),
+    );
+    let out = crate::common::Cli::new()
+        .config(&toml)
+        .run_async(["maintain", "--now", "2026-11-25"])
+        .await;
+    out.assert_success();
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        lines.contains("public.pricing_data_2026_11|billing\n"),
+        "{lines}\n{out}"
+    );
+    assert!(!lines.contains(db.name()), "{lines}");
+}
