@@ -76,7 +76,9 @@ async fn metrics(State(daemon): State<Arc<Daemon>>) -> Response {
 }
 
 async fn status(State(daemon): State<Arc<Daemon>>) -> Response {
-    Json(daemon.status_json(Utc::now())).into_response()
+    let now = Utc::now();
+    let databases = daemon.database_statuses(now);
+    Json(daemon.status(now, &databases)).into_response()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Leader election: the instance whose dedicated session holds the session-level advisory lock
-//! [`LEADER_LOCK`] leads, and only the leader runs maintenance.
+//! Leader election, per database: the instance whose dedicated session holds the session-level
+//! advisory lock [`LEADER_LOCK`] in that database leads it, and only the leader runs its
+//! maintenance (advisory locks belong to a database, so each configured database has its own).
 //!
 //! Every [`HEARTBEAT`] the session either tries the lock (a follower) or checks in `pg_locks` that
 //! it still holds it (the leader). The server releases a session lock when the session ends, so

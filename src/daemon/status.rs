@@ -107,23 +107,24 @@ impl DbState {
 }
 
 impl Daemon {
-    /// `/status` as JSON text.
-    pub fn status_json(&self, now: DateTime<Utc>) -> serde_json::Value {
-        let databases: Vec<DatabaseStatus> = self.databases.iter().map(|d| d.status(now)).collect();
-        let single = match databases.as_slice() {
+    /// Each database's part of `/status`, in the configuration's order.
+    pub fn database_statuses(&self, now: DateTime<Utc>) -> Vec<DatabaseStatus> {
+        self.databases.iter().map(|d| d.status(now)).collect()
+    }
+
+    /// `/status`, over `databases` (from [`Daemon::database_statuses`]).
+    pub fn status<'a>(&self, now: DateTime<Utc>, databases: &'a [DatabaseStatus]) -> Status<'a> {
+        let single = match databases {
             [only] if !self.listed => Some(&only.detail),
             _ => None,
         };
-        let status = Status {
+        Status {
             version: env!("CARGO_PKG_VERSION"),
             started_at: self.started_at,
             now,
             ready: self.readiness(now).ready,
-            databases: &databases,
+            databases,
             single,
-        };
-        serde_json::to_value(&status).unwrap_or_else(
-            |e| serde_json::json!({ "error": format!("cannot render the status: {e}") }),
-        )
+        }
     }
 }
