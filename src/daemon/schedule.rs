@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use sqlx::Connection;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::cron::Schedule;
 use crate::maintain::{self, Options, PassReport};
@@ -63,7 +64,7 @@ impl Scheduler {
             let now = Utc::now();
             if self.next.is_some_and(|due| now >= due) {
                 // Spawned: a long pass must not stop this loop from checking in.
-                tokio::spawn(maintain_now(Arc::clone(&database), "schedule"));
+                tokio::spawn(maintain_now(Arc::clone(&database), "schedule").in_current_span());
                 self.next = next_run(&self.cron, self.tz, now);
             }
             database.scheduler_checked(now, self.next);
@@ -117,7 +118,7 @@ pub async fn maintain_now(database: Arc<DbState>, trigger: &'static str) {
     database.pass_started(started_at);
     // Spawned so that a panic inside the pass is caught here and counted, not fatal, and so
     // that a shutdown can abort it.
-    let task = tokio::spawn(run_pass(Arc::clone(&database)));
+    let task = tokio::spawn(run_pass(Arc::clone(&database)).in_current_span());
     database.set_pass_task(Some(task.abort_handle()));
     let outcome = task.await;
     database.set_pass_task(None);
