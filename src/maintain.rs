@@ -2,6 +2,7 @@
 //! names, run the actions. Every table gets its own report, so one table's failure never stops the
 //! others. The outcome is data; callers (CLI, daemon) decide what to print, log and count.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -261,6 +262,51 @@ async fn pass_locked(
     Ok(reports)
 }
 
+/// The default partition's triage ([`default_partition::triage`]) as one step of the
+/// transaction runner: its facts, and `planned` with the creates whose period has too many rows
+/// in the default taken out.
+async fn read_default(
+    conn: &mut PgConnection,
+    db: &DatabaseConfig,
+    table: &ManagedTable,
+    policy: &TablePolicy,
+    planned: &[Action],
+) -> Result<(default_partition::Triage, Vec<Action>), crate::tx::TxError> {
+    use futures::FutureExt;
+    // Shared with each attempt's future, which owns what it uses (see `tx::Runner::run_send`).
+    let shared = Arc::new((
+        table.clone(),
+        db.clone(),
+        planned.to_vec(),
+        policy.default_move_limit,
+    ));
+    let runner = crate::tx::Runner::step(
+        format!("reading the default partition of {}", table.name),
+        db,
+    );
+    let done = runner
+        .run_send(&mut *conn, move |conn, at| {
+            let shared = Arc::clone(&shared);
+            async move {
+                let (table, db, planned, limit) = &*shared;
+                let mut actions = planned.clone();
+                crate::pg::answered(at.deadline, async {
+                    // Behind a transaction pooler the session settings hold only per transaction.
+                    if db.pooler == crate::config::Pooler::Transaction {
+                        crate::pg::set_session(conn, db.lock_timeout, db.statement_timeout, true)
+                            .await?;
+                    }
+                    default_partition::triage(conn, table, *limit, &mut actions).await
+                })
+                .await
+                .map(|t| (t, actions))
+            }
+            .boxed()
+        })
+        .await?;
+    Ok(done.value)
+}
+
 /// One table's actions; the flag says the connection was lost, so the pass must stop.
 async fn maintain_table(
     conn: &mut PgConnection,
@@ -309,36 +355,17 @@ async fn maintain_table(
     }
     // Next to a default partition: periods with too many rows there wait for `drain`, big
     // defaults are attached online, helpers of an interrupted attach are resumed or removed.
-    // Reading the default takes a share lock on it: under a lock storm it is retried like a
-    // step, and a last failure says which lock it could not get.
-    let planned = plan.actions.clone();
-    let mut attempt: u32 = 0;
-    let triage = loop {
-        let mut actions = planned.clone();
-        let read = crate::pg::answered(deadline, async {
-            let mut reader = crate::pooler::db_reader(conn, db).await?;
-            let t = default_partition::triage(
-                &mut reader,
-                table,
-                policy.default_move_limit,
-                &mut actions,
-            )
-            .await?;
-            reader.done().await?;
-            Ok::<_, sqlx::Error>(t)
-        })
-        .await;
-        match read {
-            Ok(t) => {
-                plan.actions = actions;
-                break t;
-            }
-            Err(e) if crate::pg::is_retryable(&e) && attempt + 1 < db.lock_retries.max(1) => {
-                attempt += 1;
-                tokio::time::sleep(crate::pg::backoff(attempt)).await;
-            }
-            Err(e) => {
-                report.error = Some(if crate::pg::is_retryable(&e) {
+    // Reading the default takes a share lock on it: the read is a step of the transaction
+    // runner, retried under a lock storm like any step, and a last failure says which lock it
+    // could not get.
+    let triage = match read_default(conn, db, table, policy, &plan.actions).await {
+        Ok((triage, actions)) => {
+            plan.actions = actions;
+            triage
+        }
+        Err(e) => {
+            report.error = Some(match &e {
+                crate::tx::TxError::LockTimeout { attempts, .. } => {
                     execute::ExecError::LockTimeout {
                         statement: format!(
                             "SELECT ... FROM {} (its rows of the periods to create, its size and helpers)",
@@ -348,19 +375,14 @@ async fn maintain_table(
                                 .map(|d| d.name.quoted())
                                 .unwrap_or_default()
                         ),
-                        attempts: attempt + 1,
+                        attempts: *attempts,
                         lock_timeout: db.lock_timeout,
                     }
                     .to_string()
-                } else {
-                    format!(
-                        "cannot read the default partition of {}: {}",
-                        table.name,
-                        crate::pg::describe(&e)
-                    )
-                });
-                return (report, crate::pg::is_connection_lost(&e));
-            }
+                }
+                _ => e.to_string(),
+            });
+            return (report, crate::pg::is_connection_lost(e.sqlx()));
         }
     };
     for (m, w) in triage

@@ -36,7 +36,7 @@ pub enum ConnectError {
 /// Session settings shared by every connection: bounds are read and written in UTC and ISO, so
 /// the server's TimeZone and DateStyle never change what we parse or create.
 ///
-/// How they reach the server depends on `pooler` ([`crate::pooler`]): as startup `options`
+/// How they reach the server depends on `database.pooler` (see the pooler module): as startup `options`
 /// (direct), as `SET` right after connecting (session pooler), or `SET LOCAL` inside every
 /// transaction (transaction pooler). Behind a pooler the driver also sends no
 /// `extra_float_digits`, which PgBouncer rejects by default.

@@ -1,6 +1,6 @@
 //! The database facts behind `/metrics` and `/status`, as the daemon's refresh loop
 //! (`daemon::refresh`) last read them. Their own module, below both the daemon and
-//! [`crate::metrics`], so that metrics does not import the daemon that imports it.
+//! `metrics`, so that metrics does not import the daemon that imports it.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

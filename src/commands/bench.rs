@@ -29,7 +29,7 @@ pub async fn run(cfg: Config, args: BenchArgs) -> Result<i32> {
         .iter()
         .filter(|q| q.table == policy.name)
         .collect();
-    let mut conn = super::connect(&cfg).await?;
+    let mut conn = super::common::connect(&cfg).await?;
     let after = crate::bench::run(
         &mut conn,
         &policy,

@@ -71,8 +71,8 @@ pub async fn run(fleet: Fleet, args: CheckArgs) -> Result<i32> {
 /// The verdict on every selected table of one database (read-only).
 async fn assess(cfg: &Config, args: &CheckArgs) -> Result<Vec<TableHealth>> {
     let policies = cfg.select_tables(args.table.as_deref())?;
-    let now = super::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
-    let mut conn = super::connect(cfg).await?;
+    let now = super::common::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
+    let mut conn = super::common::connect(cfg).await?;
     let deadline = crate::pg::reply_deadline(&cfg.database);
     // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
     let mut conn =

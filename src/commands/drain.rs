@@ -16,8 +16,8 @@ pub async fn run(cfg: Config, args: DrainArgs) -> Result<i32> {
     }
     let policies = cfg.select_tables(Some(&args.table))?;
     let policy = &policies[0];
-    let now = super::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
-    let mut conn = super::connect(&cfg).await?;
+    let now = super::common::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
+    let mut conn = super::common::connect(&cfg).await?;
     let deadline = crate::pg::reply_deadline(&cfg.database);
     let version = crate::pg::answered(deadline, crate::pg::server_version(&mut conn)).await?;
     let table = match crate::pg::answered(

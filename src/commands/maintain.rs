@@ -10,13 +10,13 @@ pub async fn run(fleet: Fleet, args: MaintainArgs) -> Result<i32> {
         // About one table: its database must be named when there are several.
         return database(fleet.one(args.database.as_deref())?, &args).await;
     }
-    super::each_database(&fleet, args.database.as_deref(), |cfg| database(cfg, &args)).await
+    super::common::each_database(&fleet, args.database.as_deref(), |cfg| database(cfg, &args)).await
 }
 
 async fn database(cfg: &Config, args: &MaintainArgs) -> Result<i32> {
     let policies = cfg.select_tables(args.table.as_deref())?;
-    let now = super::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
-    let mut conn = super::connect(cfg).await?;
+    let now = super::common::parse_now(args.now.as_deref(), cfg.schedule.timezone)?;
+    let mut conn = super::common::connect(cfg).await?;
     let report = maintain::run_pass(
         &mut conn,
         &cfg.database,

@@ -33,7 +33,7 @@ pub async fn run(cfg: Config, args: MigrateArgs) -> Result<i32> {
             "`migrate run`, `rollback` and `finalize` need a direct or session-mode connection (they hold a session-level lock for their whole run), and database.pooler = \"transaction\": nothing was changed. Run them with a configuration whose database.url reaches PostgreSQL directly or through a session-mode pool (database.pooler = \"none\" or \"session\")".into(),
         ));
     }
-    let mut conn = super::connect(&cfg).await?;
+    let mut conn = super::common::connect(&cfg).await?;
     // Every round trip is bounded on our side too (as in maintain): a stalled network fails the
     // command (exit 1) instead of hanging it; the state row keeps the migration resumable.
     let deadline = pg::reply_deadline(&cfg.database);

@@ -92,7 +92,7 @@ async fn database(
     json: &mut Option<serde_json::Value>,
 ) -> Result<()> {
     let policies = cfg.select_tables(args.table.as_deref())?;
-    let mut conn = super::connect(cfg).await?;
+    let mut conn = super::common::connect(cfg).await?;
     // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
     let mut conn = crate::pooler::db_reader(&mut conn, &cfg.database).await?;
     let resolved = catalog::read_managed(&mut conn, &policies, true).await?;

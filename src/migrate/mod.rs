@@ -30,7 +30,7 @@
 //! a batch inserting a row a writer is writing waits for that writer. So a copied row can only be
 //! stale when a writer changed or deleted it after the batch read it and before the batch
 //! committed, and then its key is recorded: the writer's trigger ran before the batch committed
-//! and found no copy. After the last batch, [`copy::settle`] waits for every transaction that was
+//! and found no copy. After the last batch, `copy::settle` waits for every transaction that was
 //! writing then (each such trigger has run by the time it ends), and then, holding writers back
 //! for a moment per chunk, deletes the copies of recorded keys that the original no longer has
 //! under that key and upserts the original's current rows. Inserting rows ahead of the copy is
@@ -41,7 +41,7 @@
 //! migrations recorded by earlier versions. A writer at REPEATABLE READ cannot see a row copied
 //! after its snapshot; before deleting it its trigger first upserts the old row, which turns that
 //! case into a serialization failure (which such writers retry) instead of a row silently left
-//! behind. The copier's waits run under a short lock timeout ([`copy::COPY_LOCK_TIMEOUT`], below
+//! behind. The copier's waits run under a short lock timeout (`copy::COPY_LOCK_TIMEOUT`, below
 //! `deadlock_timeout`), so in a lock cycle with an application transaction the copier is the one
 //! that backs off and retries.
 //!
@@ -140,7 +140,7 @@ pub struct Blueprint {
     pub pause_autovacuum: bool,
     /// Online: the table where the forward trigger records the primary key of every row it
     /// deletes from the original (or moves to another key) while the copy runs, so that the copy
-    /// can read without row locks ([`copy::settle`] removes what it copied of those rows).
+    /// can read without row locks (the copy's settle phase removes what it copied of those rows).
     /// `None` for migrations recorded by earlier versions, whose copy locks the rows it reads.
     #[serde(default)]
     pub gone: Option<QualifiedName>,

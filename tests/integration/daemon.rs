@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use partkeeper::execute::LEADER_LOCK;
 
 use crate::common::http::RunningDaemon as Running;
-use crate::common::{eventually, shared, Cli, Cluster, TestDb, PATIENCE};
+use crate::common::writer::{Pace, Statement};
+use crate::common::{eventually, shared, Cli, Cluster, TestDb, Writer, PATIENCE};
 
 /// "Within a few seconds": readiness must notice a stopped primary this fast (heartbeat 1 s).
 const NOTICE: Duration = Duration::from_secs(8);
@@ -509,18 +510,15 @@ async fn replica_lag_rises_under_write_load_returns_to_zero_and_a_stopped_replic
     replica
         .exec(db.name(), "SELECT pg_wal_replay_pause()")
         .await;
-    let writes = {
-        let pool = db.pool().await;
-        tokio::spawn(async move {
-            let started = Instant::now();
-            while started.elapsed() < PATIENCE {
-                let _ = sqlx::query("INSERT INTO load SELECT generate_series(1, 500)")
-                    .execute(&pool)
-                    .await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    // Its errors do not matter: it only makes WAL for the replica to fall behind on.
+    let writes = Writer::start_each(
+        db.connect_options(),
+        vec![Statement::fixed(
+            "INSERT INTO load SELECT generate_series(1, 500)",
+        )],
+        Pace::pause(Duration::from_millis(50)),
+    )
+    .await;
     let m = daemon
         .metrics_until("lag to show under write load", |m| {
             lag(m, "partkeeper_replication_lag_bytes").unwrap_or(0.0) > 0.0
@@ -532,7 +530,7 @@ async fn replica_lag_rises_under_write_load_returns_to_zero_and_a_stopped_replic
         1,
         "one series per replica"
     );
-    writes.abort();
+    writes.stop().await;
     replica
         .exec(db.name(), "SELECT pg_wal_replay_resume()")
         .await;

@@ -4,12 +4,10 @@
 //! `partkeeper drain` (reported with exit 1), which moves them with nothing lost; and an
 //! application writer during `maintain` neither fails nor waits past `lock_timeout` + 1 s.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::fixtures;
-use crate::common::{eventually, shared, Cli, Cluster, TestDb, PATIENCE};
+use crate::common::{eventually, shared, Cli, Cluster, TestDb, Writer, PATIENCE};
 
 /// Like the runbook's table but with a nullable key (a primary key would make it NOT NULL).
 const NULLABLE: &str = r#"
@@ -412,61 +410,30 @@ async fn an_application_writer_during_maintain_next_to_a_big_default_never_fails
     let lock_timeout = Duration::from_secs(1);
     let cli = cli_for(&db, "", "1s");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let longest = Arc::new(Mutex::new(Duration::ZERO));
-    let mut writers = Vec::new();
-    for w in 0..2u32 {
-        let (pool, stop, ok, errors, longest) = (
-            db.pool().await,
-            stop.clone(),
-            ok.clone(),
-            errors.clone(),
-            longest.clone(),
-        );
-        writers.push(tokio::spawn(async move {
-            let mut i: i64 = i64::from(w);
-            while !stop.load(Ordering::Relaxed) {
-                i += 2;
-                // Rows of the periods being created (current and ahead) and of no period.
-                let started = Instant::now();
-                let r = sqlx::query(
-                    "INSERT INTO ev (d, body) VALUES (CASE WHEN $1 % 5 = 0 THEN DATE '2001-06-01' ELSE DATE '2026-11-01' + ($1 % 110)::int END, 'app')",
-                )
-                .bind(i)
-                .execute(&pool)
-                .await;
-                let took = started.elapsed();
-                {
-                    let mut l = longest.lock().unwrap();
-                    *l = (*l).max(took);
-                }
-                match r {
-                    Ok(_) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => errors.lock().unwrap().push(e.to_string()),
-                }
-            }
-        }));
-    }
+    // Two writers: rows of the periods being created (current and ahead) and of no period.
+    let writer = Writer::start(
+        &db,
+        2,
+        "INSERT INTO ev (d, body) VALUES (CASE WHEN $1 % 5 = 0 THEN DATE '2001-06-01' ELSE DATE '2026-11-01' + ($1 % 110)::int END, 'app')",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
     let out = cli.run_async(["maintain", "--now", NOW]).await;
+    let ended = Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
+    let written = writer.stop().await;
     out.assert_success();
-    let errors = errors.lock().unwrap().clone();
+    // The phase this test is about: inserts that ran while maintain did.
+    let during = written.written_between(started, ended);
+    assert!(during > 0, "no insert ran during maintain ({out})");
     assert!(
-        errors.is_empty(),
+        written.errors.is_empty(),
         "application errors: {:?}",
-        &errors[..errors.len().min(5)]
+        written.first_errors(5)
     );
-    let longest = *longest.lock().unwrap();
-    println!("longest application INSERT during maintain: {longest:?}\n{out}");
+    let longest = written.longest();
+    println!("longest application INSERT during maintain: {longest:?} ({during} inserts during maintain)\n{out}");
     assert!(
         longest < lock_timeout + Duration::from_secs(1),
         "an INSERT waited {longest:?}"
@@ -474,7 +441,7 @@ async fn an_application_writer_during_maintain_next_to_a_big_default_never_fails
     let total: i64 = db.query_scalar("SELECT count(*) FROM ev").await;
     assert_eq!(
         total as u64,
-        300_000 + 2_000 + ok.load(Ordering::Relaxed),
+        300_000 + 2_000 + written.written,
         "every row is visible through the table"
     );
     let misplaced: i64 = db

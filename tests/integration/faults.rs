@@ -1,6 +1,7 @@
 //! Fault tests (issue 7): the server crashing under `maintain` (and `migrate run`), the network
 //! stalling or cutting between `partkeeper` and the server (through [`Proxy`]), and lock storms
-//! on a managed table. Each group is a module below; what they share is here.
+//! on a managed table. Each group is a module below; what they share is here (the soak
+//! benchmark, in `benchmarks::soak`, starts its daemon with [`daemon_config`] too).
 //!
 //! The crash tests start private clusters ([`Cluster::start`]); the others use the shared one.
 //!
@@ -11,12 +12,11 @@ mod lock_storm;
 mod migrate_crash;
 mod network;
 mod server_crash;
-mod soak;
 
 use std::time::Duration;
 
 use crate::common::fixtures::{self, PRICING_DATA};
-pub(crate) use crate::common::http::{http_get, http_get_within, RunningDaemon};
+pub(crate) use crate::common::http::{http_get_within, RunningDaemon};
 use crate::common::{Cli, Cluster, TestDb};
 
 /// A fresh database on `cluster` holding the runbook's empty `pricing_data`.
@@ -75,12 +75,24 @@ async fn partkeeper_session(db: &TestDb, state: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// Polls (every 2 ms, up to a minute) until `command` has a session on the server, or has
+/// ended: crashes timed from there land in its work, whatever the process took to start.
+async fn until_connected(db: &TestDb, command: &mut crate::common::Daemon) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while command.is_running()
+        && std::time::Instant::now() < deadline
+        && !partkeeper_session(db, "true").await
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// How long a `partkeeper` command may take to notice that the server is gone and exit.
 const NOTICE_CRASH: Duration = Duration::from_secs(20);
 
 /// A daemon configuration for `url`: HTTP on a free port of 127.0.0.1, maintenance on cron
 /// `schedule`, the catalog re-read every `refresh`, `pricing_data` monthly with a default.
-fn daemon_config(url: &str, schedule: &str, refresh: &str) -> String {
+pub(crate) fn daemon_config(url: &str, schedule: &str, refresh: &str) -> String {
     format!(
         r#"
 [database]

@@ -684,15 +684,15 @@ async fn max_id_below_the_highest_partitions_is_still_found() {
     assert!(out.stdout.contains("nothing to do"), "{out}");
 }
 
-/// The runbook's `pricing_data` as a plain table (bigserial primary key on `id`).
-const PLAIN_PRICING: &str = r#"
-CREATE TABLE pricing_data (id bigserial PRIMARY KEY, "propertyId" text NOT NULL, date date,
-  price numeric(10,2) NOT NULL, "createdAt" timestamptz NOT NULL DEFAULT now());
-CREATE INDEX idx_pricing_data_property_date ON pricing_data ("propertyId", date);
+/// The runbook's `pricing_data` as a plain table (bigserial primary key on `id`), with rows.
+fn plain_pricing() -> String {
+    fixtures::plain_pricing_data()
+        + r#"
 INSERT INTO pricing_data ("propertyId", date, price)
   SELECT 'p' || (g % 50), DATE '2026-01-01' + (g % 300), (g % 500) + 0.25
     FROM generate_series(1, 25000) g;
-"#;
+"#
+}
 
 #[tokio::test]
 async fn migrate_converts_the_runbook_table_by_an_id_range() {
@@ -703,7 +703,7 @@ async fn migrate_converts_the_runbook_table_by_an_id_range() {
 
 async fn convert_by_id(mode: &str) {
     let db = shared().create_database().await;
-    db.exec(PLAIN_PRICING).await;
+    db.exec(&plain_pricing()).await;
     let before: (i64, i64) = {
         let sum: i64 = db
             .query_scalar("SELECT sum(hashtext(ROW(id, \"propertyId\", date, price)::text)::int8)::int8 FROM pricing_data")

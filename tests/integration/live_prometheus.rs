@@ -16,7 +16,8 @@ use crate::common::fixtures::{self, pricing_db, MONTHLY};
 use crate::common::http::RunningDaemon;
 use crate::common::prometheus::{self, free_port, Prometheus};
 use crate::common::tls::{Pki, PASSWORD, USER};
-use crate::common::{eventually, Cli, Cluster, PATIENCE};
+use crate::common::writer::{Pace, Statement};
+use crate::common::{eventually, Cli, Cluster, Writer, PATIENCE};
 
 /// Which test makes each shipped alert fire.
 const FIRED_BY: &[(&str, &str)] = &[
@@ -326,17 +327,13 @@ async fn replica_lag_replica_down_and_failing_maintenance_fire() {
     replica
         .exec(db.name(), "SELECT pg_wal_replay_pause()")
         .await;
-    let writes = {
-        let pool = db.pool().await;
-        tokio::spawn(async move {
-            loop {
-                let _ = sqlx::query("INSERT INTO load VALUES (1)")
-                    .execute(&pool)
-                    .await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        })
-    };
+    // Its errors do not matter: it only makes WAL for the replica to fall behind on.
+    let writes = Writer::start_each(
+        db.connect_options(),
+        vec![Statement::fixed("INSERT INTO load VALUES (1)")],
+        Pace::pause(Duration::from_millis(500)),
+    )
+    .await;
     let one = [("replica", "replica-1")];
     let fired = prom
         .until_all_fired(
@@ -353,7 +350,7 @@ async fn replica_lag_replica_down_and_failing_maintenance_fire() {
         )
         .await;
     println!("live prometheus: fired after {fired:?}");
-    writes.abort();
+    writes.stop().await;
 
     replica.stop();
     let down = prom

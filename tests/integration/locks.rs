@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use sqlx::PgConnection;
 
 use crate::common::fixtures::{self, count, partition_names, pricing_db, MONTHLY};
-use crate::common::{Cli, Output, TestDb};
+use crate::common::writer::{Pace, Report, Statement};
+use crate::common::{Cli, Output, TestDb, Writer};
 
 /// Dates of application rows that land in existing monthly partitions.
 const MONTHS: &[&str] = &["2026-11-10", "2026-12-10"];
@@ -36,53 +37,49 @@ async fn release(mut conn: PgConnection) {
     sqlx::raw_sql("COMMIT").execute(&mut conn).await.unwrap();
 }
 
-/// What the application saw while `maintain` ran.
-struct AppLatency {
-    inserts: usize,
-    worst: Duration,
-}
-
 /// Runs `maintain` with `args` in the background while the application inserts rows one at a
 /// time, dated in turn from `dates` (say, one for the default partition and one for a month);
-/// measures each.
+/// measures each. What the application saw is reported from the start of `maintain` to its end.
 async fn maintain_under_load(
     db: &TestDb,
     cli: &Cli,
     args: &[&str],
     dates: &[&str],
-) -> (Output, AppLatency) {
-    let mut app = db.connect().await;
-    let mut proc = cli.spawn(args);
-    let mut latency = AppLatency {
-        inserts: 0,
-        worst: Duration::ZERO,
-    };
-    while proc.is_running() {
-        let date = dates[latency.inserts % dates.len()];
-        let started = Instant::now();
-        let insert =
-            sqlx::query("INSERT INTO pricing_data (\"propertyId\", date) VALUES ('app', $1::date)")
-                .bind(date)
-                .execute(&mut app);
+) -> (Output, Report) {
+    let spawned = Instant::now();
+    let proc = cli.spawn(args);
+    let app = Writer::start_each(
+        db.connect_options(),
+        vec![Statement::cycling(
+            "INSERT INTO pricing_data (\"propertyId\", date) VALUES ('app', $1::date)",
+            dates,
+        )],
         // Fail, not hang, if maintain queues the application behind the blocker for good.
-        tokio::time::timeout(STUCK, insert)
-            .await
-            .unwrap_or_else(|_| panic!("an application insert was stuck for {STUCK:?}"))
-            .expect("the application's insert");
-        latency.worst = latency.worst.max(started.elapsed());
-        latency.inserts += 1;
-        tokio::time::sleep(Duration::from_millis(15)).await;
-    }
-    (proc.wait(Duration::from_secs(5)).await, latency)
+        Pace::pause(Duration::from_millis(15)).stuck_after(STUCK),
+    )
+    .await;
+    let out = proc.wait(Duration::from_secs(120)).await;
+    let ended = Instant::now();
+    let app = app.stop().await;
+    // The phase this is about: inserts while maintain ran.
+    assert!(
+        app.written_between(spawned, ended) > 0,
+        "no insert ran during maintain: {out}"
+    );
+    (out, app)
 }
 
 #[track_caller]
-fn assert_app_not_held_up(latency: &AppLatency, out: &Output) {
-    assert!(latency.inserts > 0, "no insert ran during maintain: {out}");
+fn assert_app_not_held_up(latency: &Report, out: &Output) {
     assert!(
-        latency.worst < LOCK_TIMEOUT + SLACK,
+        latency.errors.is_empty(),
+        "the application's inserts failed: {:?}\n{out}",
+        latency.first_errors(5)
+    );
+    assert!(
+        latency.longest() < LOCK_TIMEOUT + SLACK,
         "an application insert waited {:?} (lock_timeout {LOCK_TIMEOUT:?}): {out}",
-        latency.worst
+        latency.longest()
     );
 }
 
@@ -118,7 +115,8 @@ async fn a_session_holding_the_default_partition_makes_maintain_give_up_without_
     assert_app_not_held_up(&latency, &out);
     println!(
         "lock held by another session: maintain gave up in {took:?}; {} inserts, worst {:?}",
-        latency.inserts, latency.worst
+        latency.statements,
+        latency.longest()
     );
     let leftover: i64 = db
         .query_scalar("SELECT count(*) FROM pg_class WHERE relname = 'pricing_data_2027_03'")
@@ -132,7 +130,7 @@ async fn a_session_holding_the_default_partition_makes_maintain_give_up_without_
     assert!(partition_names(&db)
         .await
         .contains(&"pricing_data_2027_03".to_string()));
-    assert_eq!(count(&db, "pricing_data").await, latency.inserts as i64);
+    assert_eq!(count(&db, "pricing_data").await, latency.written as i64);
 }
 
 #[tokio::test]

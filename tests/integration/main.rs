@@ -2,14 +2,12 @@
 //! harness in `common` and run in parallel in one process.
 
 mod bad_input;
-mod bench;
-mod bench_keys;
-mod bench_maintain;
+mod bench_command;
+mod benchmarks;
 mod calendar;
 mod check;
 mod common;
 mod daemon;
-mod daemon_bench;
 mod default_partition;
 mod demo;
 mod deploy;
@@ -24,7 +22,6 @@ mod live_prometheus;
 mod locks;
 mod maintain;
 mod migrate;
-mod migrate_bench;
 mod migrate_copy;
 mod poolers;
 mod shipped_config;

@@ -7,18 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgConnection, Row};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sqlx::{PgConnection, Row};
 
-use crate::common::{shared, Cli, TestDb};
-
-const SCHEMA: &str = r#"
-CREATE TABLE pricing_data (id bigserial PRIMARY KEY, "propertyId" text NOT NULL, date date,
-  price numeric(10,2) NOT NULL, "minPrice" numeric(10,2), "maxPrice" numeric(10,2),
-  occupancy real, "demandScore" real, source text,
-  "createdAt" timestamptz NOT NULL DEFAULT now(), "updatedAt" timestamptz NOT NULL DEFAULT now());
-CREATE INDEX idx_pricing_data_property_date ON pricing_data ("propertyId", date);
-CREATE INDEX idx_pricing_data_date ON pricing_data (date);
-"#;
+use crate::common::writer::{Failure, Pace, Write};
+use crate::common::{fixtures, shared, Cli, TestDb, Writer};
 
 /// Every column, the key filled as `--fill-null-with '"createdAt"::date'` fills it.
 const ROW_TEXT: &str = r#"ROW(id, "propertyId", COALESCE(date, "createdAt"::date), price, "minPrice", "maxPrice",
@@ -48,7 +42,7 @@ default_partition = {default_partition}
 /// rows included), `nulls` of them with a NULL date.
 pub(crate) async fn pricing_data(rows: i64, nulls: i64, default_partition: bool) -> (TestDb, Cli) {
     let db = shared().create_database().await;
-    db.exec(SCHEMA).await;
+    db.exec(&fixtures::plain_pricing_data()).await;
     db.exec(&format!(
         r#"INSERT INTO pricing_data ("propertyId", date, price, "minPrice", "maxPrice", occupancy, "demandScore", source, "createdAt")
            SELECT 'p' || (g % 50), current_date - 420 + (g % 480), (g % 500) + 0.25, 10, 900, (g % 100) / 100.0,
@@ -295,32 +289,31 @@ async fn snapshot(db: &TestDb, table: &str) -> BTreeMap<i64, (Option<chrono::Nai
     .collect()
 }
 
-/// A failed statement: when, SQLSTATE, message.
-type Failure = (chrono::DateTime<chrono::Utc>, Option<String>, String);
-
-/// Writes to `pricing_data` until `stop`: inserts (once `far` is set some far in the future,
-/// where only the temporary default partition takes them during the copy), updates (some move
-/// the row to another month) and deletes, only on ids `id % writers == me` plus its own inserts.
-async fn writer(
-    db_opts: sqlx::postgres::PgConnectOptions,
+/// Writes to `pricing_data`: inserts (once `far` is set some far in the future, where only the
+/// temporary default partition takes them during the copy), updates (some move the row to
+/// another month) and deletes, only on ids `id % writers == me` plus its own inserts. `expected`
+/// is what its successful statements imply.
+struct MixedWrites {
     me: i64,
     writers: i64,
     max_id: i64,
     far: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-) -> (Expected, Vec<Failure>, u64) {
-    let mut c = PgConnection::connect_with(&db_opts).await.unwrap();
-    let mut expected = Expected::new();
-    let mut errors = Vec::new();
-    let mut mine: Vec<i64> = Vec::new();
-    let mut n = 0u64;
-    let mut rng = fastrand::Rng::with_seed(me as u64);
-    while !stop.load(Ordering::Relaxed) {
-        n += 1;
-        let op = rng.u32(0..10);
-        let result: Result<(), sqlx::Error> = async {
+    rng: fastrand::Rng,
+    mine: Vec<i64>,
+    expected: Expected,
+}
+
+impl Write for MixedWrites {
+    fn write<'a>(
+        &'a mut self,
+        c: &'a mut PgConnection,
+        _round: u64,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        async move {
+            let rng = &mut self.rng;
+            let op = rng.u32(0..10);
             if op < 4 {
-                let days = if far.load(Ordering::Relaxed) && rng.u32(0..10) == 0 {
+                let days = if self.far.load(Ordering::Relaxed) && rng.u32(0..10) == 0 {
                     rng.i64(500..540)
                 } else {
                     rng.i64(-400..60)
@@ -332,15 +325,15 @@ async fn writer(
                 )
                 .bind(days as i32)
                 .bind(&price)
-                .fetch_one(&mut c)
+                .fetch_one(&mut *c)
                 .await?;
-                mine.push(id);
-                expected.insert(id, Some((date, price)));
+                self.mine.push(id);
+                self.expected.insert(id, Some((date, price)));
             } else {
-                let id = if !mine.is_empty() && rng.bool() {
-                    mine[rng.usize(0..mine.len())]
+                let id = if !self.mine.is_empty() && rng.bool() {
+                    self.mine[rng.usize(0..self.mine.len())]
                 } else {
-                    rng.i64(0..max_id / writers) * writers + me
+                    rng.i64(0..self.max_id / self.writers) * self.writers + self.me
                 };
                 if op < 8 {
                     let price = format!("{}.75", rng.u32(1..999));
@@ -352,30 +345,61 @@ async fn writer(
                     .bind(id)
                     .bind(&price)
                     .bind(shift as i32)
-                    .fetch_optional(&mut c)
+                    .fetch_optional(&mut *c)
                     .await?;
                     if let Some((date,)) = row {
-                        expected.insert(id, Some((date, price)));
+                        self.expected.insert(id, Some((date, price)));
                     }
                 } else {
                     let gone = sqlx::query("DELETE FROM pricing_data WHERE id = $1")
                         .bind(id)
-                        .execute(&mut c)
+                        .execute(&mut *c)
                         .await?;
                     if gone.rows_affected() > 0 {
-                        expected.insert(id, None);
+                        self.expected.insert(id, None);
                     }
                 }
             }
             Ok(())
         }
-        .await;
-        if let Err(e) = result {
-            errors.push((chrono::Utc::now(), sqlstate(&e), e.to_string()));
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        .boxed()
     }
-    (expected, errors, n)
+}
+
+/// `writers` [`MixedWrites`] tasks on `db`, each pausing 1 ms between statements.
+async fn start_writers(
+    db: &TestDb,
+    writers: i64,
+    max_id: i64,
+    far: &Arc<AtomicBool>,
+) -> Writer<MixedWrites> {
+    let writes = (0..writers)
+        .map(|me| MixedWrites {
+            me,
+            writers,
+            max_id,
+            far: far.clone(),
+            rng: fastrand::Rng::with_seed(me as u64),
+            mine: Vec::new(),
+            expected: Expected::new(),
+        })
+        .collect();
+    Writer::start_each(
+        db.connect_options(),
+        writes,
+        Pace::pause(Duration::from_millis(1)),
+    )
+    .await
+}
+
+/// Applies what a writer's statements imply to `state`.
+fn apply(state: &mut BTreeMap<i64, (Option<chrono::NaiveDate>, String)>, expected: Expected) {
+    for (id, row) in expected {
+        match row {
+            Some(r) => state.insert(id, r),
+            None => state.remove(&id),
+        };
+    }
 }
 
 #[tokio::test]
@@ -383,22 +407,8 @@ async fn concurrent_writers_see_no_errors_and_their_writes_survive_an_online_run
     let (db, cli) = pricing_data(30_000, 0, false).await;
     let max_id: i64 = db.query_scalar("SELECT max(id) FROM pricing_data").await;
     let mut state = snapshot(&db, "pricing_data").await;
-    let (far, stop) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let writers: Vec<_> = (0..3)
-        .map(|k| {
-            tokio::spawn(writer(
-                db.connect_options(),
-                k,
-                3,
-                max_id,
-                far.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let far = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&db, 3, max_id, &far).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let run = cli.spawn([
         "migrate",
@@ -408,42 +418,70 @@ async fn concurrent_writers_see_no_errors_and_their_writes_survive_an_online_run
         "--batch-size",
         "1000",
     ]);
-    // Once the copy is under way, rows beyond every partition arrive: the temporary default
-    // partition takes them, and the swap gives them partitions of their own.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Once the copy is under way (the build has recorded the migration), rows beyond every
+    // partition arrive: the temporary default partition takes them, and the swap gives them
+    // partitions of their own.
+    crate::common::eventually(
+        Duration::from_secs(60),
+        "the migration to be recorded",
+        || async {
+            db.try_query_scalar::<i64>("SELECT count(*) FROM partkeeper.migrations")
+                .await
+                .is_ok_and(|n| n == 1)
+        },
+    )
+    .await;
     far.store(true, Ordering::Relaxed);
     let run = run.wait(Duration::from_secs(120)).await;
     // Writes after the swap go on (they reach the backup through the reverse trigger).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
+    let writers = writers.stop_each().await;
     run.assert_success();
     let swapped_at: chrono::DateTime<chrono::Utc> = db
         .query_scalar("SELECT swapped_at FROM partkeeper.migrations")
         .await;
+    // Each phase this test means to write in was written in: rows beyond every partition
+    // between the build and the swap, and rows after the swap, in the table and the backup.
+    let (far_during_copy, after_swap, after_swap_in_backup): (i64, i64, i64) = {
+        let mut c = db.connect().await;
+        sqlx::query_as(
+            r#"SELECT (SELECT count(*) FROM pricing_data p WHERE p.date >= current_date + 500
+                         AND p."createdAt" > m.started_at AND p."createdAt" < m.swapped_at),
+                      (SELECT count(*) FROM pricing_data p WHERE p."createdAt" > m.swapped_at),
+                      (SELECT count(*) FROM pricing_data_backup b WHERE b."createdAt" > m.swapped_at)
+                 FROM partkeeper.migrations m"#,
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+    };
+    assert!(
+        far_during_copy > 0,
+        "no row beyond every partition was written during the copy\n{run}"
+    );
+    assert!(
+        after_swap > 0 && after_swap_in_backup > 0,
+        "no write after the swap ({after_swap} in the table, {after_swap_in_backup} in the backup)\n{run}"
+    );
     let mut statements = 0;
-    for w in writers {
-        let (expected, errors, n) = w.await.unwrap();
+    for (w, report) in writers {
         // Lock timeouts are retried by applications. After the swap, a row beyond every
         // partition is refused by the partitioned table itself (no default partition is
         // configured), as it would be after any conversion.
-        let unexpected: Vec<&Failure> = errors
+        let unexpected: Vec<&Failure> = report
+            .errors
             .iter()
-            .filter(|(at, code, _)| {
-                !(code.as_deref() == Some("55P03")
-                    || (code.as_deref() == Some("23514") && *at >= swapped_at))
+            .filter(|f| {
+                let code = f.sqlstate.as_deref();
+                !(code == Some("55P03") || (code == Some("23514") && f.at >= swapped_at))
             })
             .collect();
         assert!(
             unexpected.is_empty(),
             "writer errors: {unexpected:#?}\n{run}"
         );
-        statements += n;
-        for (id, row) in expected {
-            match row {
-                Some(r) => state.insert(id, r),
-                None => state.remove(&id),
-            };
-        }
+        statements += report.statements;
+        apply(&mut state, w.expected);
     }
     assert!(
         statements > 100,
@@ -464,6 +502,52 @@ async fn concurrent_writers_see_no_errors_and_their_writes_survive_an_online_run
     assert_eq!(relkind(&db, "pricing_data_default").await, None, "{run}");
     cli.run(["migrate", "verify", "--table", "public.pricing_data"])
         .assert_success();
+}
+
+/// Where a killed `migrate run` left the migration, once its server session has ended (a killed
+/// client's backend goes on with the statement, or the COMMIT, it was sent and may commit after
+/// the client is gone): `nothing`, `built` (recorded, no row copied yet), `mid-copy`, `copied`
+/// (not swapped yet) or `swapped`.
+async fn phase_after_kill(db: &TestDb) -> String {
+    crate::common::eventually(
+        Duration::from_secs(60),
+        "the killed run's server session has ended",
+        || async {
+            db.query_scalar::<i64>(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND application_name = 'partkeeper'",
+            )
+            .await
+                == 0
+        },
+    )
+    .await;
+    db.try_query_scalar::<String>(
+        "SELECT CASE WHEN phase = 'swapped' THEN 'swapped' WHEN copy_done THEN 'copied'
+                     WHEN rows_copied > 0 THEN 'mid-copy' ELSE 'built' END
+           FROM partkeeper.migrations",
+    )
+    .await
+    .unwrap_or_else(|_| "nothing".into())
+}
+
+/// Polls (every 5 ms, up to a minute) until the run of `child` has copied rows but not all of
+/// them; `false` when the run ended first.
+async fn until_mid_copy(db: &TestDb, child: &mut crate::common::Daemon) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.is_running() && Instant::now() < deadline {
+        let copying = db
+            .try_query_scalar::<bool>(
+                "SELECT rows_copied > 0 AND NOT copy_done FROM partkeeper.migrations",
+            )
+            .await
+            .unwrap_or(false);
+        if copying {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
 }
 
 #[tokio::test]
@@ -489,7 +573,7 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
     };
     let mut rng = fastrand::Rng::with_seed(7);
     let mut kills = 0;
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = BTreeMap::<String, u32>::new();
     for round in 0..10 {
         let started = Instant::now();
         let mut child = cli.spawn(args);
@@ -508,21 +592,8 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
             kills += 1;
         }
         let out = child.wait(Duration::from_secs(60)).await;
-        // A killed client's server backend goes on with the statement (or the COMMIT) it was
-        // sent, and may commit after the client is gone: judge only once it has ended.
-        crate::common::eventually(
-            Duration::from_secs(60),
-            "the killed run's server session has ended",
-            || async {
-                db.query_scalar::<i64>(
-                    "SELECT count(*) FROM pg_stat_activity
-                      WHERE datname = current_database() AND application_name = 'partkeeper'",
-                )
-                .await
-                    == 0
-            },
-        )
-        .await;
+        // Judged only once the killed run's server session has ended.
+        let landed = phase_after_kill(&db).await;
         // Nothing half-built: either nothing at all, or a recorded migration with its table.
         let recorded: Option<String> = db
             .try_query_scalar("SELECT phase || CASE WHEN copy_done THEN '+copied' ELSE '' END FROM partkeeper.migrations")
@@ -542,11 +613,12 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
             Some("swapped+copied") => {}
             Some(other) => panic!("round {round}: unexpected phase {other}"),
         }
-        seen.insert(recorded.unwrap_or_else(|| "nothing".into()));
+        *seen.entry(landed).or_insert(0) += 1;
         if out.success() {
             break;
         }
     }
+    println!("rounds per phase a kill left: {seen:?}");
     assert!(
         kills >= 3,
         "only {kills} kills landed (phases seen: {seen:?})"
@@ -554,6 +626,11 @@ async fn killing_run_at_random_points_then_running_again_gives_identical_content
     assert!(
         seen.len() >= 2,
         "every kill landed in the same phase: {seen:?}"
+    );
+    // The phase resuming is about: a kill in the middle of the copy.
+    assert!(
+        seen.contains_key("mid-copy"),
+        "no kill landed in the middle of the copy: {seen:?}"
     );
     let last = cli.run(args);
     last.assert_success();
@@ -812,22 +889,8 @@ async fn runs_killed_while_writers_write_resume_without_losing_a_write() {
     let (db, cli) = pricing_data(20_000, 0, true).await;
     let max_id: i64 = db.query_scalar("SELECT max(id) FROM pricing_data").await;
     let mut state = snapshot(&db, "pricing_data").await;
-    let (far, stop) = (
-        Arc::new(AtomicBool::new(true)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let writers: Vec<_> = (0..2)
-        .map(|k| {
-            tokio::spawn(writer(
-                db.connect_options(),
-                k,
-                2,
-                max_id,
-                far.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let far = Arc::new(AtomicBool::new(true));
+    let writers = start_writers(&db, 2, max_id, &far).await;
     let args = [
         "migrate",
         "run",
@@ -838,39 +901,49 @@ async fn runs_killed_while_writers_write_resume_without_losing_a_write() {
     ];
     let mut rng = fastrand::Rng::with_seed(11);
     let mut kills = 0;
+    let mut seen = BTreeMap::<String, u32>::new();
     for round in 0..6 {
         let mut child = cli.spawn(args);
         // The first two kills come within 30 ms of the start, well before any run can finish
-        // (a whole run takes about a second here), so they always land; later ones go anywhere.
-        let reach = if round < 2 { 30 } else { 60 + round * 60 };
-        tokio::time::sleep(Duration::from_millis(rng.u64(0..=reach))).await;
+        // (a whole run takes about a second here), so they always land; the third waits until
+        // the copy is under way (the phase that matters: rows half copied while writers write);
+        // later ones go anywhere.
+        if round == 2 {
+            until_mid_copy(&db, &mut child).await;
+        } else {
+            let reach = if round < 2 { 30 } else { 60 + round * 60 };
+            tokio::time::sleep(Duration::from_millis(rng.u64(0..=reach))).await;
+        }
         if child.is_running() {
             child.kill();
             kills += 1;
         }
-        if child.wait(Duration::from_secs(60)).await.success() {
+        let out = child.wait(Duration::from_secs(60)).await;
+        *seen.entry(phase_after_kill(&db).await).or_insert(0) += 1;
+        if out.success() {
             break;
         }
     }
+    println!("rounds per phase a kill left: {seen:?}");
     let last = cli.run_async(args).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
+    let writers = writers.stop_each().await;
     last.assert_success();
-    for w in writers {
-        let (expected, errors, _) = w.await.unwrap();
-        let unexpected: Vec<&Failure> = errors
+    for (w, report) in writers {
+        let unexpected: Vec<&Failure> = report
+            .errors
             .iter()
-            .filter(|(_, code, _)| code.as_deref() != Some("55P03"))
+            .filter(|f| f.sqlstate.as_deref() != Some("55P03"))
             .collect();
         assert!(unexpected.is_empty(), "writer errors: {unexpected:#?}");
-        for (id, row) in expected {
-            match row {
-                Some(r) => state.insert(id, r),
-                None => state.remove(&id),
-            };
-        }
+        apply(&mut state, w.expected);
     }
-    assert!(kills >= 2, "only {kills} kills landed");
+    assert!(kills >= 2, "only {kills} kills landed ({seen:?})");
+    // The phase this test is about: a kill in the middle of the copy while writers write.
+    assert!(
+        seen.contains_key("mid-copy"),
+        "no kill landed in the middle of the copy: {seen:?}"
+    );
     assert!(snapshot(&db, "pricing_data").await == state, "writes lost");
     assert!(
         snapshot(&db, "pricing_data_backup").await == state,
@@ -920,44 +993,52 @@ async fn a_rollback_while_writers_write_brings_back_every_write() {
     let (db, cli) = pricing_data(10_000, 0, true).await;
     let max_id: i64 = db.query_scalar("SELECT max(id) FROM pricing_data").await;
     let mut state = snapshot(&db, "pricing_data").await;
-    let (far, stop) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let writers: Vec<_> = (0..2)
-        .map(|k| {
-            tokio::spawn(writer(
-                db.connect_options(),
-                k,
-                2,
-                max_id,
-                far.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
+    let far = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&db, 2, max_id, &far).await;
     cli.run_async(["migrate", "run", "--table", "public.pricing_data"])
         .await
         .assert_success();
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let swapped_at: chrono::DateTime<chrono::Utc> = db
+        .query_scalar("SELECT swapped_at FROM partkeeper.migrations")
+        .await;
+    let rollback_at: chrono::DateTime<chrono::Utc> = db.query_scalar("SELECT now()").await;
     cli.run_async(["migrate", "rollback", "--table", "public.pricing_data"])
         .await
         .assert_success();
+    let rolled_back_at: chrono::DateTime<chrono::Utc> = db.query_scalar("SELECT now()").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        let (expected, errors, _) = w.await.unwrap();
-        let unexpected: Vec<&Failure> = errors
+    // The writes this test is about landed: between the swap and the rollback (on the new table,
+    // mirrored into the backup) and after the rollback.
+    let written = |from: chrono::DateTime<chrono::Utc>,
+                   to: Option<chrono::DateTime<chrono::Utc>>| {
+        let db = &db;
+        async move {
+            let mut c = db.connect().await;
+            sqlx::query_scalar::<_, i64>(
+                r#"SELECT count(*) FROM pricing_data WHERE "createdAt" > $1 AND ($2::timestamptz IS NULL OR "createdAt" < $2)"#,
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+        }
+    };
+    let between = written(swapped_at, Some(rollback_at)).await;
+    let after = written(rolled_back_at, None).await;
+    assert!(
+        between > 0 && after > 0,
+        "inserts between the swap and the rollback: {between}, after the rollback: {after}"
+    );
+    for (w, report) in writers.stop_each().await {
+        let unexpected: Vec<&Failure> = report
+            .errors
             .iter()
-            .filter(|(_, code, _)| code.as_deref() != Some("55P03"))
+            .filter(|f| f.sqlstate.as_deref() != Some("55P03"))
             .collect();
         assert!(unexpected.is_empty(), "writer errors: {unexpected:#?}");
-        for (id, row) in expected {
-            match row {
-                Some(r) => state.insert(id, r),
-                None => state.remove(&id),
-            };
-        }
+        apply(&mut state, w.expected);
     }
     assert_eq!(relkind(&db, "pricing_data").await.as_deref(), Some("r"));
     assert!(

@@ -132,6 +132,11 @@ async fn a_row_deleted_while_a_batch_reads_it_is_not_left_in_the_new_table() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(run.is_running(), "the run did not wait for the deleter");
+    // Still before the settle (the phase this test is about): the copy of row 42 is still there.
+    let still: bool = db
+        .query_scalar("SELECT EXISTS (SELECT 1 FROM pricing_data_partitioned WHERE id = 42)")
+        .await;
+    assert!(still, "the run settled row 42 before its deleter committed");
     sqlx::raw_sql("COMMIT").execute(&mut deleter).await.unwrap();
     deleter.close().await.unwrap();
     let out = run.wait(Duration::from_secs(60)).await;

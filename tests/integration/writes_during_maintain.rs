@@ -2,10 +2,8 @@
 //! partition: none may fail and none may be lost. (An INSERT already routed to the default
 //! partition when a new partition is attached would otherwise fail its partition check.)
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-
 use crate::common::fixtures::{cli, pricing_db};
+use crate::common::Writer;
 
 const DAILY: &str = r#"
 [[tables]]
@@ -24,58 +22,27 @@ async fn inserts_into_ranges_being_created_never_fail_and_are_never_lost() {
     cli.run_async(["maintain", "--now", "2029-10-01"])
         .await
         .assert_success();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let (pool, stop, ok, failed, errors) = (
-            db.pool().await,
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            errors.clone(),
-        );
-        writers.push(tokio::spawn(async move {
-            let mut i: i64 = w;
-            while !stop.load(Ordering::Relaxed) {
-                i += 4;
-                // Days spread over the ranges the passes below create.
-                let r = sqlx::query(
-                    "INSERT INTO pricing_data (\"propertyId\", date, price) VALUES ('p', DATE '2030-01-01' + ($1 % 160)::int, 1)",
-                )
-                .bind(i)
-                .execute(&pool)
-                .await;
-                match r {
-                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        errors.lock().unwrap().push(e.to_string());
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        }));
-    }
+    // Four writers; days spread over the ranges the passes below create.
+    let writer = Writer::start(
+        &db,
+        4,
+        "INSERT INTO pricing_data (\"propertyId\", date, price) VALUES ('p', DATE '2030-01-01' + ($1 % 160)::int, 1)",
+    )
+    .await;
     // Four passes, each creating 41 daily partitions next to the default while rows arrive.
     for now in ["2030-01-01", "2030-02-11", "2030-03-24", "2030-05-04"] {
         cli.run_async(["maintain", "--now", now])
             .await
             .assert_success();
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in writers {
-        w.await.unwrap();
-    }
-    let errors = errors.lock().unwrap().clone();
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
+    let written = writer.stop().await;
+    assert!(
+        written.errors.is_empty(),
         "failed inserts: {:?}",
-        &errors[..errors.len().min(5)]
+        written.first_errors(5)
     );
     let rows: i64 = db.query_scalar("SELECT count(*) FROM pricing_data").await;
-    assert_eq!(rows as u64, ok.load(Ordering::Relaxed));
+    assert_eq!(rows as u64, written.written);
     // Every row sits in the partition for its day: the default keeps only days past the last pass.
     let misplaced: i64 = db
         .query_scalar("SELECT count(*) FROM pricing_data_default WHERE date < DATE '2030-06-14'")

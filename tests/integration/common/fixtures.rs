@@ -24,6 +24,27 @@ CREATE INDEX idx_pricing_data_property_date ON pricing_data ("propertyId", date)
 CREATE INDEX idx_pricing_data_date ON pricing_data (date);
 "#;
 
+/// The runbook's `pricing_data` before its conversion: a plain table with every column of the
+/// runbook, a `bigserial` primary key on `id` and a nullable `date`, without its indexes.
+pub const PLAIN_PRICING_DATA: &str = r#"
+CREATE TABLE pricing_data (id bigserial PRIMARY KEY, "propertyId" text NOT NULL, date date,
+  price numeric(10,2) NOT NULL, "minPrice" numeric(10,2), "maxPrice" numeric(10,2),
+  occupancy real, "demandScore" real, source text,
+  "createdAt" timestamptz NOT NULL DEFAULT now(), "updatedAt" timestamptz NOT NULL DEFAULT now());
+"#;
+
+/// The runbook's two indexes on `pricing_data` (a benchmark builds them after loading the rows).
+pub const PRICING_DATA_INDEXES: &str = r#"
+CREATE INDEX idx_pricing_data_property_date ON pricing_data ("propertyId", date);
+CREATE INDEX idx_pricing_data_date ON pricing_data (date);
+"#;
+
+/// The runbook's plain `pricing_data` with its indexes, empty: [`PLAIN_PRICING_DATA`] and
+/// [`PRICING_DATA_INDEXES`].
+pub fn plain_pricing_data() -> String {
+    format!("{PLAIN_PRICING_DATA}{PRICING_DATA_INDEXES}")
+}
+
 /// The SPEC's policy for `pricing_data`, without retention; tests append or replace lines.
 pub const MONTHLY: &str = r#"
 [[tables]]

@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod replica;
 pub mod server;
 pub mod tls;
+pub mod writer;
 
 pub use cli::{Cli, Daemon, Output};
 pub use cluster::{shared, Builder, Cluster};
@@ -25,6 +26,7 @@ pub use database::TestDb;
 pub use eventually::{eventually, PATIENCE};
 pub use proxy::Proxy;
 pub use server::{partman_installed, pg_bin_dir, pg_major};
+pub use writer::Writer;
 
 use std::future::Future;
 

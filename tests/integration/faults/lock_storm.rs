@@ -12,7 +12,8 @@ use chrono::{Months, NaiveDate};
 use sqlx::{Executor, PgConnection};
 
 use crate::common::fixtures::{self, partition_names, pricing_db, MONTHLY};
-use crate::common::{Cli, Output, TestDb};
+use crate::common::writer::{Pace, Statement};
+use crate::common::{Cli, Output, TestDb, Writer};
 
 const LOCK_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -156,26 +157,30 @@ impl Latencies {
     }
 }
 
-/// The application: one row at a time until `until`, alternately into the default partition
-/// (which `maintain` must lock to create a partition) and into the current month.
-async fn application(mut conn: PgConnection, until: Instant) -> Latencies {
-    let mut seen = Latencies::default();
-    let dates = ["2001-01-01", "2026-11-10"];
-    while Instant::now() < until {
-        let date = dates[seen.0.len() % dates.len()];
-        let started = Instant::now();
-        let insert =
-            sqlx::query("INSERT INTO pricing_data (\"propertyId\", date) VALUES ('app', $1::date)")
-                .bind(date)
-                .execute(&mut conn);
-        tokio::time::timeout(STUCK, insert)
-            .await
-            .unwrap_or_else(|_| panic!("an application insert was stuck for {STUCK:?}"))
-            .expect("the application's insert");
-        seen.0.push(started.elapsed());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    seen
+/// The application: one row at a time, alternately into the default partition (which
+/// `maintain` must lock to create a partition) and into the current month, until stopped.
+async fn application(db: &TestDb) -> Writer {
+    Writer::start_each(
+        db.connect_options(),
+        vec![Statement::cycling(
+            "INSERT INTO pricing_data (\"propertyId\", date) VALUES ('app', $1::date)",
+            &["2001-01-01", "2026-11-10"],
+        )],
+        Pace::pause(Duration::from_millis(10)).stuck_after(STUCK),
+    )
+    .await
+}
+
+/// The application's latencies at `until`; every insert must have succeeded.
+async fn application_until(app: Writer, until: Instant) -> Latencies {
+    tokio::time::sleep_until(until.into()).await;
+    let seen = app.stop().await;
+    assert!(
+        seen.errors.is_empty(),
+        "the application's inserts failed: {:?}",
+        seen.first_errors(5)
+    );
+    Latencies(seen.latencies)
 }
 
 /// `maintain` again and again until `until`, one month further each time; returns the outputs
@@ -207,7 +212,7 @@ async fn under_a_lock_storm_maintain_adds_at_most_about_lock_timeout_to_the_appl
     // Baseline: the storm and the application, no partkeeper.
     let until = Instant::now() + PHASE;
     let storm_tasks = storm(&db, until).await;
-    let baseline = application(db.connect().await, until).await;
+    let baseline = application_until(application(&db).await, until).await;
     for t in storm_tasks {
         t.await.unwrap();
     }
@@ -215,9 +220,9 @@ async fn under_a_lock_storm_maintain_adds_at_most_about_lock_timeout_to_the_appl
     // The same storm with maintain running in a loop.
     let until = Instant::now() + PHASE;
     let storm_tasks = storm(&db, until).await;
-    let app = tokio::spawn(application(db.connect().await, until));
+    let app = application(&db).await;
     let (outputs, months) = maintain_loop(&cli, until).await;
-    let with_partkeeper = app.await.unwrap();
+    let with_partkeeper = application_until(app, until).await;
     for t in storm_tasks {
         t.await.unwrap();
     }

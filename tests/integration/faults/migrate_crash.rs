@@ -6,16 +6,9 @@
 
 use std::time::Duration;
 
-use super::{partkeeper_session, NOTICE_CRASH};
+use super::{partkeeper_session, until_connected, NOTICE_CRASH};
+use crate::common::fixtures;
 use crate::common::{eventually, Cli, Cluster, Output, TestDb, PATIENCE};
-
-/// The runbook's `pricing_data` before the migration: a plain table.
-const PLAIN: &str = r#"
-CREATE TABLE pricing_data (id bigserial PRIMARY KEY, "propertyId" text NOT NULL, date date NOT NULL,
-  price numeric(10,2) NOT NULL, "createdAt" timestamptz NOT NULL DEFAULT now());
-CREATE INDEX idx_pricing_data_property_date ON pricing_data ("propertyId", date);
-CREATE INDEX idx_pricing_data_date ON pricing_data (date);
-"#;
 
 const ROWS: i64 = 20_000;
 
@@ -31,7 +24,7 @@ const RUN: [&str; 6] = [
 /// A database on `cluster` holding `rows` rows from about 13 months back to 2 months ahead.
 async fn plain_pricing_data(cluster: &Cluster, rows: i64) -> TestDb {
     let db = cluster.create_database().await;
-    db.exec(PLAIN).await;
+    db.exec(&fixtures::plain_pricing_data()).await;
     db.exec(&format!(
         r#"INSERT INTO pricing_data ("propertyId", date, price)
            SELECT 'p' || (g % 50), current_date - 400 + (g % 460), (g % 500) + 0.25
@@ -213,8 +206,9 @@ async fn a_server_crash_during_the_copy_or_while_the_swap_waits_leaves_a_migrati
 }
 
 /// Delays after which the arbitrary-moment test crashes the server, from before the build to
-/// the copy's end.
-const CRASH_AFTER_MS: &[u64] = &[0, 60, 120, 200, 300, 450, 650];
+/// the copy's end: the first from the start of the process (before it has connected), the
+/// others from the moment its session shows on the server.
+const CRASH_AFTER_MS: &[u64] = &[0, 0, 30, 45, 60, 75, 90, 120, 160, 250, 400];
 
 #[tokio::test]
 async fn server_crashes_at_arbitrary_moments_of_migrate_run_then_run_again_gives_identical_content()
@@ -225,21 +219,38 @@ async fn server_crashes_at_arbitrary_moments_of_migrate_run_then_run_again_gives
     let before = content(&db, "pricing_data").await;
     let cli = cli(&db, "2s");
     let mut seen = Vec::new();
-    for &delay in CRASH_AFTER_MS {
-        let migrate = cli.spawn(RUN);
+    let mut mid_copy = 0;
+    for (round, &delay) in CRASH_AFTER_MS.iter().enumerate() {
+        let mut migrate = cli.spawn(RUN);
+        if round > 0 {
+            until_connected(&db, &mut migrate).await;
+        }
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        let copied_before: Option<i64> = db
+            .try_query_scalar("SELECT rows_copied FROM partkeeper.migrations")
+            .await
+            .ok();
         cluster.kill();
         let out = migrate.wait(NOTICE_CRASH).await;
         cluster.start_again();
+        let phase = assert_consistent(&db, before, &out).await;
+        // In the middle of the copy: still copying, and it had copied rows when the server went.
+        if phase == "copying" && copied_before.is_some_and(|n| n > 0) {
+            mid_copy += 1;
+        }
         seen.push(format!(
-            "crash after {delay} ms: exit {:?}, {}",
+            "crash after {delay} ms (round {round}): exit {:?}, {phase}, {copied_before:?} row(s) copied",
             out.code(),
-            assert_consistent(&db, before, &out).await
         ));
         if out.success() {
             break;
         }
     }
     println!("{}", seen.join("\n"));
+    assert!(
+        mid_copy > 0,
+        "no crash landed in the middle of the copy:\n{}",
+        seen.join("\n")
+    );
     assert_run_again_finishes(&cli, &db, before).await;
 }

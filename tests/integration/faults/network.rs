@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::{
     config_with_lock_timeout, daemon_config, http_get_within, partkeeper_session, RunningDaemon,
 };
-use crate::common::fixtures::{partition_names, pricing_db, MONTHLY};
+use crate::common::fixtures::{self, partition_names, pricing_db, MONTHLY};
 use crate::common::http::single_value;
 use crate::common::{eventually, Cli, Proxy, TestDb, PATIENCE};
 
@@ -409,13 +409,6 @@ async fn a_scheduled_pass_caught_by_a_stalled_network_fails_in_time_and_the_next
     println!("a pass caught by the stall failed {gave_up:?} after it began");
 }
 
-/// The runbook's `pricing_data` before a migration: a plain table.
-const PLAIN_PRICING_DATA: &str = r#"
-CREATE TABLE pricing_data (id bigserial PRIMARY KEY, "propertyId" text NOT NULL, date date NOT NULL,
-  price numeric(10,2) NOT NULL, "createdAt" timestamptz NOT NULL DEFAULT now());
-CREATE INDEX idx_pricing_data_property_date ON pricing_data ("propertyId", date);
-"#;
-
 const MIGRATE_ROWS: i64 = 20_000;
 
 const MIGRATE_RUN: [&str; 6] = [
@@ -431,7 +424,7 @@ const MIGRATE_RUN: [&str; 6] = [
 async fn migrate_run_stalled_in_the_middle_of_the_copy_fails_within_its_timeouts_and_run_again_finishes(
 ) {
     let db = crate::common::shared().create_database().await;
-    db.exec(PLAIN_PRICING_DATA).await;
+    db.exec(&fixtures::plain_pricing_data()).await;
     db.exec(&format!(
         r#"INSERT INTO pricing_data ("propertyId", date, price)
            SELECT 'p' || (g % 50), current_date - 400 + (g % 460), (g % 500) + 0.25

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     cli_with_lock_timeout, partkeeper_session, pricing_db_on, rows_fingerprint,
-    unattached_partition_tables, NOTICE_CRASH,
+    unattached_partition_tables, until_connected, NOTICE_CRASH,
 };
 use crate::common::fixtures::{partition_names, MONTHLY};
 use crate::common::{eventually, pg_major, Cli, Cluster, Output, TestDb, PATIENCE};
@@ -243,9 +243,11 @@ async fn a_server_crash_during_a_concurrent_detach_is_finalized_by_the_next_run(
         .assert_success();
 }
 
-/// Delays after which `server_crashes_at_arbitrary_moments...` crashes the server: from before
-/// maintain has connected to the middle of its later moves.
-const CRASH_AFTER_MS: &[u64] = &[0, 80, 250, 600];
+/// Delays after which `server_crashes_at_arbitrary_moments...` crashes the server: the first
+/// from the start of the process (before maintain has connected), the others from the moment its
+/// session shows on the server (a whole pass then takes some 100-300 ms here: timed from the
+/// start of the process, every crash landed before the connection or after the pass).
+const CRASH_AFTER_MS: &[u64] = &[0, 0, 30, 80, 200];
 
 #[tokio::test]
 async fn server_crashes_at_arbitrary_moments_of_a_pass_never_leave_it_half_done() {
@@ -253,26 +255,41 @@ async fn server_crashes_at_arbitrary_moments_of_a_pass_never_leave_it_half_done(
     let db = pricing_db_on(&cluster).await;
     db.exec("CREATE TABLE pricing_data_default PARTITION OF pricing_data DEFAULT")
         .await;
-    // Enough rows in the default that moving each month takes a while.
-    db.exec(&fill_default("2026-11-01", "2027-03-01", 150))
+    // Enough rows in the default that moving each month takes a while, yet few enough that
+    // each create is the inline one transaction (at most `INLINE_MOVE_ROWS`, 10,000, a month).
+    db.exec(&fill_default("2026-11-01", "2027-03-01", 300))
         .await;
     let rows = rows_fingerprint(&db).await;
     let cli = cli_with_lock_timeout(&db, MONTHLY, PATIENT_LOCK_TIMEOUT);
 
     let mut seen = Vec::new();
-    for &delay in CRASH_AFTER_MS {
+    let mut mid_pass = 0;
+    for (round, &delay) in CRASH_AFTER_MS.iter().enumerate() {
         let started = Instant::now();
-        let maintain = cli.spawn(["maintain", "--now", "2026-11-25"]);
+        let mut maintain = cli.spawn(["maintain", "--now", "2026-11-25"]);
+        if round > 0 {
+            until_connected(&db, &mut maintain).await;
+        }
         tokio::time::sleep(Duration::from_millis(delay)).await;
         cluster.kill();
         let out = maintain.wait(NOTICE_CRASH).await;
         cluster.start_again();
         assert_nothing_half_done(&db, rows, &out).await;
         let names = partition_names(&db).await;
+        // Where the crash landed, from the exit code: 2, before maintain could connect; 1, in
+        // the pass (it lost its connection); 0, after the pass.
+        let landed = match out.code() {
+            Some(2) => "before the pass",
+            Some(1) => {
+                mid_pass += 1;
+                "in the pass"
+            }
+            Some(0) => "after the pass",
+            _ => panic!("maintain neither finished nor failed as expected: {out}"),
+        };
         seen.push(format!(
-            "crash at {:?}: exit {:?}, {} partition(s) attached",
+            "crash at {:?}: {landed}, {} partition(s) attached",
             started.elapsed(),
-            out.code(),
             names.len()
         ));
         if out.success() {
@@ -281,6 +298,11 @@ async fn server_crashes_at_arbitrary_moments_of_a_pass_never_leave_it_half_done(
         }
     }
     println!("{}", seen.join("\n"));
+    assert!(
+        mid_pass > 0,
+        "no crash landed in the middle of a pass:\n{}",
+        seen.join("\n")
+    );
     assert_next_run_finishes(&cli, "2026-11-25", &db, rows).await;
     assert_eq!(partition_names(&db).await.len(), 5);
 }

@@ -1,7 +1,7 @@
 //! Migration benchmark (ignored by default; it takes minutes):
 //!
 //! ```sh
-//! PARTKEEPER_BENCH_ROWS=10000000 cargo test --release --test integration migrate_bench -- --ignored --nocapture
+//! PARTKEEPER_BENCH_ROWS=10000000 cargo test --release --test integration benchmarks::migrate -- --ignored --nocapture
 //! ```
 //!
 //! The runbook's `pricing_data`, one row per property per day from three years back to two
@@ -15,24 +15,15 @@
 //! index size, against the same indexes rebuilt fresh (`REINDEX TABLE`) for online. Then the
 //! swap's lock hold time over 10 online runs of a smaller table with the same partition layout.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgConnection};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use sqlx::PgConnection;
 
-use crate::common::{Cli, Cluster};
+use crate::common::writer::{Pace, Write};
+use crate::common::{fixtures, Cli, Cluster, Writer};
 
-const SCHEMA: &str = r#"
-CREATE TABLE pricing_data (id bigserial PRIMARY KEY, "propertyId" text NOT NULL, date date,
-  price numeric(10,2) NOT NULL, "minPrice" numeric(10,2), "maxPrice" numeric(10,2),
-  occupancy real, "demandScore" real, source text,
-  "createdAt" timestamptz NOT NULL DEFAULT now(), "updatedAt" timestamptz NOT NULL DEFAULT now());
-"#;
-const INDEXES: &str = r#"
-CREATE INDEX idx_pricing_data_property_date ON pricing_data ("propertyId", date);
-CREATE INDEX idx_pricing_data_date ON pricing_data (date);
-"#;
 /// Days from three years back to two months ahead.
 const DAYS: i64 = 3 * 365 + 61;
 
@@ -54,7 +45,7 @@ fn config(url: &str) -> String {
 
 async fn load(cluster: &Cluster, db: &str, rows: i64) {
     let properties = (rows / DAYS).max(1);
-    cluster.exec(db, SCHEMA).await;
+    cluster.exec(db, fixtures::PLAIN_PRICING_DATA).await;
     cluster
         .exec(
             db,
@@ -69,7 +60,7 @@ async fn load(cluster: &Cluster, db: &str, rows: i64) {
             ),
         )
         .await;
-    cluster.exec(db, INDEXES).await;
+    cluster.exec(db, fixtures::PRICING_DATA_INDEXES).await;
     cluster.exec(db, "VACUUM ANALYZE pricing_data").await;
 }
 
@@ -91,36 +82,44 @@ async fn drop_db(cluster: &Cluster, name: &str) {
         .await;
 }
 
-/// Single-row writes (an UPDATE of a random row and an INSERT) until `stop`; returns latencies.
-async fn latency_writer(
-    opts: sqlx::postgres::PgConnectOptions,
+/// Single-row writes: an UPDATE of a random row or an INSERT.
+struct SingleRows {
+    rng: fastrand::Rng,
     max_id: i64,
-    stop: Arc<AtomicBool>,
-) -> (Vec<Duration>, Vec<String>) {
-    let mut c = PgConnection::connect_with(&opts).await.unwrap();
-    let (mut lat, mut errors) = (Vec::new(), Vec::new());
-    let mut rng = fastrand::Rng::with_seed(1);
-    while !stop.load(Ordering::Relaxed) {
-        let t = Instant::now();
-        let r = if rng.bool() {
-            sqlx::query(
-                "UPDATE pricing_data SET price = price + 1, \"updatedAt\" = now() WHERE id = $1",
-            )
-            .bind(rng.i64(1..max_id))
-            .execute(&mut c)
-            .await
-        } else {
-            sqlx::query(r#"INSERT INTO pricing_data ("propertyId", date, price) VALUES ('bench', current_date, 1)"#)
-                .execute(&mut c)
+}
+
+impl Write for SingleRows {
+    fn write<'a>(
+        &'a mut self,
+        c: &'a mut PgConnection,
+        _round: u64,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        async move {
+            if self.rng.bool() {
+                sqlx::query(
+                    "UPDATE pricing_data SET price = price + 1, \"updatedAt\" = now() WHERE id = $1",
+                )
+                .bind(self.rng.i64(1..self.max_id))
+                .execute(c)
                 .await
-        };
-        lat.push(t.elapsed());
-        if let Err(e) = r {
-            errors.push(e.to_string());
+            } else {
+                sqlx::query(r#"INSERT INTO pricing_data ("propertyId", date, price) VALUES ('bench', current_date, 1)"#)
+                    .execute(c)
+                    .await
+            }
+            .map(|_| ())
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        .boxed()
     }
-    (lat, errors)
+}
+
+/// One [`SingleRows`] writer on `opts`, 5 ms between statements.
+async fn latency_writer(opts: sqlx::postgres::PgConnectOptions, max_id: i64) -> Writer<SingleRows> {
+    let write = SingleRows {
+        rng: fastrand::Rng::with_seed(1),
+        max_id,
+    };
+    Writer::start_each(opts, vec![write], Pace::pause(Duration::from_millis(5))).await
 }
 
 fn percentile(lat: &mut [Duration], p: f64) -> Duration {
@@ -290,13 +289,10 @@ async fn migrate_bench() {
         .query_scalar("online", "SELECT max(id) FROM pricing_data")
         .await;
     let opts = cluster.connect_options("online");
-    let stop = Arc::new(AtomicBool::new(false));
-    let before = tokio::spawn(latency_writer(opts.clone(), max_id, stop.clone()));
+    let before = latency_writer(opts.clone(), max_id).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (mut quiet, _) = before.await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let during = tokio::spawn(latency_writer(opts, max_id, stop.clone()));
+    let mut quiet = before.stop().await.latencies;
+    let during = latency_writer(opts, max_id).await;
     let cli = bench_cli()
         .config(&config(&cluster.url("online")))
         .timeout(Duration::from_secs(7200));
@@ -306,11 +302,11 @@ async fn migrate_bench() {
         .run_async(["migrate", "run", "--table", "public.pricing_data"])
         .await;
     let online = t.elapsed();
-    stop.store(true, Ordering::Relaxed);
+    let during = during.stop().await;
     out.assert_success();
     let wal = wal_since(&cluster, &l).await;
     println!("  {}", out.stdout.lines().next().unwrap_or_default());
-    let (mut busy, errors) = during.await.unwrap();
+    let (mut busy, errors) = (during.latencies, during.errors);
     println!(
         "migrate run (online): {:.1} s wall ({:.2}x the baseline), swap lock {} ms, WAL {} (writer's included); writer errors: {}",
         online.as_secs_f64(),
@@ -356,8 +352,7 @@ async fn migrate_bench() {
             )
             .await;
         let opts = cluster.connect_options("partman");
-        let stop = Arc::new(AtomicBool::new(false));
-        let during = tokio::spawn(latency_writer(opts, max_id, stop.clone()));
+        let during = latency_writer(opts, max_id).await;
         let l = lsn(&cluster).await;
         let t = Instant::now();
         cluster
@@ -382,9 +377,9 @@ async fn migrate_bench() {
         let moved = t.elapsed();
         cluster.exec("partman", "ANALYZE p").await;
         let partman = t.elapsed();
-        stop.store(true, Ordering::Relaxed);
+        let during = during.stop().await;
         let wal = wal_since(&cluster, &l).await;
-        let (mut busy, errors) = during.await.unwrap();
+        let (mut busy, errors) = (during.latencies, during.errors);
         let idx = index_bytes(&cluster, "partman", "p").await;
         let dead = index_bytes(&cluster, "partman", "pricing_data").await;
         let left: i64 = cluster

@@ -7,7 +7,7 @@
 //! apt-get install -y wrk prometheus-postgres-exporter
 //! cargo build --release --bin partkeeper
 //! PARTKEEPER_BENCH_BIN=target/release/partkeeper \
-//!   cargo test --test integration daemon_bench -- --ignored --nocapture
+//!   cargo test --test integration benchmarks::daemon -- --ignored --nocapture
 //! ```
 //!
 //! Both servers, wrk and PostgreSQL share the machine, so the figures are for comparing the two
@@ -234,7 +234,7 @@ fn daemon_port(d: &Daemon) -> Option<u16> {
 }
 
 #[tokio::test]
-#[ignore = "benchmark: cargo test --test integration daemon_bench -- --ignored --nocapture"]
+#[ignore = "benchmark: cargo test --test integration benchmarks::daemon -- --ignored --nocapture"]
 async fn daemon_bench_metrics_for_4000_partitions_against_postgres_exporter() {
     let cluster = Cluster::builder()
         .setting("max_locks_per_transaction", "128")

@@ -1,7 +1,7 @@
 //! Benchmarks, ignored by default; they print figures and assert only that things work:
 //!
 //! ```text
-//! cargo test --release --test integration bench_ -- --ignored --nocapture --test-threads 1
+//! cargo test --release --test integration benchmarks::maintain -- --ignored --nocapture --test-threads 1
 //! ```
 //!
 //! 100 monthly tables of 44 partitions each: a whole-process no-op `partkeeper maintain` (median

@@ -4,17 +4,14 @@
 
 use serde_json::Value;
 
+use crate::common::fixtures;
 use crate::common::{shared, Cli, TestDb};
 
 /// The runbook's table, filled the way the application writes it: property after property
 /// (one CSV upload each), one row per day from 2024-01-01 to 2025-02-03 (400 days × 12).
-const PLAIN_PRICING_DATA: &str = r#"
-CREATE TABLE pricing_data (id bigserial PRIMARY KEY, "propertyId" text NOT NULL, date date,
-  price numeric(10,2) NOT NULL, "minPrice" numeric(10,2), "maxPrice" numeric(10,2),
-  occupancy real, "demandScore" real, source text,
-  "createdAt" timestamptz NOT NULL DEFAULT now(), "updatedAt" timestamptz NOT NULL DEFAULT now());
-CREATE INDEX idx_pricing_data_property_date ON pricing_data ("propertyId", date);
-CREATE INDEX idx_pricing_data_date ON pricing_data (date);
+fn plain_pricing_data() -> String {
+    fixtures::plain_pricing_data()
+        + r#"
 INSERT INTO pricing_data ("propertyId", date, price, "minPrice", "maxPrice", occupancy, source)
 SELECT 'prop-' || lpad(p::text, 2, '0'), d::date, 100 + p + extract(dow FROM d),
        90 + p, 200 + p, 0.5, 'csv'
@@ -22,8 +19,8 @@ SELECT 'prop-' || lpad(p::text, 2, '0'), d::date, 100 + p + extract(dow FROM d),
  CROSS JOIN LATERAL generate_series(date '2024-01-01', date '2025-02-03', interval '1 day') AS d
  ORDER BY p, d;
 ANALYZE pricing_data;
-"#;
-
+"#
+}
 /// The runbook's conversion, by hand: the plain table becomes `pricing_data_backup` and a copy
 /// partitioned by month (2024-01 .. 2025-02, 14 partitions, plus a default one) takes its name.
 const CONVERT_BY_HAND: &str = r#"
@@ -84,7 +81,7 @@ fn detail(stdout: &str, class: &str, metric: &str) -> Vec<String> {
 #[tokio::test]
 async fn bench_compares_the_plain_table_with_its_monthly_partitioned_copy() {
     let db = shared().create_database().await;
-    db.exec(PLAIN_PRICING_DATA).await;
+    db.exec(&plain_pricing_data()).await;
     let cli = Cli::new().config(&config(&db, "public.pricing_data", "date", ""));
 
     let out = cli.run([
@@ -279,7 +276,7 @@ sql = "SELECT count(*) FROM {table} WHERE {key} > {reference} - interval '1 day'
 #[tokio::test]
 async fn bench_queries_run_read_only() {
     let db = shared().create_database().await;
-    db.exec(PLAIN_PRICING_DATA).await;
+    db.exec(&plain_pricing_data()).await;
     let custom = r#"
 [[bench]]
 table = "public.pricing_data"

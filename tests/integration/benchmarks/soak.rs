@@ -6,7 +6,7 @@
 //! (start, min, max, end) and whether it stayed flat.
 //!
 //! ```text
-//! SOAK_SECONDS=180 cargo test --test integration faults::soak -- --ignored --nocapture
+//! SOAK_SECONDS=180 cargo test --test integration benchmarks::soak -- --ignored --nocapture
 //! ```
 //!
 //! 10 minutes on the 2-core CI machine (debug build, 2026-11-26): 6,001 scrapes, none failed,
@@ -16,8 +16,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{daemon_config, http_get, RunningDaemon};
 use crate::common::fixtures::pricing_db;
+use crate::common::http::{http_get, RunningDaemon};
+use crate::faults::daemon_config;
 
 const DEFAULT_SECONDS: u64 = 600;
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
@@ -98,7 +99,7 @@ fn open_files(pid: i32) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "soak benchmark: minutes long; SOAK_SECONDS=180 cargo test --test integration faults::soak -- --ignored --nocapture"]
+#[ignore = "soak benchmark: minutes long; SOAK_SECONDS=180 cargo test --test integration benchmarks::soak -- --ignored --nocapture"]
 async fn the_daemon_scraped_ten_times_a_second_with_a_one_second_schedule_stays_flat() {
     let seconds: u64 = std::env::var("SOAK_SECONDS")
         .ok()

@@ -2,7 +2,7 @@
 //! every pass is a no-op:
 //!
 //! ```text
-//! cargo test --release --test integration bench_keys -- --ignored --nocapture --test-threads 1
+//! cargo test --release --test integration benchmarks::keys -- --ignored --nocapture --test-threads 1
 //! ```
 //!
 //! In one cluster and one run: 100 monthly `date` tables of 44 partitions (part 1's benchmark
@@ -76,7 +76,7 @@ fn report(what: &str, took: Duration, partitions: usize) {
 }
 
 async fn monthly(db: &TestDb, conn: &mut PgConnection) -> Duration {
-    // Monthly, as in bench_maintain: 40 months back, the current one, 3 ahead.
+    // Monthly, as in benchmarks::maintain: 40 months back, the current one, 3 ahead.
     let started = Instant::now();
     for i in 1..=TABLES {
         let mut sql = format!(
