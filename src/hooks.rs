@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tracing::Instrument;
 
 use crate::bounds::{render_literal, BoundValue, KeyType};
 use crate::catalog::ManagedTable;
@@ -194,7 +195,8 @@ fn show_bound(b: &BoundValue, key: KeyType) -> String {
     }
 }
 
-/// The database name a hook is told about: the URL's path (or its `dbname` parameter).
+/// The name of the database a URL points at: its path (or its `dbname` parameter). The part 1
+/// form's default `database.name`, which hooks see as `PARTKEEPER_DATABASE`.
 pub fn database_name(url: &SecretUrl) -> String {
     url::Url::parse(url.expose())
         .ok()
@@ -237,14 +239,12 @@ pub async fn run(call: &HookCall, url: &SecretUrl) -> Result<Duration, HookError
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
     tracing::info!(hook = kind, program = %program, partition = %partition, "hook started");
-    let out = child
-        .stdout
-        .take()
-        .map(|s| tokio::spawn(log_lines(s, kind, "stdout", partition.clone(), url.clone())));
-    let err = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(log_lines(s, kind, "stderr", partition.clone(), url.clone())));
+    let out = child.stdout.take().map(|s| {
+        tokio::spawn(log_lines(s, kind, "stdout", partition.clone(), url.clone()).in_current_span())
+    });
+    let err = child.stderr.take().map(|s| {
+        tokio::spawn(log_lines(s, kind, "stderr", partition.clone(), url.clone()).in_current_span())
+    });
     let status = match tokio::time::timeout(call.timeout, child.wait()).await {
         Ok(status) => status.map_err(|source| HookError::Spawn {
             kind,

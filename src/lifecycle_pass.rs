@@ -154,12 +154,7 @@ pub fn hook_for(
     policy: &TablePolicy,
     db: &DatabaseConfig,
 ) -> Option<HookCall> {
-    hooks::for_action(
-        action,
-        table,
-        &policy.lifecycle.hooks,
-        &hooks::database_name(&db.url),
-    )
+    hooks::for_action(action, table, &policy.lifecycle.hooks, &db.name)
 }
 
 /// Why an action did not start.

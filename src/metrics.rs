@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 use tokio::sync::watch;
 
@@ -52,7 +52,8 @@ impl RunResult {
 }
 
 /// Name, type and labels of each metric (without the prefix): the SPEC's table plus two about
-/// the refresh itself. Tests check the output against it.
+/// the refresh itself. Every one but `build_info` also carries `database` ([`labels_of`]).
+/// Tests check the output against it.
 pub const METRICS: &[(&str, MetricType, &[&str])] = &[
     ("build_info", MetricType::GAUGE, &["version"]),
     ("up", MetricType::GAUGE, &[]),
@@ -101,8 +102,30 @@ pub const METRICS: &[(&str, MetricType, &[&str])] = &[
     ("refresh_success_timestamp_seconds", MetricType::GAUGE, &[]),
 ];
 
-/// The registry and the counters fed by maintenance passes.
+/// Families whose every series carries the `database` label: all but `build_info`.
+fn per_database(name: &str) -> bool {
+    name != "build_info"
+}
+
+/// The labels of `name` as rendered: `database` first (label names sort so), then the SPEC's.
+pub fn labels_of(name: &str, labels: &[&'static str]) -> Vec<&'static str> {
+    let mut out = Vec::with_capacity(labels.len() + 1);
+    if per_database(name) {
+        out.push("database");
+    }
+    out.extend_from_slice(labels);
+    out
+}
+
+/// The one registry of the process: counters and the histogram fed by the passes of every
+/// database, the state gauges, and the facts of each database's latest snapshot. Cheap to
+/// clone (one `Arc`).
+#[derive(Clone)]
 pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     registry: Registry,
     runs: IntCounterVec,
     created: IntCounterVec,
@@ -110,21 +133,41 @@ pub struct Metrics {
     detached: IntCounterVec,
     archived: IntCounterVec,
     last_success: GaugeVec,
-    duration: Histogram,
+    duration: HistogramVec,
+    /// In the order the databases were added (the configuration's).
+    sources: Arc<RwLock<Vec<Arc<Source>>>>,
+}
+
+/// What the metrics read of one database: its latest snapshot, its leadership and heartbeat.
+struct Source {
+    name: String,
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
-    /// The encoded facts of one snapshot (see [`Metrics::facts_text`]).
-    facts: Mutex<Option<(Arc<Snapshot>, Arc<str>)>>,
-    /// Set while the leader session's heartbeat fails (see [`Metrics::heartbeat`]).
-    heartbeat_failing: Arc<AtomicBool>,
+    leader: watch::Receiver<bool>,
+    /// Set while the leader session's heartbeat fails (see [`DbMetrics::heartbeat`]).
+    heartbeat_failing: AtomicBool,
+    /// The encoded facts of one snapshot (see [`Source::facts_text`]).
+    facts: Mutex<Option<EncodedFacts>>,
+}
+
+/// A snapshot and its facts as text.
+type EncodedFacts = (Arc<Snapshot>, Arc<[FamilyText]>);
+
+/// One family of a database's facts as text: its `# HELP`/`# TYPE` lines and its samples,
+/// apart, so that the samples of every database go under one header.
+struct FamilyText {
+    header: String,
+    samples: String,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
-    /// `tables` are the configured tables' labels (`schema.table`); their counters start at 0.
-    pub fn new(
-        tables: &[String],
-        snapshot: Arc<RwLock<Arc<Snapshot>>>,
-        leader: watch::Receiver<bool>,
-    ) -> Metrics {
+    /// A registry with no database yet (see [`Metrics::database`]).
+    pub fn new() -> Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(format!("{PREFIX}{name}"), help), labels)
@@ -137,84 +180,153 @@ impl Metrics {
         let runs = counter(
             "maintenance_runs_total",
             "Maintenance runs per table, by result (success or failure).",
-            &["table", "result"],
+            &["database", "table", "result"],
         );
         let created = counter(
             "partitions_created_total",
             "Partitions created by maintenance.",
-            &["table"],
+            &["database", "table"],
         );
         let dropped = counter(
             "partitions_dropped_total",
             "Expired partitions dropped by maintenance.",
-            &["table"],
+            &["database", "table"],
         );
         let detached = counter(
             "partitions_detached_total",
             "Expired partitions detached by maintenance.",
-            &["table"],
+            &["database", "table"],
         );
         let archived = counter(
             "partitions_archived_total",
             "Expired partitions detached and moved to the archive schema by maintenance.",
-            &["table"],
+            &["database", "table"],
         );
         let last_success = GaugeVec::new(
             Opts::new(
                 format!("{PREFIX}maintenance_last_success_timestamp_seconds"),
                 "Unix time of the end of the last successful maintenance run of the table by this instance.",
             ),
-            &["table"],
+            &["database", "table"],
         )
         .expect("valid gauge definition");
         registry
             .register(Box::new(last_success.clone()))
             .expect("unique metric name");
-        let duration = Histogram::with_opts(
+        let duration = HistogramVec::new(
             HistogramOpts::new(
                 format!("{PREFIX}maintenance_duration_seconds"),
-                "Duration of one maintenance pass over all tables.",
+                "Duration of one maintenance pass over all tables of the database.",
             )
             .buckets(PASS_BUCKETS.to_vec()),
+            &["database"],
         )
         .expect("valid histogram definition");
         registry
             .register(Box::new(duration.clone()))
             .expect("unique metric name");
-        let heartbeat_failing = Arc::new(AtomicBool::new(false));
-        let mut state = StateCollector::new(Arc::clone(&snapshot), leader);
-        state.heartbeat_failing = Arc::clone(&heartbeat_failing);
+        let sources = Arc::new(RwLock::new(Vec::new()));
         registry
-            .register(Box::new(state))
+            .register(Box::new(StateCollector::new(Arc::clone(&sources))))
             .expect("unique metric names");
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                runs,
+                created,
+                dropped,
+                detached,
+                archived,
+                last_success,
+                duration,
+                sources,
+            }),
+        }
+    }
+
+    /// Adds a database: `tables` are its configured tables' labels (`schema.table`), whose
+    /// counters start at 0; `snapshot` and `leader` are read at each scrape.
+    pub fn database(
+        &self,
+        name: &str,
+        tables: &[String],
+        snapshot: Arc<RwLock<Arc<Snapshot>>>,
+        leader: watch::Receiver<bool>,
+    ) -> DbMetrics {
+        let i = &self.inner;
         for t in tables {
             for r in [RunResult::Success, RunResult::Failure] {
-                runs.with_label_values(&[t.as_str(), r.as_str()]);
+                i.runs.with_label_values(&[name, t.as_str(), r.as_str()]);
             }
-            for c in [&created, &dropped, &detached, &archived] {
-                c.with_label_values(&[t.as_str()]);
+            for c in [&i.created, &i.dropped, &i.detached, &i.archived] {
+                c.with_label_values(&[name, t.as_str()]);
             }
         }
-        Metrics {
-            registry,
-            runs,
-            created,
-            dropped,
-            detached,
-            archived,
-            last_success,
-            duration,
+        i.duration.with_label_values(&[name]);
+        let source = Arc::new(Source {
+            name: name.to_string(),
             snapshot,
+            leader,
+            heartbeat_failing: AtomicBool::new(false),
             facts: Mutex::new(None),
-            heartbeat_failing,
+        });
+        i.sources
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&source));
+        DbMetrics {
+            metrics: self.clone(),
+            source,
+            tables: tables.to_vec(),
         }
+    }
+
+    /// The Prometheus text exposition of everything: the registry (counters, histogram, the
+    /// small state gauges) encoded now, then every database's facts, each encoded once per
+    /// snapshot, grouped by family under one header.
+    pub fn render(&self) -> String {
+        let sources = self
+            .inner
+            .sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let facts: Vec<Arc<[FamilyText]>> = sources.iter().map(|s| s.facts_text()).collect();
+        let mut text = encode(&self.inner.registry.gather());
+        let families = facts.iter().map(|f| f.len()).max().unwrap_or(0);
+        for i in 0..families {
+            let of_family = || facts.iter().filter_map(|f| f.get(i));
+            let Some(first) = of_family().find(|f| !f.samples.is_empty()) else {
+                continue;
+            };
+            text.push_str(&first.header);
+            for f in of_family() {
+                text.push_str(&f.samples);
+            }
+        }
+        text
+    }
+}
+
+/// One database's handle on the [`Metrics`]: what its tasks record.
+pub struct DbMetrics {
+    metrics: Metrics,
+    source: Arc<Source>,
+    tables: Vec<String>,
+}
+
+impl DbMetrics {
+    pub fn name(&self) -> &str {
+        &self.source.name
     }
 
     /// The verdict of the leader session's heartbeat (every second, bounded by its timeout):
     /// while it fails, `up` is 0 whatever the last refresh found, so that `up` follows
     /// `/readyz` within seconds instead of waiting for a refresh stuck on a dead network.
     pub fn heartbeat(&self, answered: bool) {
-        self.heartbeat_failing.store(!answered, Ordering::Relaxed);
+        self.source
+            .heartbeat_failing
+            .store(!answered, Ordering::Relaxed);
     }
 
     /// Counts one pass. A pass skipped because another instance held the maintenance lock did
@@ -223,7 +335,11 @@ impl Metrics {
         if report.skipped.is_some() {
             return;
         }
-        self.duration.observe(report.duration_ms as f64 / 1000.0);
+        let i = &self.metrics.inner;
+        let db = self.name();
+        i.duration
+            .with_label_values(&[db])
+            .observe(report.duration_ms as f64 / 1000.0);
         for t in &report.tables {
             let table = t.table.to_string();
             let result = if t.succeeded() {
@@ -231,55 +347,69 @@ impl Metrics {
             } else {
                 RunResult::Failure
             };
-            self.runs
-                .with_label_values(&[table.as_str(), result.as_str()])
+            i.runs
+                .with_label_values(&[db, table.as_str(), result.as_str()])
                 .inc();
             if result == RunResult::Success {
-                self.last_success
-                    .with_label_values(&[table.as_str()])
+                i.last_success
+                    .with_label_values(&[db, table.as_str()])
                     .set(finished.timestamp() as f64);
             }
             for a in t.actions.iter().filter(|a| a.error.is_none()) {
                 let counter = match a.action {
-                    Action::Create { .. } | Action::CreateDefault { .. } => &self.created,
-                    Action::Drop { .. } => &self.dropped,
+                    Action::Create { .. } | Action::CreateDefault { .. } => &i.created,
+                    Action::Drop { .. } => &i.dropped,
                     Action::FinalizeDetach {
                         then_drop: true, ..
-                    } => &self.dropped,
-                    Action::Detach { .. } | Action::FinalizeDetach { .. } => &self.detached,
-                    Action::Archive { .. } => &self.archived,
+                    } => &i.dropped,
+                    Action::Detach { .. } | Action::FinalizeDetach { .. } => &i.detached,
+                    Action::Archive { .. } => &i.archived,
                     Action::AddIndex { .. } => continue,
                 };
-                counter.with_label_values(&[table.as_str()]).inc();
+                counter.with_label_values(&[db, table.as_str()]).inc();
             }
         }
     }
 
     /// Counts a pass that failed as a whole (the connection was lost, the catalog could not be
-    /// read): a failure for every table it was to maintain.
-    pub fn record_failed_pass(&self, tables: &[String], seconds: f64) {
-        self.duration.observe(seconds);
-        for t in tables {
-            self.runs
-                .with_label_values(&[t.as_str(), RunResult::Failure.as_str()])
+    /// read): a failure for every configured table of the database.
+    pub fn record_failed_pass(&self, seconds: f64) {
+        let i = &self.metrics.inner;
+        let db = self.name();
+        i.duration.with_label_values(&[db]).observe(seconds);
+        for t in &self.tables {
+            i.runs
+                .with_label_values(&[db, t.as_str(), RunResult::Failure.as_str()])
                 .inc();
         }
     }
 
-    /// The Prometheus text exposition of everything: the registry (counters, histogram, the
-    /// small state gauges) encoded now, then the snapshot's facts, encoded once per snapshot.
-    pub fn render(&self) -> String {
-        let facts = self.facts_text();
-        let mut text = encode(&self.registry.gather());
-        text.reserve(facts.len());
-        text.push_str(&facts);
-        text
+    /// Counts a scheduled pass that could not start (the primary does not answer): a failure
+    /// for every configured table, no duration.
+    pub fn record_missed_pass(&self) {
+        let i = &self.metrics.inner;
+        for t in &self.tables {
+            i.runs
+                .with_label_values(&[self.name(), t.as_str(), RunResult::Failure.as_str()])
+                .inc();
+        }
     }
 
+    /// `maintenance_runs_total{database,table,result}` (for tests).
+    pub fn runs(&self, table: &str, result: RunResult) -> u64 {
+        self.metrics
+            .inner
+            .runs
+            .with_label_values(&[self.name(), table, result.as_str()])
+            .get()
+    }
+}
+
+impl Source {
     /// The facts of the current snapshot as text, encoded at the first scrape that sees that
     /// snapshot and reused until the next refresh: with thousands of partitions, encoding is
     /// most of a scrape's cost, and the text cannot change between refreshes.
-    fn facts_text(&self) -> Arc<str> {
+    fn facts_text(&self) -> Arc<[FamilyText]> {
         let snapshot = current(&self.snapshot);
         let mut cache = self.facts.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((of, text)) = cache.as_ref() {
@@ -287,31 +417,33 @@ impl Metrics {
                 return Arc::clone(text);
             }
         }
-        let text: Arc<str> = encode(&snapshot_families(&snapshot)).into();
+        let text: Arc<[FamilyText]> = snapshot_families(&snapshot, &self.name)
+            .iter()
+            .map(|f| {
+                let encoded = encode(std::slice::from_ref(f));
+                let (header, samples): (Vec<&str>, Vec<&str>) =
+                    encoded.lines().partition(|l| l.starts_with('#'));
+                let join = |lines: Vec<&str>| lines.iter().map(|l| format!("{l}\n")).collect();
+                FamilyText {
+                    header: join(header),
+                    samples: join(samples),
+                }
+            })
+            .collect();
         *cache = Some((snapshot, Arc::clone(&text)));
         text
     }
-
-    /// `maintenance_runs_total{table,result}` (for `/status` and tests).
-    pub fn runs(&self, table: &str, result: RunResult) -> u64 {
-        self.runs.with_label_values(&[table, result.as_str()]).get()
-    }
 }
 
-/// The small gauges about this process's state (`build_info`, `up`, `leader`, the refresh's
-/// duration and time), read at scrape time as const metrics.
-pub struct StateCollector {
-    snapshot: Arc<RwLock<Arc<Snapshot>>>,
-    leader: watch::Receiver<bool>,
-    heartbeat_failing: Arc<AtomicBool>,
+/// The small gauges about this process's state (`build_info` once; `up`, `leader`, the
+/// refresh's duration and time per database), read at scrape time as const metrics.
+struct StateCollector {
+    sources: Arc<RwLock<Vec<Arc<Source>>>>,
     descs: Vec<Desc>,
 }
 
 impl StateCollector {
-    pub fn new(
-        snapshot: Arc<RwLock<Arc<Snapshot>>>,
-        leader: watch::Receiver<bool>,
-    ) -> StateCollector {
+    fn new(sources: Arc<RwLock<Vec<Arc<Source>>>>) -> StateCollector {
         let descs = METRICS
             .iter()
             .filter(|(name, _, _)| STATE_METRICS.contains(name))
@@ -319,18 +451,16 @@ impl StateCollector {
                 Desc::new(
                     format!("{PREFIX}{name}"),
                     help(name).to_string(),
-                    labels.iter().map(|l| l.to_string()).collect(),
+                    labels_of(name, labels)
+                        .iter()
+                        .map(|l| l.to_string())
+                        .collect(),
                     Default::default(),
                 )
                 .expect("valid metric description")
             })
             .collect();
-        StateCollector {
-            snapshot,
-            leader,
-            heartbeat_failing: Arc::default(),
-            descs,
-        }
+        StateCollector { sources, descs }
     }
 }
 
@@ -340,11 +470,17 @@ impl Collector for StateCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        state_families(
-            &current(&self.snapshot),
-            *self.leader.borrow(),
-            self.heartbeat_failing.load(Ordering::Relaxed),
-        )
+        let sources = self.sources.read().unwrap_or_else(|p| p.into_inner());
+        let states: Vec<DatabaseState> = sources
+            .iter()
+            .map(|s| DatabaseState {
+                name: s.name.clone(),
+                snapshot: current(&s.snapshot),
+                leader: *s.leader.borrow(),
+                heartbeat_failing: s.heartbeat_failing.load(Ordering::Relaxed),
+            })
+            .collect();
+        state_families(&states)
     }
 }
 
@@ -392,31 +528,43 @@ fn gauge_family(name: &str, samples: Vec<proto::Metric>) -> MetricFamily {
     f
 }
 
-/// `build_info`, `up`, `leader` and the refresh gauges (pure). `up` needs both the last refresh
-/// and the last heartbeat to have reached the primary.
-pub fn state_families(s: &Snapshot, leader: bool, heartbeat_failing: bool) -> Vec<MetricFamily> {
-    let one = |v: f64| vec![sample(&[], v)];
-    let mut out = vec![
+/// What the state gauges of one database are made of.
+pub struct DatabaseState {
+    pub name: String,
+    pub snapshot: Arc<Snapshot>,
+    pub leader: bool,
+    pub heartbeat_failing: bool,
+}
+
+/// `build_info`, then `up`, `leader` and the refresh gauges of each database (pure). `up` needs
+/// both the last refresh and the last heartbeat to have reached the primary.
+pub fn state_families(databases: &[DatabaseState]) -> Vec<MetricFamily> {
+    let per_db = |f: &dyn Fn(&DatabaseState) -> Option<f64>| {
+        databases
+            .iter()
+            .filter_map(|d| Some(sample(&[("database", &d.name)], f(d)?)))
+            .collect::<Vec<_>>()
+    };
+    let flag = |b: bool| f64::from(u8::from(b));
+    vec![
         gauge_family(
             "build_info",
             vec![sample(&[("version", env!("CARGO_PKG_VERSION"))], 1.0)],
         ),
         gauge_family(
             "up",
-            one(f64::from(u8::from(s.primary_up && !heartbeat_failing))),
+            per_db(&|d| Some(flag(d.snapshot.primary_up && !d.heartbeat_failing))),
         ),
-        gauge_family("leader", one(f64::from(u8::from(leader)))),
-    ];
-    if let Some(d) = s.duration_seconds {
-        out.push(gauge_family("refresh_duration_seconds", one(d)));
-    }
-    if let Some(at) = s.tables_read_at {
-        out.push(gauge_family(
+        gauge_family("leader", per_db(&|d| Some(flag(d.leader)))),
+        gauge_family(
+            "refresh_duration_seconds",
+            per_db(&|d| d.snapshot.duration_seconds),
+        ),
+        gauge_family(
             "refresh_success_timestamp_seconds",
-            one(at.timestamp() as f64),
-        ));
-    }
-    out
+            per_db(&|d| d.snapshot.tables_read_at.map(|at| at.timestamp() as f64)),
+        ),
+    ]
 }
 
 fn help(name: &str) -> &'static str {
@@ -443,8 +591,9 @@ fn help(name: &str) -> &'static str {
     }
 }
 
-/// The snapshot's facts about tables, partitions and replicas as metric families (pure).
-pub fn snapshot_families(s: &Snapshot) -> Vec<MetricFamily> {
+/// The snapshot's facts about tables, partitions and replicas of `database` as metric families
+/// (pure), always the same families in the same order, empty ones included.
+pub fn snapshot_families(s: &Snapshot, database: &str) -> Vec<MetricFamily> {
     let mut out = Vec::new();
     let mut family =
         |name: &str, samples: Vec<proto::Metric>| out.push(gauge_family(name, samples));
@@ -457,7 +606,12 @@ pub fn snapshot_families(s: &Snapshot) -> Vec<MetricFamily> {
         |f: &dyn Fn(&crate::snapshot::TableFacts, &crate::check::TableHealth) -> Option<f64>| {
             tables
                 .iter()
-                .filter_map(|(t, h)| Some(sample(&[("table", &t.table)], f(t, h)?)))
+                .filter_map(|(t, h)| {
+                    Some(sample(
+                        &[("database", database), ("table", &t.table)],
+                        f(t, h)?,
+                    ))
+                })
                 .collect::<Vec<_>>()
         };
     family("partitions", per_table(&|_, h| Some(h.partitions as f64)));
@@ -503,9 +657,16 @@ pub fn snapshot_families(s: &Snapshot) -> Vec<MetricFamily> {
         tables
             .iter()
             .flat_map(|(t, _)| {
-                t.partitions
-                    .iter()
-                    .map(|p| sample(&[("table", &t.table), ("partition", &p.name)], f(p)))
+                t.partitions.iter().map(|p| {
+                    sample(
+                        &[
+                            ("database", database),
+                            ("table", &t.table),
+                            ("partition", &p.name),
+                        ],
+                        f(p),
+                    )
+                })
             })
             .collect::<Vec<_>>()
     };
@@ -522,25 +683,43 @@ pub fn snapshot_families(s: &Snapshot) -> Vec<MetricFamily> {
     family(
         "replica_up",
         lag.iter()
-            .map(|l| sample(&[("replica", &l.replica)], f64::from(u8::from(l.up))))
+            .map(|l| {
+                sample(
+                    &[("database", database), ("replica", &l.replica)],
+                    f64::from(u8::from(l.up)),
+                )
+            })
             .collect(),
     );
     family(
         "replication_lag_seconds",
         lag.iter()
-            .filter_map(|l| Some(sample(&[("replica", &l.replica)], l.seconds?)))
+            .filter_map(|l| {
+                Some(sample(
+                    &[("database", database), ("replica", &l.replica)],
+                    l.seconds?,
+                ))
+            })
             .collect(),
     );
     family(
         "replication_lag_bytes",
         lag.iter()
-            .filter_map(|l| Some(sample(&[("replica", &l.replica)], l.bytes? as f64)))
+            .filter_map(|l| {
+                Some(sample(
+                    &[("database", database), ("replica", &l.replica)],
+                    l.bytes? as f64,
+                ))
+            })
             .collect(),
     );
     out
 }
 
+/// One gauge sample; its labels sorted by name, as the registry's own are.
 fn sample(labels: &[(&str, &str)], value: f64) -> proto::Metric {
+    let mut labels = labels.to_vec();
+    labels.sort_by_key(|(k, _)| *k);
     let pairs = labels
         .iter()
         .map(|(k, v)| {
@@ -614,13 +793,19 @@ mod tests {
         }
     }
 
-    fn metrics(s: Snapshot) -> (Metrics, Arc<RwLock<Arc<Snapshot>>>) {
+    fn metrics(s: Snapshot) -> (DbMetrics, Arc<RwLock<Arc<Snapshot>>>) {
         let cell = Arc::new(RwLock::new(Arc::new(s)));
         let (_tx, rx) = watch::channel(true);
         (
-            Metrics::new(&["public.t".into()], Arc::clone(&cell), rx),
+            Metrics::new().database("app", &["public.t".into()], Arc::clone(&cell), rx),
             cell,
         )
+    }
+
+    impl DbMetrics {
+        fn render(&self) -> String {
+            self.metrics.render()
+        }
     }
 
     /// Issue 14: a refresh stuck on a dead network leaves `primary_up` true for up to
@@ -628,11 +813,11 @@ mod tests {
     #[test]
     fn up_is_0_while_the_heartbeat_fails_whatever_the_last_refresh_found() {
         let (m, _cell) = metrics(snapshot(vec![part("t_a", 100)], Some(10)));
-        assert!(m.render().contains("\npartkeeper_up 1\n"));
+        assert!(m.render().contains("\npartkeeper_up{database=\"app\"} 1\n"));
         m.heartbeat(false);
-        assert!(m.render().contains("\npartkeeper_up 0\n"));
+        assert!(m.render().contains("\npartkeeper_up{database=\"app\"} 0\n"));
         m.heartbeat(true);
-        assert!(m.render().contains("\npartkeeper_up 1\n"));
+        assert!(m.render().contains("\npartkeeper_up{database=\"app\"} 1\n"));
     }
 
     #[test]
@@ -640,7 +825,7 @@ mod tests {
         let (m, cell) = metrics(snapshot(vec![part("t_a", 100), part("t_b", 200)], Some(10)));
         let text = m.render();
         assert!(
-            text.contains("partkeeper_table_size_bytes{table=\"public.t\"} 300"),
+            text.contains("partkeeper_table_size_bytes{database=\"app\",table=\"public.t\"} 300"),
             "{text}"
         );
         assert!(text.contains("partition=\"public.t_a\""), "{text}");
@@ -648,7 +833,7 @@ mod tests {
         let text = m.render();
         assert!(!text.contains("public.t_a"), "{text}");
         assert!(
-            text.contains("partkeeper_partitions{table=\"public.t\"} 1"),
+            text.contains("partkeeper_partitions{database=\"app\",table=\"public.t\"} 1"),
             "{text}"
         );
     }
@@ -658,18 +843,21 @@ mod tests {
         let (m, _) = metrics(snapshot(vec![part("t_a", 1)], None));
         let text = m.render();
         assert!(
-            text.contains("partkeeper_coverage_end_timestamp_seconds{table=\"public.t\"} +Inf"),
+            text.contains("partkeeper_coverage_end_timestamp_seconds{database=\"app\",table=\"public.t\"} +Inf"),
             "{text}"
         );
         assert!(
-            text.contains("partkeeper_replica_up{replica=\"r1\"} 0"),
+            text.contains("partkeeper_replica_up{database=\"app\",replica=\"r1\"} 0"),
             "{text}"
         );
         assert!(
             !text.contains("partkeeper_replication_lag_seconds{"),
             "{text}"
         );
-        assert!(text.contains("\npartkeeper_leader 1\n"), "{text}");
+        assert!(
+            text.contains("\npartkeeper_leader{database=\"app\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -719,11 +907,15 @@ mod tests {
         assert_eq!(m.runs("public.t", RunResult::Failure), 1);
         let text = m.render();
         assert!(
-            text.contains("partkeeper_partitions_archived_total{table=\"public.t\"} 1"),
+            text.contains(
+                "partkeeper_partitions_archived_total{database=\"app\",table=\"public.t\"} 1"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("partkeeper_partitions_detached_total{table=\"public.t\"} 0"),
+            text.contains(
+                "partkeeper_partitions_detached_total{database=\"app\",table=\"public.t\"} 0"
+            ),
             "{text}"
         );
     }
@@ -778,7 +970,7 @@ mod tests {
             duration_ms: 1500,
         };
         m.record_pass(&report, now);
-        m.record_failed_pass(&["public.t".into()], 0.2);
+        m.record_failed_pass(0.2);
         let skipped = PassReport {
             tables: Vec::new(),
             skipped: Some("another instance".into()),
@@ -790,16 +982,70 @@ mod tests {
         assert_eq!(m.runs("public.t", RunResult::Success), 0);
         let text = m.render();
         assert!(
-            text.contains("partkeeper_partitions_created_total{table=\"public.t\"} 2"),
+            text.contains(
+                "partkeeper_partitions_created_total{database=\"app\",table=\"public.t\"} 2"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("partkeeper_maintenance_duration_seconds_count 2"),
+            text.contains("partkeeper_maintenance_duration_seconds_count{database=\"app\"} 2"),
             "{text}"
         );
         assert!(
             !text.contains("partkeeper_maintenance_last_success_timestamp_seconds{"),
             "no success yet: {text}"
         );
+    }
+
+    /// Issue 13: two databases under one header per family, each series labelled with its
+    /// database, `build_info` once; one database's state never shows in the other's series.
+    #[test]
+    fn every_database_has_its_own_series_under_one_header_per_family() {
+        let m = Metrics::new();
+        let (_tx, rx) = watch::channel(true);
+        let (_tx2, rx2) = watch::channel(false);
+        let cell = |s| Arc::new(RwLock::new(Arc::new(s)));
+        let a = m.database(
+            "billing",
+            &["public.t".into()],
+            cell(snapshot(vec![part("t_a", 100)], Some(10))),
+            rx,
+        );
+        let b = m.database(
+            "orders",
+            &["public.t".into()],
+            cell(snapshot(vec![part("t_a", 7)], Some(10))),
+            rx2,
+        );
+        b.heartbeat(false);
+        a.record_failed_pass(0.1);
+        let text = m.render();
+        for (family, count) in [
+            ("partkeeper_partition_size_bytes", 1),
+            ("partkeeper_up", 1),
+            ("partkeeper_build_info", 1),
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {family} ")).count(),
+                count,
+                "{text}"
+            );
+        }
+        for want in [
+            "partkeeper_up{database=\"billing\"} 1\n",
+            "partkeeper_up{database=\"orders\"} 0\n",
+            "partkeeper_leader{database=\"billing\"} 1\n",
+            "partkeeper_leader{database=\"orders\"} 0\n",
+            "partkeeper_table_size_bytes{database=\"billing\",table=\"public.t\"} 100\n",
+            "partkeeper_table_size_bytes{database=\"orders\",table=\"public.t\"} 7\n",
+            "partkeeper_replica_up{database=\"orders\",replica=\"r1\"} 0\n",
+            "partkeeper_maintenance_runs_total{database=\"billing\",result=\"failure\",table=\"public.t\"} 1\n",
+            "partkeeper_maintenance_runs_total{database=\"orders\",result=\"failure\",table=\"public.t\"} 0\n",
+            "partkeeper_maintenance_duration_seconds_count{database=\"orders\"} 0\n",
+        ] {
+            assert!(text.contains(want), "{want} in {text}");
+        }
+        assert_eq!(b.runs("public.t", RunResult::Failure), 0);
+        assert_eq!(a.runs("public.t", RunResult::Failure), 1);
     }
 }

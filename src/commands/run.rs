@@ -46,8 +46,7 @@ pub async fn run(fleet: Fleet, args: RunArgs) -> Result<i32> {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     };
-    // Several databases need the fleet daemon (issue 13); until then, one.
-    crate::daemon::run_secured(fleet.into_single()?, listener, web, stop).await?;
+    crate::daemon::run_secured(fleet, listener, web, stop).await?;
     Ok(0)
 }
 

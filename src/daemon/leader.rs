@@ -1,5 +1,6 @@
-//! Leader election: the instance whose dedicated session holds the session-level advisory lock
-//! [`LEADER_LOCK`] leads, and only the leader runs maintenance.
+//! Leader election, per database: the instance whose dedicated session holds the session-level
+//! advisory lock [`LEADER_LOCK`] in that database leads it, and only the leader runs its
+//! maintenance (advisory locks belong to a database, so each configured database has its own).
 //!
 //! Every [`HEARTBEAT`] the session either tries the lock (a follower) or checks in `pg_locks` that
 //! it still holds it (the leader). The server releases a session lock when the session ends, so
@@ -29,7 +30,7 @@ use crate::execute::LEADER_LOCK;
 use crate::lease;
 use crate::pg::{self, Failure};
 
-use super::Shared;
+use super::state::DbState;
 
 /// How often the session checks or tries the lock. It bounds how long a follower takes to
 /// notice that the leader is gone, and how stale `/readyz` can be.
@@ -47,21 +48,21 @@ SELECT EXISTS (
      AND objsubid = 1 AND ((classid::int8 << 32) | objid::int8) = $1)";
 
 /// Runs until `release` fires, then gives the lock back and closes the session.
-pub async fn run(shared: Arc<Shared>, mut release: oneshot::Receiver<()>) {
-    let db = shared.config.database.clone();
+pub async fn run(database: Arc<DbState>, mut release: oneshot::Receiver<()>) {
+    let db = database.config.database.clone();
     let holder = lease::new_holder();
     let mut conn: Option<PgConnection> = None;
     let mut failures: u32 = 0;
     loop {
         let outcome = if db.pooler == Pooler::Transaction {
-            lease_heartbeat(&shared, &db, &holder, &mut conn).await
+            lease_heartbeat(&database, &db, &holder, &mut conn).await
         } else {
-            heartbeat(&shared, &db, &mut conn).await
+            heartbeat(&database, &db, &mut conn).await
         };
         let pause = match outcome {
             Ok(()) => {
                 failures = 0;
-                shared.primary_answered(Utc::now());
+                database.primary_answered(Utc::now());
                 HEARTBEAT
             }
             Err(f) => {
@@ -70,11 +71,11 @@ pub async fn run(shared: Arc<Shared>, mut release: oneshot::Receiver<()>) {
                 if failures == 1 {
                     tracing::warn!(reason = %f.internal, "the primary does not answer; retrying with backoff");
                 }
-                shared.primary_failed(Utc::now(), f.external);
-                if shared.is_leader() {
+                database.primary_failed(Utc::now(), f.external);
+                if database.is_leader() {
                     tracing::error!("lost leadership with the session that held the leader lock; maintenance stops until it is taken again");
-                    shared.set_leader(false);
-                    shared.set_lease(None);
+                    database.set_leader(false);
+                    database.set_lease(None);
                 }
                 pg::backoff(failures).min(pg::MAX_BACKOFF)
             }
@@ -85,10 +86,10 @@ pub async fn run(shared: Arc<Shared>, mut release: oneshot::Receiver<()>) {
         }
     }
     if let Some(mut c) = conn.take() {
-        let was_leader = shared.is_leader();
-        shared.set_leader(false);
-        let held = shared.lease();
-        shared.set_lease(None);
+        let was_leader = database.is_leader();
+        database.set_leader(false);
+        let held = database.lease();
+        database.set_lease(None);
         let give_back = async {
             if let Some(held) = held {
                 let _ = lease::release(&mut c, &held).await;
@@ -113,7 +114,7 @@ pub async fn run(shared: Arc<Shared>, mut release: oneshot::Receiver<()>) {
 
 /// Connects if needed, then tries the lock (follower) or checks that it is still held (leader).
 async fn heartbeat(
-    shared: &Shared,
+    database: &DbState,
     db: &crate::config::DatabaseConfig,
     conn: &mut Option<PgConnection>,
 ) -> Result<(), Failure> {
@@ -130,7 +131,7 @@ async fn heartbeat(
         *conn = Some(c);
     }
     let c = conn.as_mut().expect("connected above");
-    let leading = shared.is_leader();
+    let leading = database.is_leader();
     let sql = if leading {
         HOLDS_SQL
     } else {
@@ -149,7 +150,7 @@ async fn heartbeat(
     match (leading, held) {
         (false, true) => {
             tracing::info!("took the leader lock: this instance now runs maintenance");
-            shared.set_leader(true);
+            database.set_leader(true);
         }
         (true, false) => {
             tracing::error!(
@@ -158,7 +159,7 @@ async fn heartbeat(
                  and PostgreSQL? Set database.pooler = \"transaction\" (leader election by \
                  lease), or connect directly or through a session-mode pool"
             );
-            shared.set_leader(false);
+            database.set_leader(false);
             // Start over on a fresh session.
             *conn = None;
         }
@@ -169,7 +170,7 @@ async fn heartbeat(
 
 /// [`heartbeat`] behind a transaction pooler: takes the lease (follower) or renews it (leader).
 async fn lease_heartbeat(
-    shared: &Shared,
+    database: &DbState,
     db: &crate::config::DatabaseConfig,
     holder: &str,
     conn: &mut Option<PgConnection>,
@@ -199,7 +200,7 @@ async fn lease_heartbeat(
         *conn = Some(c);
     }
     let c = conn.as_mut().expect("connected above");
-    let current = shared.lease().filter(|_| shared.is_leader());
+    let current = database.lease().filter(|_| database.is_leader());
     let work = async {
         match &current {
             Some(held) => lease::renew(c, held, lease::LEADER_TTL)
@@ -227,13 +228,13 @@ async fn lease_heartbeat(
                 token = held.token,
                 "took the maintenance lease: this instance now runs maintenance"
             );
-            shared.set_lease(Some(held));
-            shared.set_leader(true);
+            database.set_lease(Some(held));
+            database.set_leader(true);
         }
         (true, None) => {
             tracing::error!("the maintenance lease was taken over by another instance (this one did not renew it in time); maintenance stops here");
-            shared.set_leader(false);
-            shared.set_lease(None);
+            database.set_leader(false);
+            database.set_lease(None);
         }
         _ => {}
     }

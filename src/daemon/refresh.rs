@@ -17,7 +17,7 @@ use crate::pg::{self, Failure};
 use crate::pooler;
 use crate::replication::{self, ReplicaProbe, StandbyView};
 
-use super::Shared;
+use super::state::DbState;
 
 /// Bound on the primary's part of one refresh (catalog, sizes, default-row counts, standbys).
 /// Thousands of partitions take well under a second; a hung network must not freeze the facts
@@ -238,11 +238,11 @@ async fn read_tables(
 
 /// Refreshes every `metrics_refresh` until shutdown; the first one right away.
 pub async fn run(
-    shared: Arc<Shared>,
+    database: Arc<DbState>,
     mut refresher: Refresher,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut every = tokio::time::interval(shared.config.schedule.metrics_refresh);
+    let mut every = tokio::time::interval(database.config.schedule.metrics_refresh);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -258,7 +258,7 @@ pub async fn run(
             duration_ms = snap.duration_seconds.unwrap_or(0.0) * 1000.0,
             "refreshed"
         );
-        shared.set_snapshot(snap);
+        database.set_snapshot(snap);
     }
     refresher.close().await;
 }

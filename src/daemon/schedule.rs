@@ -18,12 +18,14 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use sqlx::Connection;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::cron::Schedule;
 use crate::maintain::{self, Options, PassReport};
 use crate::pg;
 
-use super::{PassSummary, Shared};
+use super::state::DbState;
+use super::summary::PassSummary;
 
 /// How often the supervisor checks in (for `/status` and `/healthz`) when no run is due sooner.
 pub const SUPERVISE_EVERY: Duration = Duration::from_secs(1);
@@ -39,15 +41,15 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Computes the first run time and reports the scheduler as ticking.
-    pub fn start(shared: &Shared) -> Result<Scheduler, String> {
-        let cron = Schedule::parse(&shared.config.schedule.maintenance)?;
-        let tz = shared.config.schedule.timezone;
+    pub fn start(database: &DbState) -> Result<Scheduler, String> {
+        let cron = Schedule::parse(&database.config.schedule.maintenance)?;
+        let tz = database.config.schedule.timezone;
         let now = Utc::now();
         let next = next_run(&cron, tz, now);
-        shared.scheduler_ticking(true);
-        shared.scheduler_checked(now, next);
+        database.scheduler_ticking(true);
+        database.scheduler_checked(now, next);
         tracing::info!(
-            schedule = %shared.config.schedule.maintenance,
+            schedule = %database.config.schedule.maintenance,
             timezone = tz.name(),
             next = describe_next(next, tz).as_deref().unwrap_or("never"),
             "maintenance scheduled"
@@ -57,15 +59,15 @@ impl Scheduler {
 
     /// Starts a pass at each run time and keeps `/status` and `/healthz` informed until
     /// shutdown.
-    pub async fn supervise(mut self, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn supervise(mut self, database: Arc<DbState>, mut shutdown: watch::Receiver<bool>) {
         loop {
             let now = Utc::now();
             if self.next.is_some_and(|due| now >= due) {
                 // Spawned: a long pass must not stop this loop from checking in.
-                tokio::spawn(maintain_now(Arc::clone(&shared), "schedule"));
+                tokio::spawn(maintain_now(Arc::clone(&database), "schedule").in_current_span());
                 self.next = next_run(&self.cron, self.tz, now);
             }
-            shared.scheduler_checked(now, self.next);
+            database.scheduler_checked(now, self.next);
             let pause = self
                 .next
                 .and_then(|due| (due - now).to_std().ok())
@@ -76,7 +78,7 @@ impl Scheduler {
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
         }
-        shared.scheduler_ticking(false);
+        database.scheduler_ticking(false);
     }
 }
 
@@ -86,15 +88,25 @@ fn next_run(cron: &Schedule, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Ut
 }
 
 /// Runs a pass when this instance leads, is not stopping and has no pass running.
-pub async fn maintain_now(shared: Arc<Shared>, trigger: &'static str) {
-    if shared.is_shutting_down() {
+pub async fn maintain_now(database: Arc<DbState>, trigger: &'static str) {
+    if database.is_shutting_down() {
         return;
     }
-    if !shared.is_leader() {
-        tracing::debug!(trigger, "not the leader; no maintenance here");
+    if !database.is_leader() {
+        // The leader that lost the primary counts the passes the outage prevents, so that
+        // failures show in `maintenance_runs_total` as they would for a pass that began.
+        match database.missed_pass() {
+            Some(why) if trigger == "schedule" => {
+                let now = Utc::now();
+                database.metrics.record_missed_pass();
+                tracing::warn!(trigger, error = %why, "maintenance pass failed; the next one will try again");
+                database.pass_finished(PassSummary::failed(now, now, why));
+            }
+            _ => tracing::debug!(trigger, "not the leader; no maintenance here"),
+        }
         return;
     }
-    let Ok(_one_at_a_time) = shared.pass_lock.try_lock() else {
+    let Ok(_one_at_a_time) = database.pass_lock.try_lock() else {
         tracing::info!(
             trigger,
             "the previous maintenance pass is still running; skipping this one"
@@ -103,35 +115,29 @@ pub async fn maintain_now(shared: Arc<Shared>, trigger: &'static str) {
     };
     let started_at = Utc::now();
     let clock = Instant::now();
-    shared.pass_started(started_at);
+    database.pass_started(started_at);
     // Spawned so that a panic inside the pass is caught here and counted, not fatal, and so
     // that a shutdown can abort it.
-    let task = tokio::spawn(run_pass(Arc::clone(&shared)));
-    shared.set_pass_task(Some(task.abort_handle()));
+    let task = tokio::spawn(run_pass(Arc::clone(&database)).in_current_span());
+    database.set_pass_task(Some(task.abort_handle()));
     let outcome = task.await;
-    shared.set_pass_task(None);
-    shared.set_pass_backend(None);
+    database.set_pass_task(None);
+    database.set_pass_backend(None);
     let seconds = clock.elapsed().as_secs_f64();
     let finished_at = Utc::now();
-    let tables: Vec<String> = shared
-        .config
-        .tables
-        .iter()
-        .map(|t| t.name.to_string())
-        .collect();
     let summary = match outcome {
         Ok(Ok(report)) => {
-            shared.metrics.record_pass(&report, finished_at);
+            database.metrics.record_pass(&report, finished_at);
             log_pass(trigger, &report);
             PassSummary::from_report(started_at, finished_at, &report)
         }
         Ok(Err(error)) => {
-            shared.metrics.record_failed_pass(&tables, seconds);
+            database.metrics.record_failed_pass(seconds);
             tracing::warn!(trigger, error = %error, duration_ms = (seconds * 1000.0) as u64, "maintenance pass failed; the next one will try again");
             PassSummary::failed(started_at, finished_at, error)
         }
         Err(join) if join.is_cancelled() => {
-            shared.metrics.record_failed_pass(&tables, seconds);
+            database.metrics.record_failed_pass(seconds);
             tracing::warn!(
                 trigger,
                 "maintenance pass stopped by the shutdown; its open transaction rolls back"
@@ -139,18 +145,18 @@ pub async fn maintain_now(shared: Arc<Shared>, trigger: &'static str) {
             PassSummary::failed(started_at, finished_at, "stopped by the shutdown".into())
         }
         Err(join) => {
-            shared.metrics.record_failed_pass(&tables, seconds);
+            database.metrics.record_failed_pass(seconds);
             tracing::error!(trigger, error = %join, "maintenance pass panicked; the next one will try again");
             PassSummary::failed(started_at, finished_at, "internal error (panic)".into())
         }
     };
-    shared.pass_finished(summary);
+    database.pass_finished(summary);
 }
 
 /// One pass on a connection of its own; its server pid is published so that a shutdown can
 /// cancel a statement that runs too long.
-async fn run_pass(shared: Arc<Shared>) -> Result<PassReport, String> {
-    let db = &shared.config.database;
+async fn run_pass(database: Arc<DbState>) -> Result<PassReport, String> {
+    let db = &database.config.database;
     // Named as `partkeeper maintain` is: the session that runs DDL.
     let mut conn = pg::try_connect(
         &db.url,
@@ -172,14 +178,14 @@ async fn run_pass(shared: Arc<Shared>) -> Result<PassReport, String> {
     // no pid to cancel (a shutdown stops the pass instead), and the pass runs under the
     // leader's lease, checked by each step.
     let result = if db.pooler == crate::config::Pooler::Transaction {
-        let Some(held) = shared.lease() else {
+        let Some(held) = database.lease() else {
             let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
             return Err("this instance no longer holds the maintenance lease".into());
         };
         crate::lease::FENCE
             .scope(
                 held,
-                maintain::run_pass(&mut conn, db, &shared.config.tables, &options),
+                maintain::run_pass(&mut conn, db, &database.config.tables, &options),
             )
             .await
     } else {
@@ -187,10 +193,10 @@ async fn run_pass(shared: Arc<Shared>) -> Result<PassReport, String> {
             .fetch_one(&mut conn)
             .await
             .map_err(|e| pg::describe(&e))?;
-        shared.set_pass_backend(Some(pid));
-        maintain::run_pass(&mut conn, db, &shared.config.tables, &options).await
+        database.set_pass_backend(Some(pid));
+        maintain::run_pass(&mut conn, db, &database.config.tables, &options).await
     };
-    shared.set_pass_backend(None);
+    database.set_pass_backend(None);
     let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
     result.map_err(|e| crate::logging::chain(&e))
 }

@@ -20,7 +20,7 @@ use crate::common::{eventually, shared, Cli, Cluster, TestDb, Writer, PATIENCE};
 const NOTICE: Duration = Duration::from_secs(8);
 
 /// A monthly table on `date` with 3 periods ahead and a default partition.
-const TABLE_SQL: &str = "CREATE TABLE public.pricing_data (id bigint, date date NOT NULL, price numeric) PARTITION BY RANGE (date)";
+pub(crate) const TABLE_SQL: &str = "CREATE TABLE public.pricing_data (id bigint, date date NOT NULL, price numeric) PARTITION BY RANGE (date)";
 
 fn config(url: &str, schedule: &str, extra: &str) -> String {
     format!(
@@ -52,13 +52,13 @@ default_partition = true
 }
 
 /// Every two seconds, so that tests see scheduled ticks quickly.
-const OFTEN: &str = "*/2 * * * * *";
+pub(crate) const OFTEN: &str = "*/2 * * * * *";
 /// Once a year: only the run-on-start pass happens during a test.
 const RARELY: &str = "0 0 1 1 *";
 
 impl Running {
     /// Waits until `/metrics` satisfies `f`; returns that scrape.
-    async fn metrics_until(&self, what: &str, f: impl Fn(&Metrics) -> bool) -> Metrics {
+    pub(crate) async fn metrics_until(&self, what: &str, f: impl Fn(&Metrics) -> bool) -> Metrics {
         let last = RefCell::new(None);
         let (last_ref, f) = (&last, &f);
         eventually(PATIENCE, what, || async move {
@@ -74,7 +74,12 @@ impl Running {
         last.into_inner().expect("set by the last poll")
     }
 
-    async fn status_code_until(&self, path: &str, code: u16, deadline: Duration) -> String {
+    pub(crate) async fn status_code_until(
+        &self,
+        path: &str,
+        code: u16,
+        deadline: Duration,
+    ) -> String {
         let body = RefCell::new(String::new());
         let body_ref = &body;
         eventually(
@@ -96,14 +101,14 @@ impl Running {
 }
 
 /// A parsed scrape: samples by name, and the `# TYPE` of each family.
-struct Metrics {
-    text: String,
-    types: HashMap<String, String>,
-    samples: Vec<(String, BTreeMap<String, String>, f64)>,
+pub(crate) struct Metrics {
+    pub(crate) text: String,
+    pub(crate) types: HashMap<String, String>,
+    pub(crate) samples: Vec<(String, BTreeMap<String, String>, f64)>,
 }
 
 impl Metrics {
-    fn parse(text: &str) -> Metrics {
+    pub(crate) fn parse(text: &str) -> Metrics {
         let mut types = HashMap::new();
         let mut samples = Vec::new();
         for line in text.lines() {
@@ -148,7 +153,7 @@ impl Metrics {
     }
 
     /// The value of the series `name` whose labels include `labels`.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.samples
             .iter()
             .find(|(n, l, _)| {
@@ -160,7 +165,7 @@ impl Metrics {
             .map(|(_, _, v)| *v)
     }
 
-    fn series(&self, name: &str) -> Vec<&BTreeMap<String, String>> {
+    pub(crate) fn series(&self, name: &str) -> Vec<&BTreeMap<String, String>> {
         self.samples
             .iter()
             .filter(|(n, _, _)| n == name)
@@ -200,7 +205,7 @@ async fn relation_exists(db: &TestDb, name: &str) -> bool {
         .await
 }
 
-fn promtool_check(text: &str) {
+pub(crate) fn promtool_check(text: &str) {
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -290,11 +295,15 @@ async fn every_spec_metric_is_exposed_with_its_type_and_labels_and_matches_the_c
             "{sample_name} has no series\n{}",
             m.text
         );
+        // The SPEC's labels plus `database` (issue 13), named after the URL's database.
+        let mut want: Vec<&str> = partkeeper::metrics::labels_of(name, labels);
+        want.sort();
         for s in series {
             let keys: Vec<&str> = s.keys().map(String::as_str).collect();
-            let mut want: Vec<&str> = labels.to_vec();
-            want.sort();
             assert_eq!(keys, want, "labels of {sample_name}");
+            if let Some(database) = s.get("database") {
+                assert_eq!(database, db.name(), "{sample_name}");
+            }
         }
     }
     for spec_name in [

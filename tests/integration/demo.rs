@@ -26,8 +26,11 @@ async fn demo_runs_for_its_duration_answers_metrics_and_removes_what_it_created(
         "the demo daemon's /metrics to show a leader and pricing_data's partitions",
         || async {
             get(port, "/metrics").await.is_some_and(|m| {
-                m.contains("\npartkeeper_leader 1\n")
-                    && m.contains("partkeeper_partitions{table=\"public.pricing_data\"}")
+                // The demo's own cluster holds the database `pricing`.
+                m.contains("\npartkeeper_leader{database=\"pricing\"} 1\n")
+                    && m.contains(
+                        "partkeeper_partitions{database=\"pricing\",table=\"public.pricing_data\"}",
+                    )
             })
         },
     )

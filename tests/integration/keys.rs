@@ -560,6 +560,9 @@ async fn bad_key_and_interval_combinations_exit_2_naming_the_key() {
 #[tokio::test]
 async fn the_daemon_exports_coverage_by_value_for_integer_keys_and_by_time_for_epoch_keys() {
     let db = shared().create_database().await;
+    // The `database` label of the daemon's series.
+    let db_label = db.name().to_string();
+    let db_label = db_label.as_str();
     db.exec(
         "CREATE TABLE ids (id bigint NOT NULL) PARTITION BY RANGE (id);
          CREATE INDEX ON ids (id);
@@ -610,24 +613,40 @@ default_partition = false
             };
             *body_ref.borrow_mut() = text.clone();
             // The empty id table has p0, p1000, p2000: coverage ends at 3000.
-            text.contains("partkeeper_coverage_end_value{table=\"public.ids\"} 3000")
-                && text.contains("partkeeper_coverage_end_timestamp_seconds{table=\"public.ev\"}")
+            text.contains(&format!(
+                "partkeeper_coverage_end_value{{database=\"{}\",table=\"public.ids\"}} 3000",
+                db_label
+            )) && text.contains(&format!(
+                "partkeeper_coverage_end_timestamp_seconds{{database=\"{}\",table=\"public.ev\"}}",
+                db_label
+            ))
         },
     )
     .await;
     let text = body.into_inner();
     assert!(
-        !text.contains("partkeeper_coverage_end_timestamp_seconds{table=\"public.ids\"}"),
+        !text.contains(&format!(
+            "partkeeper_coverage_end_timestamp_seconds{{database=\"{}\",table=\"public.ids\"}}",
+            db_label
+        )),
         "{text}"
     );
     assert!(
-        !text.contains("partkeeper_coverage_end_value{table=\"public.ev\"}"),
+        !text.contains(&format!(
+            "partkeeper_coverage_end_value{{database=\"{}\",table=\"public.ev\"}}",
+            db_label
+        )),
         "{text}"
     );
     // The epoch table's coverage is a time: three hours from the current one, so 2-3 h ahead.
     let line = text
         .lines()
-        .find(|l| l.starts_with("partkeeper_coverage_end_timestamp_seconds{table=\"public.ev\"}"))
+        .find(|l| {
+            l.starts_with(&format!(
+                "partkeeper_coverage_end_timestamp_seconds{{database=\"{}\",table=\"public.ev\"}}",
+                db_label
+            ))
+        })
         .unwrap();
     let end: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     let ahead = end - Utc::now().timestamp() as f64;

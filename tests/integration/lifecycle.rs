@@ -529,7 +529,7 @@ async fn a_hook_past_hook_timeout_is_killed_keeps_the_partition_and_counts_a_fai
                 *body.borrow_mut() = b;
             }
             body.borrow().contains(
-                "partkeeper_maintenance_runs_total{result=\"failure\",table=\"public.pricing_data\"} 1",
+                &format!("partkeeper_maintenance_runs_total{{database=\"{}\",result=\"failure\",table=\"public.pricing_data\"}} 1", db.name()),
             )
         },
     )
@@ -537,16 +537,19 @@ async fn a_hook_past_hook_timeout_is_killed_keeps_the_partition_and_counts_a_fai
     let body = body.into_inner();
     assert!(
         body.contains(
-            "partkeeper_maintenance_runs_total{result=\"success\",table=\"public.other\"} 1"
+            &format!("partkeeper_maintenance_runs_total{{database=\"{}\",result=\"success\",table=\"public.other\"}} 1", db.name())
         ),
         "{body}"
     );
     assert!(
-        body.contains("partkeeper_partitions_dropped_total{table=\"public.other\"} 1"),
+        body.contains(&format!(
+            "partkeeper_partitions_dropped_total{{database=\"{}\",table=\"public.other\"}} 1",
+            db.name()
+        )),
         "{body}"
     );
     assert!(
-        body.contains("partkeeper_partitions_dropped_total{table=\"public.pricing_data\"} 0"),
+        body.contains(&format!("partkeeper_partitions_dropped_total{{database=\"{}\",table=\"public.pricing_data\"}} 0", db.name())),
         "{body}"
     );
     running.daemon.terminate();

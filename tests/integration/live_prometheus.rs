@@ -171,6 +171,9 @@ fn the_test_copy_of_the_rules_differs_only_in_for() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn next_partition_alert_fires_after_a_hand_drop_and_resolves_after_maintain() {
     let db = pricing_db().await;
+    // The `database` label of the daemon's series.
+    let db_label = db.name().to_string();
+    let db_label = db_label.as_str();
     db.exec("CREATE TABLE events (id bigint, at date NOT NULL) PARTITION BY RANGE (at)")
         .await;
     let daily = "\n[[tables]]\nname = \"public.events\"\ncolumn = \"at\"\ninterval = \"1 day\"\npremake = 2\n";
@@ -192,8 +195,8 @@ async fn next_partition_alert_fires_after_a_hand_drop_and_resolves_after_maintai
     let d = &daemon;
     eventually(PATIENCE, "the start-up pass to have made the partitions", || async move {
         d.get("/metrics").await.is_some_and(|(_, m)| {
-            m.contains("partkeeper_next_partition_missing{table=\"public.pricing_data\"} 0")
-                && m.contains("partkeeper_maintenance_runs_total{result=\"success\",table=\"public.pricing_data\"} 1")
+            m.contains(&format!("partkeeper_next_partition_missing{{database=\"{}\",table=\"public.pricing_data\"}} 0", db_label))
+                && m.contains(&format!("partkeeper_maintenance_runs_total{{database=\"{}\",result=\"success\",table=\"public.pricing_data\"}} 1", db_label))
         })
     })
     .await;
@@ -263,6 +266,9 @@ async fn next_partition_alert_fires_after_a_hand_drop_and_resolves_after_maintai
 async fn replica_lag_replica_down_and_failing_maintenance_fire() {
     let primary = Cluster::start();
     let db = primary.create_database().await;
+    // The `database` label of the daemon's series.
+    let db_label = db.name().to_string();
+    let db_label = db_label.as_str();
     db.exec(fixtures::PRICING_DATA).await;
     db.exec("CREATE TABLE load (x int)").await;
     let replica = Cluster::start_replica(&primary);
@@ -302,8 +308,13 @@ async fn replica_lag_replica_down_and_failing_maintenance_fire() {
         "the replica to be up and caught up",
         || async move {
             r.get("/metrics").await.is_some_and(|(_, m)| {
-                m.contains("partkeeper_replica_up{replica=\"replica-1\"} 1")
-                    && m.contains("partkeeper_replication_lag_bytes{replica=\"replica-1\"} 0")
+                m.contains(&format!(
+                    "partkeeper_replica_up{{database=\"{}\",replica=\"replica-1\"}} 1",
+                    db_label
+                )) && m.contains(&format!(
+                    "partkeeper_replication_lag_bytes{{database=\"{}\",replica=\"replica-1\"}} 0",
+                    db_label
+                ))
             })
         },
     )

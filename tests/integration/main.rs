@@ -12,6 +12,7 @@ mod default_partition;
 mod demo;
 mod deploy;
 mod faults;
+mod fleet;
 mod fleet_cli;
 mod harness;
 mod identifiers;

@@ -77,10 +77,9 @@ async fn relation_exists(db: &TestDb, name: &str) -> bool {
         .await
 }
 
-/// The value of an unlabelled sample (`partkeeper_leader`, `partkeeper_up`) in a scrape.
+/// The value of a one-series sample (`partkeeper_leader`, `partkeeper_up`) in a scrape.
 fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    crate::common::http::single_value(text, name)
 }
 
 /// Successful passes of `pricing_data` in a scrape.

@@ -206,7 +206,7 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-async fn wait_for(port: u16, what: &str, needle: &'static str) -> String {
+async fn wait_for(port: u16, what: &str, needle: &str) -> String {
     let body = std::cell::RefCell::new(String::new());
     let body_ref = &body;
     eventually(Duration::from_secs(120), what, || async move {
@@ -313,7 +313,10 @@ default_partition = true
     let body = wait_for(
         port,
         "the first refresh with every partition",
-        "partkeeper_partitions{table=\"public.events\"} 4001",
+        &format!(
+            "partkeeper_partitions{{database=\"{}\",table=\"public.events\"}} 4001",
+            db.name()
+        ),
     )
     .await;
     let series = body.lines().filter(|l| !l.starts_with('#')).count();

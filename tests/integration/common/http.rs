@@ -88,3 +88,16 @@ pub async fn http_ok_body(port: u16, path: &str, timeout: Duration) -> Option<St
         _ => None,
     }
 }
+
+/// The value of the series `name` in the scrape of a one-database daemon, whatever its labels
+/// (`database` since issue 13): `name{database="app"} 1` and `name 1` both give 1.
+pub fn single_value(metrics: &str, name: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?;
+        let value = match rest.strip_prefix('{') {
+            Some(labels) => labels.split_once("} ")?.1,
+            None => rest.strip_prefix(' ')?,
+        };
+        value.trim().parse().ok()
+    })
+}

@@ -8,6 +8,7 @@ use super::{
     config_with_lock_timeout, daemon_config, http_get_within, partkeeper_session, RunningDaemon,
 };
 use crate::common::fixtures::{self, partition_names, pricing_db, MONTHLY};
+use crate::common::http::single_value;
 use crate::common::{eventually, Cli, Proxy, TestDb, PATIENCE};
 
 /// Small timeouts, so that giving up is quick to see: connect within 2 s; the server cancels a
@@ -232,7 +233,8 @@ async fn ready_daemon_through(proxy: &Proxy, db: &TestDb) -> RunningDaemon {
         || async move {
             d.get("/readyz").await.is_some_and(|(c, _)| c == 200)
                 && d.get("/metrics").await.is_some_and(|(_, m)| {
-                    m.contains("\npartkeeper_up 1\n") && m.contains("\npartkeeper_leader 1\n")
+                    single_value(&m, "partkeeper_up") == Some(1.0)
+                        && single_value(&m, "partkeeper_leader") == Some(1.0)
                 })
         },
     )
@@ -249,7 +251,8 @@ async fn assert_recovers(daemon: &RunningDaemon, fault: &str) {
         || async move {
             daemon.get("/readyz").await.is_some_and(|(c, _)| c == 200)
                 && daemon.get("/metrics").await.is_some_and(|(_, m)| {
-                    m.contains("\npartkeeper_up 1\n") && m.contains("\npartkeeper_leader 1\n")
+                    single_value(&m, "partkeeper_up") == Some(1.0)
+                        && single_value(&m, "partkeeper_leader") == Some(1.0)
                 })
         },
     )
@@ -291,7 +294,7 @@ async fn the_daemon_behind_a_cut_network_turns_unready_keeps_answering_and_recov
         || async move {
             d.get("/metrics")
                 .await
-                .is_some_and(|(_, m)| m.contains("partkeeper_up 0"))
+                .is_some_and(|(_, m)| single_value(&m, "partkeeper_up") == Some(0.0))
         },
     )
     .await;
@@ -538,7 +541,7 @@ async fn partkeeper_up_turns_0_within_seconds_of_a_stall_as_readyz_does() {
         || async move {
             d.get("/metrics")
                 .await
-                .is_some_and(|(_, m)| m.contains("partkeeper_up 0\n"))
+                .is_some_and(|(_, m)| single_value(&m, "partkeeper_up") == Some(0.0))
         },
     )
     .await;
