@@ -7,7 +7,7 @@
 //! ```
 //!
 //! * `fleet_bench_maintain_*`: a whole-process no-op `partkeeper maintain` over all N databases
-//!   (median of [`CLI_RUNS`]).
+//!   (median of [`CLI_RUNS`], the sizes taking turns).
 //! * `fleet_bench_daemon_*`: one fresh `partkeeper run` per N: how long from the process start
 //!   until `/metrics` (polled every 250 ms) shows every database refreshed and through its
 //!   start-up pass; each database's refresh and no-op pass durations (its own metrics); the
@@ -279,23 +279,22 @@ fn print_growth(what: &str, unit: &str, rows: &[(usize, f64)]) {
 async fn fleet_bench_maintain_over_many_databases() {
     let sizes = sizes();
     let fleet = Fleet::create(*sizes.iter().max().expect("a size")).await;
-    let mut rows = Vec::new();
-    println!(
-        "\n=== no-op `partkeeper maintain` over N databases (whole process, median of {CLI_RUNS})"
-    );
-    println!(
-        "{:>4} {:>12} {:>16} {:>16}",
-        "N", "wall", "per database", "per partition"
-    );
-    for &n in &sizes {
-        let cli = Cli::new()
-            .config(&fleet.config(n))
-            .timeout(Duration::from_secs(600));
-        let mut times = Vec::new();
-        for _ in 0..CLI_RUNS {
+    let clis: Vec<Cli> = sizes
+        .iter()
+        .map(|&n| {
+            Cli::new()
+                .config(&fleet.config(n))
+                .timeout(Duration::from_secs(600))
+        })
+        .collect();
+    // Round after round over every size, so that a burst of load on the shared machine falls on
+    // all sizes alike instead of on one.
+    let mut times = vec![Vec::new(); sizes.len()];
+    for _ in 0..CLI_RUNS {
+        for (k, (&n, cli)) in sizes.iter().zip(&clis).enumerate() {
             let started = Instant::now();
             let out = cli.run_async(["-q", "maintain"]).await;
-            times.push(started.elapsed().as_secs_f64());
+            times[k].push(started.elapsed().as_secs_f64());
             out.assert_success();
             // Every database reached, and nothing to do in any of its tables.
             assert_eq!(out.stdout.matches("== database ").count(), n, "{out}");
@@ -305,7 +304,18 @@ async fn fleet_bench_maintain_over_many_databases() {
                 "not a no-op: {out}"
             );
         }
-        let wall = median(times);
+    }
+    println!(
+        "\n=== no-op `partkeeper maintain` over N databases (whole process, median of {CLI_RUNS}, \
+         sizes interleaved)"
+    );
+    println!(
+        "{:>4} {:>12} {:>16} {:>16}",
+        "N", "wall", "per database", "per partition"
+    );
+    let mut rows = Vec::new();
+    for (&n, t) in sizes.iter().zip(times) {
+        let wall = median(t);
         let partitions = (n * TABLES) as f64 * PARTITIONS_PER_TABLE as f64;
         println!(
             "{n:>4} {:>9.1} ms {:>13.1} ms {:>13.1} µs",
