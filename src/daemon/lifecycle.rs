@@ -57,8 +57,9 @@ pub async fn run_secured(
 ) -> Result<()> {
     let daemon = Daemon::new(fleet);
     let mut tasks = Vec::with_capacity(daemon.databases.len());
-    for db in &daemon.databases {
-        tasks.push(start(db)?);
+    let count = daemon.databases.len();
+    for (i, db) in daemon.databases.iter().enumerate() {
+        tasks.push(start(db, refresh::Phase { index: i, count })?);
     }
     let router = serve::secured(http::app(Arc::clone(&daemon)), &web);
     let server = tokio::spawn(serve::serve(
@@ -94,7 +95,7 @@ fn span_of(db: &DbState) -> tracing::Span {
 
 /// Starts the tasks of one database. They share nothing with another database's but the
 /// metrics registry and the shutdown signal.
-fn start(db: &Arc<DbState>) -> Result<DbTasks> {
+fn start(db: &Arc<DbState>, phase: refresh::Phase) -> Result<DbTasks> {
     let span = span_of(db);
     let _entered = span.enter();
     if db.config.tables.is_empty() {
@@ -108,6 +109,7 @@ fn start(db: &Arc<DbState>) -> Result<DbTasks> {
         refresh::run(
             Arc::clone(db),
             Refresher::new(Arc::clone(&db.config)),
+            phase,
             db.stop_signal(),
         )
         .instrument(span.clone()),

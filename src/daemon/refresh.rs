@@ -237,17 +237,44 @@ async fn read_tables(
 }
 
 /// Refreshes every `metrics_refresh` until shutdown; the first one right away.
+/// Where a database's refreshes fall within the period: database `index` of `count`.
+#[derive(Debug, Clone, Copy)]
+pub struct Phase {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Phase {
+    /// The delay of this database's second refresh past one period: databases started together
+    /// would otherwise refresh at the same instant forever, a burst of `count` catalog reads on
+    /// a shared server every period, where spread over the period they are a steady trickle.
+    pub fn offset(&self, period: Duration) -> Duration {
+        if self.count <= 1 {
+            return Duration::ZERO;
+        }
+        period.mul_f64(self.index as f64 / self.count as f64)
+    }
+}
+
 pub async fn run(
     database: Arc<DbState>,
     mut refresher: Refresher,
+    phase: Phase,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut every = tokio::time::interval(database.config.schedule.metrics_refresh);
+    let period = database.config.schedule.metrics_refresh;
+    let mut every = tokio::time::interval(period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+        if std::mem::take(&mut first) {
+            // The first refresh is at once (readiness and metrics need it); the rest keep this
+            // database's phase.
+            every.reset_at(tokio::time::Instant::now() + period + phase.offset(period));
         }
         let snap = tokio::select! {
             s = refresher.refresh() => s,
@@ -261,4 +288,23 @@ pub async fn run(
         database.set_snapshot(snap);
     }
     refresher.close().await;
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+
+    #[test]
+    fn databases_spread_their_refreshes_over_the_period() {
+        let period = Duration::from_secs(30);
+        let offsets: Vec<Duration> = (0..3)
+            .map(|index| Phase { index, count: 3 }.offset(period))
+            .collect();
+        assert_eq!(
+            offsets,
+            [0, 10, 20].map(Duration::from_secs),
+            "each database a third of the period after the previous"
+        );
+        assert_eq!(Phase { index: 0, count: 1 }.offset(period), Duration::ZERO);
+    }
 }

@@ -741,7 +741,8 @@ async fn sigterm_during_a_pass_blocked_on_a_lock_still_exits_0_within_10_seconds
         db_ref
             .try_query_scalar::<i64>(
                 "SELECT count(*) FROM pg_stat_activity
-                  WHERE application_name = 'partkeeper' AND wait_event_type = 'Lock'",
+                  WHERE application_name = 'partkeeper' AND wait_event_type = 'Lock'
+                    AND datname = current_database()",
             )
             .await
             .is_ok_and(|n| n > 0)
@@ -762,7 +763,8 @@ async fn sigterm_during_a_pass_blocked_on_a_lock_still_exits_0_within_10_seconds
             db_ref
                 .try_query_scalar::<i64>(
                     "SELECT count(*) FROM pg_stat_activity
-                      WHERE application_name = 'partkeeper' OR application_name LIKE 'partkeeper %'",
+                      WHERE (application_name = 'partkeeper' OR application_name LIKE 'partkeeper %')
+                        AND datname = current_database()",
                 )
                 .await
                 .is_ok_and(|n| n == 0)
@@ -805,7 +807,8 @@ async fn a_primary_restart_mid_pass_fails_that_pass_cleanly_and_the_next_one_suc
         db_ref
             .try_query_scalar::<i64>(
                 "SELECT count(*) FROM pg_stat_activity
-                  WHERE application_name = 'partkeeper' AND wait_event_type = 'Lock'",
+                  WHERE application_name = 'partkeeper' AND wait_event_type = 'Lock'
+                    AND datname = current_database()",
             )
             .await
             .is_ok_and(|n| n > 0)
