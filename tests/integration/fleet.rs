@@ -336,6 +336,68 @@ async fn a_stalled_database_never_delays_another_s_passes_or_refreshes() {
         .await;
 }
 
+/// A pass that waits on an application's lock in one database (lock_timeout 30 s, longer than
+/// the window watched) holds only that database's pass: the other database's passes and
+/// refreshes keep their cadence, and the blocked repair is done once the lock is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_blocked_on_a_lock_never_delays_another_database() {
+    let (blocked, healthy) = (pricing_db(shared()).await, pricing_db(shared()).await);
+    let toml = fleet_config(&[("blocked", &blocked), ("healthy", &healthy)]).replace(
+        "connect_timeout = \"2s\"",
+        "connect_timeout = \"2s\"\nlock_timeout = \"30s\"",
+    );
+    let daemon = Running::start(&toml).await;
+    daemon
+        .metrics_until("both databases maintained", |m| {
+            ["blocked", "healthy"]
+                .iter()
+                .all(|n| runs(m, n, "success") >= 1.0)
+        })
+        .await;
+    let before = watch(&daemon, "healthy").await;
+
+    let next = month_partition(&blocked, 1).await;
+    blocked.exec(&format!("DROP TABLE {next}")).await;
+    let mut app = blocked.connect().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE pricing_data IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut app)
+        .await
+        .expect("lock the table");
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND application_name = 'partkeeper'
+                      AND wait_event_type = 'Lock'";
+    let db = &blocked;
+    eventually(
+        PATIENCE,
+        "a pass of the blocked database to wait for the lock",
+        || async move {
+            db.try_query_scalar::<i64>(waiting)
+                .await
+                .is_ok_and(|n| n > 0)
+        },
+    )
+    .await;
+    let during = watch(&daemon, "healthy").await;
+    // The phase the test is about: the blocked pass was still waiting when the window closed.
+    assert!(
+        blocked.query_scalar::<i64>(waiting).await > 0,
+        "the blocked pass stopped waiting during the window"
+    );
+    println!("healthy database before the lock: {before:?}; while blocked: {during:?}");
+    assert_same_cadence(&before, &during);
+
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut app)
+        .await
+        .expect("release the lock");
+    let db = &blocked;
+    let next = &next;
+    eventually(PATIENCE, "the blocked database repaired", || async move {
+        partition_names(db).await.contains(next)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_daemons_over_three_databases_each_database_has_one_leader_and_survives_a_kill() {
     let dbs = [
