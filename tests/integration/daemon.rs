@@ -731,23 +731,10 @@ async fn sigterm_during_a_pass_blocked_on_a_lock_still_exits_0_within_10_seconds
     let next = month_partition(&db, 1).await;
     db.exec(&format!("DROP TABLE {next}")).await;
     // An application transaction holding the table: the repair waits behind it.
-    let mut app = db.connect().await;
-    sqlx::raw_sql("BEGIN; LOCK TABLE pricing_data IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut app)
-        .await
-        .expect("lock the table");
-    let db_ref = &db;
-    eventually(PATIENCE, "the pass to wait for the lock", || async move {
-        db_ref
-            .try_query_scalar::<i64>(
-                "SELECT count(*) FROM pg_stat_activity
-                  WHERE application_name = 'partkeeper' AND wait_event_type = 'Lock'
-                    AND datname = current_database()",
-            )
-            .await
-            .is_ok_and(|n| n > 0)
-    })
-    .await;
+    let mut app = db
+        .hold("LOCK TABLE pricing_data IN ACCESS EXCLUSIVE MODE")
+        .await;
+    db.until_partkeeper_waits_for_a_lock().await;
 
     let started = Instant::now();
     daemon.daemon.terminate();
@@ -797,23 +784,10 @@ async fn a_primary_restart_mid_pass_fails_that_pass_cleanly_and_the_next_one_suc
         .await;
     let next = month_partition(&db, 1).await;
     db.exec(&format!("DROP TABLE {next}")).await;
-    let mut app = db.connect().await;
-    sqlx::raw_sql("BEGIN; LOCK TABLE pricing_data IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut app)
-        .await
-        .expect("lock the table");
-    let db_ref = &db;
-    eventually(PATIENCE, "a pass to wait for the lock", || async move {
-        db_ref
-            .try_query_scalar::<i64>(
-                "SELECT count(*) FROM pg_stat_activity
-                  WHERE application_name = 'partkeeper' AND wait_event_type = 'Lock'
-                    AND datname = current_database()",
-            )
-            .await
-            .is_ok_and(|n| n > 0)
-    })
-    .await;
+    let app = db
+        .hold("LOCK TABLE pricing_data IN ACCESS EXCLUSIVE MODE")
+        .await;
+    db.until_partkeeper_waits_for_a_lock().await;
 
     primary.restart();
     drop(app);

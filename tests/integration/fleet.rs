@@ -358,29 +358,14 @@ async fn a_pass_blocked_on_a_lock_never_delays_another_database() {
 
     let next = month_partition(&blocked, 1).await;
     blocked.exec(&format!("DROP TABLE {next}")).await;
-    let mut app = blocked.connect().await;
-    sqlx::raw_sql("BEGIN; LOCK TABLE pricing_data IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut app)
-        .await
-        .expect("lock the table");
-    let waiting = "SELECT count(*) FROM pg_stat_activity
-                    WHERE datname = current_database() AND application_name = 'partkeeper'
-                      AND wait_event_type = 'Lock'";
-    let db = &blocked;
-    eventually(
-        PATIENCE,
-        "a pass of the blocked database to wait for the lock",
-        || async move {
-            db.try_query_scalar::<i64>(waiting)
-                .await
-                .is_ok_and(|n| n > 0)
-        },
-    )
-    .await;
+    let mut app = blocked
+        .hold("LOCK TABLE pricing_data IN ACCESS EXCLUSIVE MODE")
+        .await;
+    blocked.until_partkeeper_waits_for_a_lock().await;
     let during = watch(&daemon, "healthy").await;
     // The phase the test is about: the blocked pass was still waiting when the window closed.
     assert!(
-        blocked.query_scalar::<i64>(waiting).await > 0,
+        blocked.partkeeper_lock_waits().await > 0,
         "the blocked pass stopped waiting during the window"
     );
     println!("healthy database before the lock: {before:?}; while blocked: {during:?}");
@@ -600,23 +585,13 @@ async fn sigterm_with_a_pass_blocked_in_every_database_still_exits_0_within_10_s
         db.exec(&format!("DROP TABLE {next}")).await;
         dropped.push(next);
         // An application transaction holding the table: the repair waits behind it.
-        let mut app = db.connect().await;
-        sqlx::raw_sql("BEGIN; LOCK TABLE pricing_data IN ACCESS EXCLUSIVE MODE")
-            .execute(&mut app)
-            .await
-            .expect("lock the table");
-        apps.push(app);
+        apps.push(
+            db.hold("LOCK TABLE pricing_data IN ACCESS EXCLUSIVE MODE")
+                .await,
+        );
     }
-    let waiting = "SELECT count(*) FROM pg_stat_activity
-                    WHERE datname = current_database()
-                      AND application_name = 'partkeeper' AND wait_event_type = 'Lock'";
     for db in &dbs {
-        eventually(PATIENCE, "the pass to wait for the lock", || async move {
-            db.try_query_scalar::<i64>(waiting)
-                .await
-                .is_ok_and(|n| n > 0)
-        })
-        .await;
+        db.until_partkeeper_waits_for_a_lock().await;
     }
 
     let started = Instant::now();

@@ -96,6 +96,28 @@ impl TestDb {
         conn
     }
 
+    /// partkeeper's sessions in this database that wait for a lock (the harness's own excluded).
+    pub async fn partkeeper_lock_waits(&self) -> i64 {
+        self.try_query_scalar::<i64>(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name = 'partkeeper'
+                AND wait_event_type = 'Lock'",
+        )
+        .await
+        .unwrap_or(0)
+    }
+
+    /// Waits (up to [`super::PATIENCE`]) until a partkeeper session of this database waits for
+    /// a lock: a pass or a command has reached the lock a test holds.
+    pub async fn until_partkeeper_waits_for_a_lock(&self) {
+        super::eventually(
+            super::PATIENCE,
+            "a partkeeper session to wait for the lock",
+            || async { self.partkeeper_lock_waits().await > 0 },
+        )
+        .await;
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }
