@@ -219,6 +219,29 @@ interval = "1 month"
     }
 
     #[test]
+    fn a_part1_replica_may_take_its_url_from_the_environment() {
+        let text = r#"
+[database]
+url = "postgres://pk:pw@db:5432/app"
+[[replicas]]
+name = "r1"
+url_env = "R1_URL"
+"#;
+        let env: HashMap<String, String> = [(
+            "R1_URL".to_string(),
+            "postgres://pk:pw@r1:5432/app".to_string(),
+        )]
+        .into();
+        let c = parse_str(text, &env).unwrap();
+        assert_eq!(c.replicas[0].url.host_label(), "r1:5432/app");
+        let e = parse_str(text, &HashMap::new()).unwrap_err().to_string();
+        assert!(
+            e.contains("replicas[0].url_env = \"R1_URL\": the environment variable is not set"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn database_url_from_the_environment_does_not_reach_a_fleet() {
         let mut env = env();
         env.insert(

@@ -86,7 +86,7 @@ pub fn validate(raw: RawConfig, env: &HashMap<String, String>) -> Result<Fleet, 
     let databases = if listed {
         fleet(raw, env, &server, &schedule, p)
     } else {
-        single(raw, &server, schedule, p).into_iter().collect()
+        single(raw, env, &server, schedule, p).into_iter().collect()
     };
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems));
@@ -101,6 +101,7 @@ pub fn validate(raw: RawConfig, env: &HashMap<String, String>) -> Result<Fleet, 
 /// The part 1 form: `[database]` + `[[replicas]]` + `[[tables]]`, one database.
 fn single(
     raw: RawConfig,
+    env: &HashMap<String, String>,
     server: &ServerConfig,
     schedule: ScheduleConfig,
     p: &mut Vec<String>,
@@ -124,7 +125,7 @@ fn single(
         None => url.as_ref().map(crate::hooks::database_name),
     };
     let settings = settings(&scope, &raw.database, &Settings::built_in(), p);
-    let replicas = replicas(&scope, raw.replicas, &HashMap::new(), p);
+    let replicas = replicas(&scope, raw.replicas, env, p);
     let tables = tables(&scope, raw.tables, schedule.timezone, p);
     let bench = bench(&scope, raw.bench, &tables, p);
     Some(Config {
