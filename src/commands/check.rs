@@ -6,45 +6,40 @@ use crate::cli::{CheckArgs, OutputFormat};
 use crate::config::{Config, Fleet};
 use crate::error::{Error, Result};
 
+use super::common::Selected;
+
 pub async fn run(fleet: Fleet, args: CheckArgs) -> Result<i32> {
-    let selected = if args.table.is_some() {
-        // About one table: its database must be named when there are several.
-        vec![fleet.one(args.database.as_deref())?]
-    } else {
-        fleet.select(args.database.as_deref())?
-    };
-    // The part 1 form reads exactly as before; a fleet names each database, checks every one
-    // even when another cannot be reached, and names those that are not OK.
-    let named = fleet.listed;
+    let selected = Selected::from(&fleet, args.database.as_deref(), args.table.as_deref())?;
+    let text = args.format == OutputFormat::Text;
+    let outcomes = selected
+        .each(text, |cfg| async {
+            let health = assess(cfg, &args).await?;
+            if text {
+                print_text(&health);
+            }
+            Ok(health)
+        })
+        .await;
     let mut failed = Vec::new();
     let mut json = Vec::new();
-    for (i, cfg) in selected.into_iter().enumerate() {
+    for (cfg, outcome) in outcomes {
         let name = cfg.database.name.clone();
-        if named && args.format == OutputFormat::Text {
-            if i > 0 {
-                println!();
-            }
-            println!("== database {name} ==");
-        }
-        let health = match assess(cfg, &args).await {
+        let health = match outcome {
             Ok(h) => h,
-            Err(e) if !named => return Err(e),
+            // The part 1 form: nothing printed but the error, as before.
+            Err(e) if !selected.named => return Err(e),
             Err(e) => {
-                eprintln!("database {name}: {e}");
                 failed.push((name, e));
                 continue;
             }
         };
-        match args.format {
-            OutputFormat::Text => print_text(&health),
-            OutputFormat::Json => json.extend(health.iter().map(|h| {
-                let mut v = serde_json::to_value(h).unwrap_or_default();
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("database".into(), name.clone().into());
-                }
-                v
-            })),
-        }
+        json.extend(health.iter().map(|h| {
+            let mut v = serde_json::to_value(h).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("database".into(), name.clone().into());
+            }
+            v
+        }));
         let bad = health.iter().filter(|h| !h.healthy()).count();
         if bad > 0 {
             failed.push((
@@ -55,17 +50,13 @@ pub async fn run(fleet: Fleet, args: CheckArgs) -> Result<i32> {
             ));
         }
     }
-    if args.format == OutputFormat::Json {
+    if !text {
         println!(
             "{}",
             serde_json::to_string_pretty(&json).unwrap_or_default()
         );
     }
-    match failed.len() {
-        0 => Ok(0),
-        1 if !named => Err(failed.remove(0).1),
-        _ => Err(Error::Databases(failed)),
-    }
+    selected.verdict(failed)
 }
 
 /// The verdict on every selected table of one database (read-only).

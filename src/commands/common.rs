@@ -6,39 +6,65 @@ use chrono_tz::Tz;
 use crate::config::{Config, Fleet};
 use crate::error::{Error, Result};
 
-/// Runs `one` on each database `--database` selects (all by default). With several, a header
-/// names each before its output and every one is done even when another fails; the error then
-/// names those that failed, and the exit code is the worst of theirs.
-pub async fn each_database<'a, F, Fut>(
-    fleet: &'a Fleet,
-    wanted: Option<&str>,
-    mut one: F,
-) -> Result<i32>
-where
-    F: FnMut(&'a Config) -> Fut,
-    Fut: std::future::Future<Output = Result<i32>>,
-{
-    let selected = fleet.select(wanted)?;
-    if let [only] = selected.as_slice() {
-        if !fleet.listed || wanted.is_some() {
-            return one(only).await;
-        }
+/// The databases a command works on, and whether its output names each.
+pub struct Selected<'a> {
+    pub databases: Vec<&'a Config>,
+    /// A `[[databases]]` configuration: a header per database, every database done even when
+    /// another fails, the failures named at the end. The part 1 form reads exactly as before.
+    pub named: bool,
+}
+
+impl<'a> Selected<'a> {
+    /// `--database NAME`, else every database; a command given `--table` is about one table,
+    /// so with several databases configured it needs `--database`.
+    pub fn from(
+        fleet: &'a Fleet,
+        database: Option<&str>,
+        table: Option<&str>,
+    ) -> Result<Selected<'a>> {
+        let databases = if table.is_some() {
+            vec![fleet.one(database)?]
+        } else {
+            fleet.select(database)?
+        };
+        Ok(Selected {
+            databases,
+            named: fleet.listed,
+        })
     }
-    let mut failed = Vec::new();
-    for (i, cfg) in selected.into_iter().enumerate() {
-        if i > 0 {
-            println!();
+
+    /// Runs `one` on each database in order, a `== database NAME ==` header before each when
+    /// named and `header` (text output), every one even when another fails; the outcomes.
+    pub async fn each<T, F, Fut>(&self, header: bool, mut one: F) -> Vec<(&'a Config, Result<T>)>
+    where
+        F: FnMut(&'a Config) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut out = Vec::new();
+        for (i, cfg) in self.databases.iter().copied().enumerate() {
+            if self.named && header {
+                if i > 0 {
+                    println!();
+                }
+                println!("== database {} ==", cfg.database.name);
+            }
+            let outcome = one(cfg).await;
+            if let (true, Err(e)) = (self.named, &outcome) {
+                eprintln!("database {}: {e}", cfg.database.name);
+            }
+            out.push((cfg, outcome));
         }
-        println!("== database {} ==", cfg.database.name);
-        if let Err(e) = one(cfg).await {
-            eprintln!("database {}: {e}", cfg.database.name);
-            failed.push((cfg.database.name.clone(), e));
-        }
+        out
     }
-    if failed.is_empty() {
-        Ok(0)
-    } else {
-        Err(Error::Databases(failed))
+
+    /// The end of the command: 0 when no database failed; in the part 1 form the one failure
+    /// itself; else the failed databases, each named, with the worst exit code among them.
+    pub fn verdict(&self, mut failed: Vec<(String, Error)>) -> Result<i32> {
+        match failed.len() {
+            0 => Ok(0),
+            1 if !self.named => Err(failed.remove(0).1),
+            _ => Err(Error::Databases(failed)),
+        }
     }
 }
 

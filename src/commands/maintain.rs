@@ -3,14 +3,19 @@
 use crate::cli::MaintainArgs;
 use crate::config::{Config, Fleet};
 use crate::error::{Error, Result};
+
+use super::common::Selected;
 use crate::maintain::{self, Options, PassReport};
 
 pub async fn run(fleet: Fleet, args: MaintainArgs) -> Result<i32> {
-    if args.table.is_some() {
-        // About one table: its database must be named when there are several.
-        return database(fleet.one(args.database.as_deref())?, &args).await;
-    }
-    super::common::each_database(&fleet, args.database.as_deref(), |cfg| database(cfg, &args)).await
+    let selected = Selected::from(&fleet, args.database.as_deref(), args.table.as_deref())?;
+    let failed = selected
+        .each(true, |cfg| database(cfg, &args))
+        .await
+        .into_iter()
+        .filter_map(|(cfg, r)| r.err().map(|e| (cfg.database.name.clone(), e)))
+        .collect();
+    selected.verdict(failed)
 }
 
 async fn database(cfg: &Config, args: &MaintainArgs) -> Result<i32> {

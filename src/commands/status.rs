@@ -8,6 +8,8 @@ use crate::catalog::{self, Partition};
 use crate::cli::{StatusArgs, StatusFormat};
 use crate::config::{Config, Fleet};
 use crate::error::{Error, Result};
+
+use super::common::Selected;
 use crate::replication::{self, ReplicaProbe, ReplicaView, StandbyView};
 
 #[derive(Serialize)]
@@ -30,67 +32,45 @@ struct PartitionStatus<'a> {
 }
 
 pub async fn run(fleet: Fleet, args: StatusArgs) -> Result<i32> {
-    let selected = if args.table.is_some() {
-        // About one table: its database must be named when there are several.
-        vec![fleet.one(args.database.as_deref())?]
-    } else {
-        fleet.select(args.database.as_deref())?
-    };
-    if !fleet.listed {
+    let selected = Selected::from(&fleet, args.database.as_deref(), args.table.as_deref())?;
+    let table = args.format == StatusFormat::Table;
+    let outcomes = selected.each(table, |cfg| database(cfg, &args)).await;
+    if !selected.named {
         // The part 1 form: one database, printed exactly as before.
-        let mut json = None;
-        for cfg in selected {
-            database(cfg, &args, &mut json).await?;
-        }
-        if let Some(v) = json {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        for (_, outcome) in outcomes {
+            if let Some(v) = outcome? {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
         }
         return Ok(0);
     }
-    // A fleet: a header per database (text) or one document listing them (JSON); every
-    // database is shown even when another cannot be reached.
+    // A fleet: one JSON document listing every database, those that failed with their error.
     let mut failed = Vec::new();
     let mut databases = Vec::new();
-    for (i, cfg) in selected.into_iter().enumerate() {
+    for (cfg, outcome) in outcomes {
         let name = cfg.database.name.clone();
-        if args.format == StatusFormat::Table {
-            if i > 0 {
-                println!();
-            }
-            println!("== database {name} ==");
-        }
-        let mut json = None;
-        match database(cfg, &args, &mut json).await {
-            Ok(()) => databases.extend(json.map(|mut v| {
+        match outcome {
+            Ok(json) => databases.extend(json.map(|mut v| {
                 if let Some(o) = v.as_object_mut() {
                     o.insert("database".into(), name.clone().into());
                 }
                 v
             })),
             Err(e) => {
-                eprintln!("database {name}: {e}");
                 databases.push(serde_json::json!({"database": name, "error": e.to_string()}));
                 failed.push((name, e));
             }
         }
     }
-    if args.format == StatusFormat::Json {
+    if !table {
         let doc = serde_json::json!({ "databases": databases });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     }
-    if failed.is_empty() {
-        Ok(0)
-    } else {
-        Err(Error::Databases(failed))
-    }
+    selected.verdict(failed)
 }
 
-/// One database: printed as a table, or its JSON document put in `json`.
-async fn database(
-    cfg: &Config,
-    args: &StatusArgs,
-    json: &mut Option<serde_json::Value>,
-) -> Result<()> {
+/// One database: printed as a table, or its JSON document returned.
+async fn database(cfg: &Config, args: &StatusArgs) -> Result<Option<serde_json::Value>> {
     let policies = cfg.select_tables(args.table.as_deref())?;
     let mut conn = super::common::connect(cfg).await?;
     // Behind a transaction pooler, one read transaction ([`crate::pooler::Reader`]).
@@ -140,11 +120,11 @@ async fn database(
     .await;
     match args.format {
         StatusFormat::Json => {
-            *json = Some(serde_json::json!({
+            return Ok(Some(serde_json::json!({
                 "tables": out,
                 "replicas": replicas,
                 "standbys": standbys,
-            }))
+            })))
         }
         StatusFormat::Table => {
             for t in &out {
@@ -182,7 +162,7 @@ async fn database(
             print_replication(&replicas, &standbys);
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 fn print_replication(replicas: &[ReplicaView], standbys: &[StandbyView]) {
