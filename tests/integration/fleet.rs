@@ -72,6 +72,22 @@ async fn pricing_db(cluster: &Cluster) -> TestDb {
     db
 }
 
+/// Three databases on the shared cluster, their names, and the fleet configuration of them.
+async fn three_databases() -> ([TestDb; 3], [&'static str; 3], String) {
+    let dbs = [
+        pricing_db(shared()).await,
+        pricing_db(shared()).await,
+        pricing_db(shared()).await,
+    ];
+    let names = ["first", "second", "third"];
+    let toml = fleet_config(&[
+        (names[0], &dbs[0]),
+        (names[1], &dbs[1]),
+        (names[2], &dbs[2]),
+    ]);
+    (dbs, names, toml)
+}
+
 fn on(database: &str) -> (&'static str, &str) {
     ("database", database)
 }
@@ -385,17 +401,7 @@ async fn a_pass_blocked_on_a_lock_never_delays_another_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_daemons_over_three_databases_each_database_has_one_leader_and_survives_a_kill() {
-    let dbs = [
-        pricing_db(shared()).await,
-        pricing_db(shared()).await,
-        pricing_db(shared()).await,
-    ];
-    let names = ["first", "second", "third"];
-    let toml = fleet_config(&[
-        (names[0], &dbs[0]),
-        (names[1], &dbs[1]),
-        (names[2], &dbs[2]),
-    ]);
+    let (_dbs, names, toml) = three_databases().await;
     let a = Running::start(&toml).await;
     let b = Running::start(&toml).await;
     let leader = |m: &Metrics, n: &str| value(m, "partkeeper_leader", n).unwrap_or(0.0);
@@ -556,19 +562,9 @@ async fn status(d: &Running) -> serde_json::Value {
 /// of grace and its cancellation would take longer), and every half-done repair rolls back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_pass_blocked_in_every_database_still_exits_0_within_10_seconds() {
-    let dbs = [
-        pricing_db(shared()).await,
-        pricing_db(shared()).await,
-        pricing_db(shared()).await,
-    ];
-    let names = ["first", "second", "third"];
+    let (dbs, names, toml) = three_databases().await;
     // A lock_timeout longer than the shutdown's grace period, so each pass must be cancelled.
-    let toml = fleet_config(&[
-        (names[0], &dbs[0]),
-        (names[1], &dbs[1]),
-        (names[2], &dbs[2]),
-    ])
-    .replace(
+    let toml = toml.replace(
         "connect_timeout = \"2s\"",
         "connect_timeout = \"2s\"\nlock_timeout = \"30s\"",
     );
